@@ -1,0 +1,43 @@
+"""Every error leaves the API as ``{"error": {"code", "message"}}`` with the status its class carries."""
+
+from __future__ import annotations
+
+import logging
+
+import kombu.exceptions
+import redis
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from batchery.errors import BatcheryError, Unavailable
+from batchery.store.codec import dumps
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, **extra: object) -> Response:
+    body = {"error": {"code": code, "message": message}, **extra}
+    return Response(dumps(body), status=status, mimetype="application/json")
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(BatcheryError)
+    def batchery_error(exc: BatcheryError) -> Response:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(redis.RedisError)
+    @app.errorhandler(kombu.exceptions.OperationalError)
+    def dependency_error(exc: Exception) -> Response:
+        log.warning("dependency unavailable: %s", exc)
+        unavailable = Unavailable(f"Redis or the broker is unavailable: {exc}")
+        return error_response(unavailable.status, unavailable.code, unavailable.message)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal", "internal error; see the API's log")

@@ -1,0 +1,87 @@
+"""``/v1/jobs``: submit, poll, read results, cancel."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from flask import Blueprint, Response, request, stream_with_context, url_for
+
+from batchery.app.requests import NDJSON, read_job_request
+from batchery.app.services import services
+from batchery.app.views import job_document, job_links
+from batchery.errors import BadRequest, JobNotFound
+from batchery.monitoring.metrics import record_submission
+from batchery.store.codec import dumps, result_record
+from batchery.tasks.enqueue import submit_job
+
+bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+
+
+def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(body), status=status, mimetype="application/json", headers=headers)
+
+
+@bp.post("")
+def create_job() -> Response:
+    svc = services()
+    job = read_job_request(request, svc.registry, svc.settings)
+    svc.require_worker(job.spec)
+    job_id = submit_job(
+        svc.celery, svc.store, job.spec, job.inputs, chunk_size=svc.settings.chunk_size, metadata=job.metadata
+    )
+    record_submission(job.spec.name, len(job.inputs))
+    links = job_links(job_id)
+    body = {"id": job_id, "status": "queued", "model": job.spec.ref, "total": len(job.inputs), "links": links}
+    return json_response(body, 202, {"Location": links["self"]})
+
+
+@bp.get("/<job_id>")
+def get_job(job_id: str) -> Response:
+    return json_response(job_document(_job(job_id)))
+
+
+@bp.delete("/<job_id>")
+def cancel_job(job_id: str) -> Response:
+    svc = services()
+    if svc.store.cancel(job_id) is None:
+        raise JobNotFound(f"no job {job_id!r}")
+    return json_response(job_document(_job(job_id)))
+
+
+@bp.get("/<job_id>/results")
+def get_results(job_id: str) -> Response:
+    job = _job(job_id)
+    if NDJSON in request.headers.get("Accept", ""):
+        return Response(stream_with_context(_ndjson(job_id, job["total"])), mimetype=NDJSON)
+    settings = services().settings
+    offset = _int_arg("offset", 0, 0, job["total"])
+    limit = _int_arg("limit", settings.results_page_limit, 1, settings.results_page_max)
+    stop = min(offset + limit, job["total"])
+    results = [result_record(i, raw) for i, raw in services().store.outputs(job_id, offset, stop)]
+    next_url = url_for("jobs.get_results", job_id=job_id, offset=stop, limit=limit, _external=True) if stop < job["total"] else None
+    return json_response({"results": results, "next": next_url})
+
+
+def _ndjson(job_id: str, total: int) -> Iterator[bytes]:
+    for index, raw in services().store.iter_outputs(job_id, total):
+        yield dumps(result_record(index, raw)) + b"\n"
+
+
+def _job(job_id: str) -> dict:
+    job = services().store.get(job_id)
+    if job is None:
+        raise JobNotFound(f"no job {job_id!r} (it never existed, or it expired)")
+    return job
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be an integer, not {raw!r}")
+    if not low <= value <= high:
+        raise BadRequest(f"'{name}' must be between {low} and {high}, not {value}")
+    return value

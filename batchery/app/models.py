@@ -1,0 +1,70 @@
+"""``/v1/models``: what is served and by whom, and the synchronous predict convenience."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from batchery.app.jobs import json_response
+from batchery.app.requests import read_predict_request
+from batchery.app.services import Services, services
+from batchery.errors import Timeout
+from batchery.models.registry import ModelSpec
+from batchery.monitoring.metrics import record_submission
+from batchery.store.codec import decode
+from batchery.tasks.enqueue import submit_job
+
+bp = Blueprint("models", __name__, url_prefix="/v1/models")
+
+
+@bp.get("")
+def list_models() -> Response:
+    svc = services()
+    return json_response({"models": [model_document(svc, spec) for spec in svc.registry]})
+
+
+@bp.get("/<name>")
+def get_model(name: str) -> Response:
+    svc = services()
+    return json_response(model_document(svc, svc.registry.get(name)))
+
+
+@bp.post("/<name>/predict")
+def predict(name: str) -> Response:
+    """Runs through the same queue and batcher as a job, and waits for it (504 past the timeout)."""
+    svc = services()
+    spec = svc.registry.get(name)
+    inputs = read_predict_request(request, spec, svc.settings)
+    svc.require_worker(spec)
+    job_id = submit_job(svc.celery, svc.store, spec, inputs, chunk_size=svc.settings.chunk_size, ttl_s=_predict_ttl(svc))
+    record_submission(spec.name, len(inputs))
+    if not svc.store.wait_done(job_id, svc.settings.predict_timeout_s):
+        svc.store.cancel(job_id)
+        raise Timeout(f"no answer within {svc.settings.predict_timeout_s:g}s; the request was cancelled")
+    outputs: list[Any] = [None] * len(inputs)
+    errors = []
+    for index, raw in svc.store.outputs(job_id, 0, len(inputs)):
+        kind, value = decode(raw)
+        if kind == "output":
+            outputs[index] = value
+        else:
+            errors.append({"index": index, **value})
+    body: dict[str, Any] = {"model": spec.ref, "outputs": outputs}
+    if errors:
+        body["errors"] = errors
+    return json_response(body)
+
+
+def model_document(svc: Services, spec: ModelSpec) -> dict[str, Any]:
+    workers = svc.workers_for(spec)
+    return {
+        **spec.describe(),
+        "device": sorted({w.get("device", "?") for w in workers}),
+        "live_workers": len(workers),
+        "serving": bool(workers),
+    }
+
+
+def _predict_ttl(svc: Services) -> int:
+    return max(int(svc.settings.predict_timeout_s) * 4, 60)

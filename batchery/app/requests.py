@@ -1,0 +1,82 @@
+"""Reading request bodies: JSON or NDJSON, checked for size and shape before anything is queued."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from flask import Request
+
+from batchery.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from batchery.models.inputs import check_inputs
+from batchery.models.registry import ModelSpec, Registry
+from batchery.settings import Settings
+
+NDJSON = "application/x-ndjson"
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    spec: ModelSpec
+    inputs: list[Any]
+    metadata: dict[str, Any] | None = None
+
+
+def read_job_request(request: Request, registry: Registry, settings: Settings) -> JobRequest:
+    """``POST /v1/jobs``: a JSON object, or NDJSON lines (one input each) with ``?model=``."""
+    if request.mimetype == NDJSON:
+        model = request.args.get("model")
+        if not model:
+            raise BadRequest("an NDJSON body needs the model as a query parameter: ?model=NAME")
+        body: dict[str, Any] = {"model": model, "inputs": _ndjson_lines(request.get_data())}
+    else:
+        body = _json_object(request)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("'model' must be a model name, e.g. \"minilm\" or \"minilm@l6-v2\"")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise BadRequest("'metadata' must be an object")
+    spec = registry.get(model)
+    return JobRequest(spec, read_inputs(body, spec, settings), metadata)
+
+
+def read_predict_request(request: Request, spec: ModelSpec, settings: Settings) -> list[Any]:
+    """``POST /v1/models/<name>/predict``: ``{"inputs": [...]}``."""
+    return read_inputs(_json_object(request), spec, settings)
+
+
+def read_inputs(body: dict[str, Any], spec: ModelSpec, settings: Settings) -> list[Any]:
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest("'inputs' must be a non-empty list")
+    if len(inputs) > settings.max_items_per_job:
+        raise PayloadTooLarge(f"{len(inputs)} inputs, over the limit of {settings.max_items_per_job} per job")
+    check_inputs(spec, inputs, settings.max_input_chars)
+    return inputs
+
+
+def _json_object(request: Request) -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(f"send 'content-type: application/json' (or {NDJSON} for jobs), not {request.mimetype!r}")
+    try:
+        body = orjson.loads(request.get_data())
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _ndjson_lines(data: bytes) -> list[Any]:
+    """One input per line; an empty line would shift every later line's index, so it is an error."""
+    inputs = []
+    for number, line in enumerate(data.rstrip().splitlines(), start=1):
+        if not line.strip():
+            raise BadRequest(f"line {number} is empty: every line must hold one JSON input")
+        try:
+            inputs.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"line {number} is not valid JSON: {exc}") from exc
+    return inputs

@@ -1,0 +1,143 @@
+"""The dynamic batcher: one per model in each worker process.
+
+Chunk tasks running on the worker's threads hand their items to :meth:`Batcher.submit` and wait on the
+returned :class:`Ticket`. Three threads move batches along, so that no stage waits on another's I/O:
+
+    collect + prepare (tokenise)  ->  run (the one thread that owns the model)  ->  write (one Redis round trip)
+
+Items of any number of chunks and jobs share a batch; each chunk's ticket counts down as its items land.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+from batchery.batching import hooks
+from batchery.batching.queue import Item, ItemQueue
+from batchery.batching.ticket import Ticket
+from batchery.errors import BatcheryError, ModelError
+from batchery.store import ItemResult
+from batchery.store.codec import encode_error, encode_output
+
+if TYPE_CHECKING:
+    from batchery.runtimes.base import Runtime
+    from batchery.store import JobStore
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class Batcher:
+    """Forms batches of at most ``max_batch_size`` items, waiting at most ``max_wait_ms`` for one to fill."""
+
+    def __init__(self, runtime: "Runtime", store: "JobStore") -> None:
+        self.spec = runtime.spec
+        self.runtime = runtime
+        self.store = store
+        self.queue = ItemQueue()
+        self._prepared: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._ran: queue.Queue[Any] = queue.Queue(maxsize=4)
+        self._threads = [
+            threading.Thread(target=self._guard, args=(loop,), name=f"batcher-{self.spec.name}-{loop.__name__.strip('_')}", daemon=True)
+            for loop in (self._collect_loop, self._run_loop, self._write_loop)
+        ]
+        self.batches_run = 0
+
+    def start(self) -> "Batcher":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def submit(self, job_id: str, inputs: Sequence[tuple[int, Any]]) -> Ticket:
+        """Queue ``(index, input)`` pairs of one job; the ticket is done when all are stored."""
+        ticket = Ticket(len(inputs))
+        self.queue.put_many(Item(job_id, index, value, ticket) for index, value in inputs)
+        return ticket
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish what is queued, then end the threads."""
+        self.queue.close()
+        for thread in self._threads:
+            thread.join(timeout_s)
+
+    def _guard(self, loop: Any) -> None:
+        try:
+            loop()
+        except Exception:
+            log.exception("batcher %s: %s died", self.spec.name, loop.__name__)
+            raise
+
+    def _collect_loop(self) -> None:
+        max_wait_s = self.spec.max_wait_ms / 1000
+        while (items := self.queue.take(self.spec.max_batch_size, max_wait_s)) is not None:
+            try:
+                hooks.call("before_batch", self.spec, items)
+                prepared = self.runtime.prepare([item.input for item in items])
+            except Exception as exc:
+                self._ran.put((items, [_as_error(exc)] * len(items)))
+                continue
+            self._prepared.put((items, prepared))
+        self._prepared.put(_STOP)
+
+    def _run_loop(self) -> None:
+        while (work := self._prepared.get()) is not _STOP:
+            items, prepared = work
+            started = time.perf_counter()
+            results = self._run(items, prepared)
+            hooks.call("after_batch", self.spec, items, results, time.perf_counter() - started, reverse=True)
+            self.batches_run += 1
+            self._ran.put((items, results))
+        self._ran.put(_STOP)
+
+    def _run(self, items: Sequence[Item], prepared: Any) -> Sequence[Any]:
+        try:
+            outputs = self.runtime.run(prepared)
+        except Exception as exc:
+            log.warning("model %s failed a batch of %d: %s", self.spec.name, len(items), exc)
+            return [_as_error(exc)] * len(items)
+        if len(outputs) != len(items):
+            error = ModelError(f"model {self.spec.name} returned {len(outputs)} outputs for {len(items)} inputs")
+            return [error] * len(items)
+        return outputs
+
+    def _write_loop(self) -> None:
+        while (work := self._ran.get()) is not _STOP:
+            items, results = work
+            started = time.perf_counter()
+            self._write(items, results)
+            hooks.call("after_write", self.spec, items, time.perf_counter() - started, reverse=True)
+
+    def _write(self, items: Sequence[Item], results: Sequence[Any]) -> None:
+        records = [
+            ItemResult(item.job_id, item.index, encode_error(r), False)
+            if isinstance(r, BatcheryError)
+            else ItemResult(item.job_id, item.index, encode_output(r), True)
+            for item, r in zip(items, results)
+        ]
+        try:
+            self.store.record(records)
+        except Exception as exc:
+            log.error("model %s: could not store a batch of %d: %s", self.spec.name, len(items), exc)
+            for item in items:
+                item.ticket.abort(exc)
+            return
+        _settle(items, records)
+
+
+def _settle(items: Sequence[Item], records: Sequence[ItemResult]) -> None:
+    counts: dict[int, tuple[Ticket, int, int]] = {}
+    for item, record in zip(items, records):
+        ticket, ok, failed = counts.get(id(item.ticket), (item.ticket, 0, 0))
+        counts[id(item.ticket)] = (ticket, ok + record.ok, failed + (not record.ok))
+    for ticket, ok, failed in counts.values():
+        ticket.settle(ok, failed)
+
+
+def _as_error(exc: BaseException) -> BatcheryError:
+    if isinstance(exc, BatcheryError):
+        return exc
+    return ModelError(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,51 @@
+"""Hooks around a batch: metrics, failure injection and the like attach here instead of into the batcher.
+
+A hook implements only what it needs; every method of the base class does nothing. Hooks run in the order
+added before a batch and in reverse after it, and a hook that raises is logged and never stops a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from batchery.batching.queue import Item
+    from batchery.models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class BatchHook:
+    def before_batch(self, spec: "ModelSpec", items: Sequence["Item"]) -> None:
+        """The batch is formed and about to be prepared; may raise to fail the whole batch on purpose."""
+
+    def after_batch(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any], seconds: float) -> None:
+        """The model ran (``results`` holds outputs or :class:`BatcheryError`s, one per item)."""
+
+    def after_write(self, spec: "ModelSpec", items: Sequence["Item"], seconds: float) -> None:
+        """The batch's outputs are stored in Redis."""
+
+
+_HOOKS: list[BatchHook] = []
+
+
+def add_hook(hook: BatchHook) -> BatchHook:
+    _HOOKS.append(hook)
+    return hook
+
+
+def remove_hook(hook: BatchHook) -> None:
+    if hook in _HOOKS:
+        _HOOKS.remove(hook)
+
+
+def call(name: str, *args: Any, reverse: bool = False) -> None:
+    """Run one hook method on every hook; ``before_*`` hooks may raise, the others are only logged."""
+    for hook in reversed(_HOOKS) if reverse else list(_HOOKS):
+        try:
+            getattr(hook, name)(*args)
+        except Exception:
+            if name.startswith("before_"):
+                raise
+            log.exception("batch hook %s.%s failed", type(hook).__name__, name)

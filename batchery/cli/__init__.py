@@ -1,0 +1,120 @@
+"""The `batchery` command: up, api, worker, submit."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from batchery import defaults
+from batchery.cli.processes import Supervisor, api_argv, api_env, flower_argv, worker_argv
+from batchery.cli.redis_server import RedisServer, answers
+from batchery.models.registry import load_registry
+from batchery.settings import Settings
+
+log = logging.getLogger("batchery")
+
+
+def _settings(**overrides: object) -> Settings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(Settings.from_env(), **given)
+
+
+@click.group()
+def main() -> None:
+    """batchery: asynchronous batch inference over Celery."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def ensure_redis(settings: Settings, probe_url: str = defaults.LOCAL_REDIS_URL) -> tuple[Settings, RedisServer | None]:
+    """Use the configured Redis; else one answering on localhost:6379; else start a private one."""
+    if settings.redis_url:
+        return settings, None
+    if answers(probe_url):
+        return dataclasses.replace(settings, redis_url=probe_url), None
+    server = RedisServer(settings.data_path / "redis").start()
+    log.info("started an embedded redis-server at %s (data in %s)", server.url, server.data_dir)
+    return dataclasses.replace(settings, redis_url=server.url), server
+
+
+@main.command()
+@click.option("--host", help="address the API and Flower listen on")
+@click.option("--port", type=int, help="API port (8000)")
+@click.option("--flower-port", type=int, help="Flower port (5555)")
+@click.option("--redis-url", help="Redis for jobs (and the broker unless BATCHERY_BROKER_URL is set)")
+@click.option("--models-file", help="TOML or YAML models file")
+@click.option("--no-flower", is_flag=True, help="do not start Flower")
+def up(host: str | None, port: int | None, flower_port: int | None, redis_url: str | None, models_file: str | None, no_flower: bool) -> None:
+    """Run everything on this machine: Redis (if none), a worker, the API and Flower. Ctrl-C stops all."""
+    settings, redis_server = ensure_redis(
+        _settings(host=host, port=port, flower_port=flower_port, redis_url=redis_url, models_file=models_file)
+    )
+    supervisor = Supervisor(settings)
+    try:
+        supervisor.spawn("worker", worker_argv(settings, load_registry(settings.models_file)))
+        supervisor.spawn("api", api_argv(settings), api_env())
+        if not no_flower:
+            supervisor.spawn("flower", flower_argv(settings))
+        click.echo(f"batchery is up:\n  API     http://{settings.host}:{settings.port}/v1/models\n"
+                   f"  metrics http://{settings.host}:{settings.port}/metrics\n  Redis   {settings.effective_redis_url}")
+        if not no_flower:
+            click.echo(f"  Flower  http://{settings.host}:{settings.flower_port}/")
+        click.echo("Ctrl-C stops everything.")
+        supervisor.wait()
+    finally:
+        click.echo("stopping...")
+        supervisor.stop()
+        if redis_server is not None:
+            redis_server.stop()
+        click.echo("stopped.")
+
+
+@main.command()
+@click.option("--host")
+@click.option("--port", type=int)
+def api(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API with gunicorn."""
+    settings = _settings(host=host, port=port)
+    os.environ.update({**settings.as_env(), **api_env()})
+    argv = api_argv(settings)
+    os.execv(argv[0], argv)
+
+
+@main.command()
+@click.option("--models", default="", help="comma-separated models to serve (default: all)")
+@click.option("--concurrency", type=int, help="chunk tasks in flight in this worker")
+@click.option("--name", default="cpu", help="node name before @host")
+def worker(models: str, concurrency: int | None, name: str) -> None:
+    """Run one worker process serving the given models."""
+    settings = _settings(worker_concurrency=concurrency)
+    os.environ.update(settings.as_env())
+    argv = worker_argv(settings, load_registry(settings.models_file), [m for m in models.split(",") if m], name)
+    os.execv(argv[0], argv)
+
+
+@main.command()
+@click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="output JSONL (default: stdout)")
+@click.option("--url", help="API base URL (default: http://BATCHERY_HOST:BATCHERY_PORT)")
+@click.option("--lines-per-job", type=int, default=100_000, show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def submit(input_file: Path, model: str, output: Path | None, url: str | None, lines_per_job: int, quiet: bool) -> None:
+    """Submit a JSONL file (one input per line); write one result line per input line, in order."""
+    from batchery.cli.submit import submit_file
+
+    settings = _settings()
+    base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    out = output.open("wb") if output else sys.stdout.buffer
+    try:
+        counts = submit_file(base, input_file, model, out, lines_per_job=lines_per_job, progress=not quiet)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc))
+    finally:
+        if output:
+            out.close()
+    click.echo(f"{counts['succeeded']} succeeded, {counts['failed']} failed of {counts['total']}", err=True)

@@ -1,0 +1,29 @@
+"""Every default in one place, read by :mod:`batchery.settings`. Units are in the names."""
+
+REDIS_URL = ""  # empty: `batchery up` finds or starts one; everything else uses LOCAL_REDIS_URL
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+HOST = "127.0.0.1"
+PORT = 8000
+FLOWER_PORT = 5555
+DATA_DIR = "~/.local/share/batchery"
+
+CHUNK_SIZE = 256
+MAX_ITEMS_PER_JOB = 1_000_000
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+MAX_INPUT_CHARS = 10_000
+RESULTS_PAGE_LIMIT = 1000
+RESULTS_PAGE_MAX = 10_000
+
+JOB_TTL_S = 7 * 24 * 3600
+PREDICT_TIMEOUT_S = 30.0
+PREDICT_JOB_TTL_S = 600
+
+WORKER_CONCURRENCY = 8
+WORKER_DEVICE = "cpu"
+WORKER_HEARTBEAT_S = 2.0
+WORKER_HEARTBEAT_TTL_S = 10.0
+VISIBILITY_TIMEOUT_S = 600
+CELERY_RESULT_EXPIRES_S = 3600
+
+API_WORKERS = 2
+API_THREADS = 8

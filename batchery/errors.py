@@ -1,0 +1,114 @@
+"""One error hierarchy: each error knows its HTTP status and a stable machine-readable code.
+
+The API turns any :class:`BatcheryError` into ``{"error": {"code", "message"}}`` with its status; workers
+store the same ``code``/``message`` pair as an item's error, so a client sees one vocabulary everywhere.
+"""
+
+from __future__ import annotations
+
+
+class BatcheryError(Exception):
+    """Root of every error batchery raises on purpose."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message or self.__doc__ or self.code)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class BadRequest(BatcheryError):
+    """The request body is malformed."""
+
+    status = 400
+    code = "bad_request"
+
+
+class UnsupportedMediaType(BatcheryError):
+    """The request body's content type is not one the endpoint reads."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class NotFound(BatcheryError):
+    """No such resource."""
+
+    status = 404
+    code = "not_found"
+
+
+class JobNotFound(NotFound):
+    """No job with this id (it never existed, or it expired)."""
+
+    code = "job_not_found"
+
+
+class ModelNotFound(NotFound):
+    """No model with this name or version is registered."""
+
+    code = "model_not_found"
+
+
+class PayloadTooLarge(BatcheryError):
+    """The request exceeds a size limit (bytes, items or characters)."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class InvalidInput(BatcheryError):
+    """An input does not fit the model (wrong type or shape)."""
+
+    status = 422
+    code = "invalid_input"
+
+
+class Unavailable(BatcheryError):
+    """A dependency (Redis, the broker, a worker) cannot serve the request now."""
+
+    status = 503
+    code = "unavailable"
+
+
+class NoLiveWorker(Unavailable):
+    """No live worker consumes this model's queue."""
+
+    code = "no_live_worker"
+
+
+class Timeout(BatcheryError):
+    """The request did not finish within its time limit."""
+
+    status = 504
+    code = "timeout"
+
+
+class ModelError(BatcheryError):
+    """The model raised while running a batch."""
+
+    status = 500
+    code = "model_error"
+
+
+class Cancelled(BatcheryError):
+    """The job was cancelled before this item ran."""
+
+    status = 409
+    code = "cancelled"
+
+
+class ConfigError(BatcheryError):
+    """The models file or a setting is wrong."""
+
+    status = 500
+    code = "config_error"

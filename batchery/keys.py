@@ -1,0 +1,38 @@
+"""Every Redis key batchery writes, named in one place with its lifetime beside it.
+
+    batchery:job:<id>           hash    job state and counters             settings.job_ttl_s
+    batchery:job:<id>:out       hash    index -> encoded output or error   settings.job_ttl_s
+    batchery:job:<id>:done      list    one element pushed on completion   settings.job_ttl_s
+    batchery:jobs               zset    job id -> created_at (recent jobs) trimmed to RECENT_JOBS
+    batchery:worker:<hostname>  string  worker heartbeat (JSON)            settings.worker_heartbeat_ttl_s
+    batchery:workers            set     hostnames that sent a heartbeat    members pruned when their key is gone
+"""
+
+from __future__ import annotations
+
+PREFIX = "batchery"
+RECENT_JOBS = 1000
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_outputs(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:out"
+
+
+def job_done(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:done"
+
+
+def recent_jobs() -> str:
+    return f"{PREFIX}:jobs"
+
+
+def worker(hostname: str) -> str:
+    return f"{PREFIX}:worker:{hostname}"
+
+
+def workers() -> str:
+    return f"{PREFIX}:workers"

@@ -1,0 +1,89 @@
+"""The runtime interface: what the batcher needs from a loaded model, and nothing more.
+
+A runtime turns a list of inputs into a list of outputs in two steps, so that the host-side work of the
+next batch (tokenising, stacking) can overlap the device work of the current one: :meth:`Runtime.prepare`
+runs on the batcher's preparing thread, :meth:`Runtime.run` on the one thread that owns the model.
+A new runtime is one new module that subclasses :class:`Runtime` and registers itself by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+
+from batchery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from batchery.models.registry import ModelSpec
+    from batchery.settings import Settings
+
+RUNTIMES: dict[str, type["Runtime"]] = {}
+#: Built-in runtimes are imported only when a model needs them: a worker serving echo never imports torch.
+BUILTIN_MODULES = {"echo": "batchery.runtimes.echo", "onnx": "batchery.runtimes.onnx", "torch": "batchery.runtimes.torch"}
+
+
+def register_runtime(name: str) -> Callable[[type["Runtime"]], type["Runtime"]]:
+    """Class decorator: make a runtime loadable by the name a models file gives in ``runtime = ...``."""
+
+    def register(cls: type[Runtime]) -> type[Runtime]:
+        cls.name = name
+        RUNTIMES[name] = cls
+        return cls
+
+    return register
+
+
+class Runtime(ABC):
+    """A model loaded on one device."""
+
+    name: ClassVar[str] = ""
+    #: True for models that exist for tests and benchmarks only; shown as such in the model list.
+    synthetic: ClassVar[bool] = False
+
+    def __init__(self, spec: "ModelSpec", device: str) -> None:
+        self.spec = spec
+        self.device = device
+
+    @classmethod
+    def load(cls, spec: "ModelSpec", device: str, settings: "Settings") -> "Runtime":
+        """Load the model on ``device`` ("cpu" or "cuda:N"); the default just constructs the class."""
+        return cls(spec, device)
+
+    def prepare(self, inputs: Sequence[Any]) -> Any:
+        """Host-side work for one batch (tokenising, stacking); runs beside the device thread."""
+        return list(inputs)
+
+    @abstractmethod
+    def run(self, prepared: Any) -> Sequence[Any]:
+        """Run one prepared batch; return one output per input, in order (numpy arrays or JSON values)."""
+
+    def example_input(self) -> Any:
+        """A valid input for warm-up: text, zeros of ``options["shape"]`` for tensors, a string for JSON."""
+        if self.spec.input == "tensor":
+            return _zeros(self.spec.options.get("shape", [1]))
+        return "warm up"
+
+    def warm_up(self) -> None:
+        """Run a batch of one before serving, so the first client batch pays no lazy initialisation."""
+        self.run(self.prepare([self.example_input()]))
+
+    def close(self) -> None:
+        """Release device memory and sessions; the default has nothing to release."""
+
+
+def load_runtime(spec: "ModelSpec", device: str, settings: "Settings") -> Runtime:
+    """Load the runtime a model spec names, importing its built-in module on first use."""
+    if spec.runtime not in RUNTIMES and spec.runtime in BUILTIN_MODULES:
+        importlib.import_module(BUILTIN_MODULES[spec.runtime])
+    try:
+        cls = RUNTIMES[spec.runtime]
+    except KeyError:
+        raise ConfigError(f"model {spec.name!r}: unknown runtime {spec.runtime!r} (known: {sorted(RUNTIMES)})")
+    return cls.load(spec, device, settings)
+
+
+def _zeros(shape: Sequence[int]) -> Any:
+    if len(shape) == 1:
+        return [0.0] * int(shape[0])
+    return [_zeros(shape[1:]) for _ in range(int(shape[0]))]

@@ -1,0 +1,128 @@
+"""The ONNX Runtime runtime: any ONNX graph with text or tensor inputs, on the CPU or a CUDA device."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import onnxruntime
+
+from batchery.errors import ConfigError
+from batchery.runtimes.base import Runtime, register_runtime
+from batchery.runtimes.text import TEXT_INPUTS, TextEncoder, check_text_options, embeddings, stack_tensors
+
+if TYPE_CHECKING:
+    from batchery.models.registry import ModelSpec
+    from batchery.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+@register_runtime("onnx")
+class OnnxRuntime(Runtime):
+    """Options: ``source`` ("minilm" exports the bundled model), ``tokenizer``, ``max_length``, ``pooling``
+    ("mean" | "cls" | "none"), ``normalize`` and ``threads`` (intra-op threads on the CPU)."""
+
+    def __init__(self, spec: "ModelSpec", device: str, session: onnxruntime.InferenceSession,
+                 encoder: TextEncoder | None) -> None:
+        super().__init__(spec, device)
+        self.session: Any = session
+        self.encoder = encoder
+        self.input_names = [i.name for i in session.get_inputs()]
+        unknown = [name for name in self.input_names if name not in TEXT_INPUTS] if encoder else []
+        if unknown:
+            raise ConfigError(f"model {spec.name!r}: graph inputs {unknown} are not among the text inputs {TEXT_INPUTS}")
+        self.pooling, self.normalize = check_text_options(spec.options) if encoder else ("none", False)
+        self.tensor_type = _NUMPY_TYPES.get(session.get_inputs()[0].type, np.float32)
+
+    @classmethod
+    def load(cls, spec: "ModelSpec", device: str, settings: "Settings") -> "OnnxRuntime":
+        model_path, tokenizer_path = resolve_files(spec, settings)
+        encoder = None
+        if spec.input == "text":
+            if not tokenizer_path:
+                raise ConfigError(f"model {spec.name!r}: a text model needs options.tokenizer (a tokenizer.json)")
+            encoder = TextEncoder(tokenizer_path, spec.options.get("max_length"))
+        elif spec.input != "tensor":
+            raise ConfigError(f"model {spec.name!r}: the onnx runtime takes text or tensor input, not {spec.input!r}")
+        try:
+            session = onnxruntime.InferenceSession(
+                str(model_path), sess_options=session_options(spec), providers=providers(device)
+            )
+        except Exception as exc:
+            raise ConfigError(f"model {spec.name!r}: cannot load {model_path}: {exc}") from exc
+        return cls(spec, device, session, encoder)
+
+    def prepare(self, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
+        if self.encoder is not None:
+            return self.encoder.encode(inputs)
+        return {self.input_names[0]: stack_tensors(inputs).astype(self.tensor_type, copy=False)}
+
+    def run(self, prepared: dict[str, np.ndarray]) -> list[np.ndarray]:
+        feed = {name: prepared[name] for name in self.input_names if name in prepared}
+        output = self.session.run(None, feed)[0]
+        if self.encoder is not None:
+            return embeddings(output, prepared["attention_mask"], self.pooling, self.normalize)
+        return list(np.asarray(output))
+
+    def close(self) -> None:
+        self.session = None
+
+
+def resolve_files(spec: "ModelSpec", settings: "Settings") -> tuple[Path, Path | None]:
+    """The ONNX file and tokenizer: ``path`` and ``options.tokenizer`` win over what a ``source`` provides."""
+    source = spec.options.get("source")
+    model_path = Path(spec.path).expanduser() if spec.path else None
+    tokenizer = spec.options.get("tokenizer")
+    tokenizer_path = Path(str(tokenizer)).expanduser() if tokenizer else None
+    if source == "minilm":
+        if model_path is None or tokenizer_path is None:
+            from batchery.models import minilm
+
+            exported, bundled = minilm.artifacts(spec, settings)
+            model_path = model_path or exported
+            tokenizer_path = tokenizer_path or bundled
+    elif source:
+        raise ConfigError(f"model {spec.name!r}: unknown source {source!r} (known: 'minilm')")
+    if model_path is None:
+        raise ConfigError(f"model {spec.name!r}: the onnx runtime needs a path to an .onnx file")
+    if not model_path.is_file():
+        raise ConfigError(f"model {spec.name!r}: no such file {model_path}")
+    return model_path, tokenizer_path
+
+
+def providers(device: str) -> list[Any]:
+    """CUDA on ``cuda:N`` when this onnxruntime build has it; otherwise the CPU, said out loud."""
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            _, _, index = device.partition(":")
+            return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+        log.warning("device %s asked for, but this onnxruntime has no CUDA provider: running on the CPU", device)
+    return ["CPUExecutionProvider"]
+
+
+def session_options(spec: "ModelSpec") -> onnxruntime.SessionOptions:
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(spec.options.get("threads") or default_threads())
+    options.inter_op_num_threads = 1
+    return options
+
+
+def default_threads() -> int:
+    """The process's cores, less one for the thread preparing the next batch once there are cores to spare."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores - 1 if cores > 2 else cores
+

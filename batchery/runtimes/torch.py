@@ -1,0 +1,142 @@
+"""The PyTorch runtime: a TorchScript file, a ``torch.export`` program, or the bundled MiniLM model.
+
+On CUDA the preparing thread puts each batch in pinned memory, so the copy to the device in :meth:`run`
+is asynchronous and the model thread spends its time on the device, not on host copies.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from batchery.errors import ConfigError
+from batchery.runtimes.base import Runtime, register_runtime
+from batchery.runtimes.text import TEXT_INPUTS, TextEncoder, check_text_options, embeddings, stack_tensors
+
+if TYPE_CHECKING:
+    from batchery.models.registry import ModelSpec
+    from batchery.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@register_runtime("torch")
+class TorchRuntime(Runtime):
+    """Options: ``source`` ("minilm"), ``tokenizer``, ``max_length``, ``pooling``, ``normalize``, ``fp16``
+    (CUDA only) and ``threads`` (the CPU thread count, which torch sets for the whole process)."""
+
+    def __init__(self, spec: "ModelSpec", device: str, module: Any, encoder: TextEncoder | None) -> None:
+        super().__init__(spec, device)
+        self.target = torch.device(device)
+        self.module = module
+        self.encoder = encoder
+        self.fp16 = bool(spec.options.get("fp16", False)) and self.target.type == "cuda"
+        if self.fp16:
+            self.module = self.module.half()
+        self.pooling, self.normalize = check_text_options(spec.options) if encoder else ("none", False)
+        self.text_inputs = declared_text_inputs(module) if encoder else []
+
+    @classmethod
+    def load(cls, spec: "ModelSpec", device: str, settings: "Settings") -> "TorchRuntime":
+        target = torch_device(device)
+        if spec.options.get("fp16") and target.type != "cuda":
+            log.warning("model %s: fp16 is for CUDA devices; running in float32 on %s", spec.name, target)
+        if target.type == "cpu" and spec.options.get("threads"):
+            torch.set_num_threads(int(spec.options["threads"]))
+        encoder = None
+        if spec.input == "text":
+            encoder = TextEncoder(tokenizer_path(spec), spec.options.get("max_length"))
+        elif spec.input != "tensor":
+            raise ConfigError(f"model {spec.name!r}: the torch runtime takes text or tensor input, not {spec.input!r}")
+        return cls(spec, str(target), load_module(spec, target), encoder)
+
+    def prepare(self, inputs: Sequence[Any]) -> dict[str, torch.Tensor]:
+        arrays = self.encoder.encode(inputs) if self.encoder is not None else {"input": stack_tensors(inputs)}
+        tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
+        if self.target.type == "cuda":
+            tensors = {name: tensor.pin_memory() for name, tensor in tensors.items()}
+        return tensors
+
+    def run(self, prepared: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        with torch.inference_mode():
+            if self.encoder is None:
+                batch = prepared["input"].to(self.target, non_blocking=True)
+                output = self.module(batch.half() if self.fp16 else batch)
+            else:
+                args = [prepared[name].to(self.target, non_blocking=True) for name in self.text_inputs]
+                output = self.module(*args)
+            host = first_tensor(output).float().cpu().numpy()
+        if self.encoder is None:
+            return list(host)
+        return embeddings(host, prepared["attention_mask"].numpy(), self.pooling, self.normalize)
+
+    def close(self) -> None:
+        self.module = None
+        if self.target.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def torch_device(device: str) -> torch.device:
+    """``cuda:N`` when CUDA is there; otherwise the CPU, said out loud."""
+    target = torch.device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        log.warning("device %s asked for, but torch has no CUDA here: running on the CPU", device)
+        return torch.device("cpu")
+    return target
+
+
+def load_module(spec: "ModelSpec", target: torch.device) -> Any:
+    """A ``.pt2`` file is a torch.export program; any other path is TorchScript; no path means a source."""
+    if not spec.path:
+        if spec.options.get("source") != "minilm":
+            raise ConfigError(f"model {spec.name!r}: the torch runtime needs a path or options.source = 'minilm'")
+        from batchery.models import minilm
+
+        return minilm.reference_model(spec).to(target)
+    path = Path(spec.path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"model {spec.name!r}: no such file {path}")
+    try:
+        if path.suffix == ".pt2":
+            return torch.export.load(str(path)).module().to(target)
+        return torch.jit.load(str(path), map_location=target).eval()
+    except Exception as exc:
+        raise ConfigError(f"model {spec.name!r}: cannot load {path}: {exc}") from exc
+
+
+def tokenizer_path(spec: "ModelSpec") -> Path:
+    if spec.options.get("tokenizer"):
+        return Path(str(spec.options["tokenizer"])).expanduser()
+    if spec.options.get("source") == "minilm":
+        from batchery.models import minilm
+
+        return minilm.weights_dir(spec) / "tokenizer.json"
+    raise ConfigError(f"model {spec.name!r}: a text model needs options.tokenizer (a tokenizer.json)")
+
+
+def declared_text_inputs(module: Any) -> list[str]:
+    """The text inputs ``forward`` takes, in its order, so a model that wants no token types gets none."""
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is not None:
+        names = [argument.name for argument in schema.arguments]
+    else:
+        parameters = inspect.signature(module.forward).parameters.values()
+        names = [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    declared = [name for name in names if name in TEXT_INPUTS]
+    return declared or list(TEXT_INPUTS)
+
+
+def first_tensor(output: Any) -> torch.Tensor:
+    """The tensor a model's output leads with: itself, ``last_hidden_state``, or a tuple's first item."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        return output["last_hidden_state"] if "last_hidden_state" in output else first_tensor(next(iter(output.values())))
+    if isinstance(output, (tuple, list)) and output:
+        return first_tensor(output[0])
+    raise ConfigError(f"cannot find a tensor in a model output of type {type(output).__name__}")

@@ -1,0 +1,89 @@
+"""The one settings object, built from ``BATCHERY_*`` environment variables.
+
+Nothing else in the package reads the environment for configuration: code that needs a setting is handed
+a :class:`Settings` (or calls :func:`get_settings`, which builds it once per process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from batchery import defaults
+
+PREFIX = "BATCHERY_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Each field is read from ``BATCHERY_<FIELD NAME IN CAPITALS>``; its doc is the README's table."""
+
+    redis_url: str = defaults.REDIS_URL
+    broker_url: str = ""
+    host: str = defaults.HOST
+    port: int = defaults.PORT
+    flower_port: int = defaults.FLOWER_PORT
+    flower_basic_auth: str = ""
+    models_file: str = ""
+    data_dir: str = defaults.DATA_DIR
+    chunk_size: int = defaults.CHUNK_SIZE
+    max_items_per_job: int = defaults.MAX_ITEMS_PER_JOB
+    max_request_bytes: int = defaults.MAX_REQUEST_BYTES
+    max_input_chars: int = defaults.MAX_INPUT_CHARS
+    results_page_limit: int = defaults.RESULTS_PAGE_LIMIT
+    results_page_max: int = defaults.RESULTS_PAGE_MAX
+    job_ttl_s: int = defaults.JOB_TTL_S
+    predict_timeout_s: float = defaults.PREDICT_TIMEOUT_S
+    worker_concurrency: int = defaults.WORKER_CONCURRENCY
+    worker_device: str = defaults.WORKER_DEVICE
+    worker_heartbeat_s: float = defaults.WORKER_HEARTBEAT_S
+    worker_heartbeat_ttl_s: float = defaults.WORKER_HEARTBEAT_TTL_S
+    visibility_timeout_s: int = defaults.VISIBILITY_TIMEOUT_S
+    api_workers: int = defaults.API_WORKERS
+    api_threads: int = defaults.API_THREADS
+    public_url: str = ""
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or defaults.LOCAL_REDIS_URL
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.effective_redis_url
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _convert(f.name, raw, type(f.default))
+        return cls(**values)
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as environment variables, for the child processes that `batchery up` starts."""
+        return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _convert(name: str, raw: str, kind: type) -> object:
+    try:
+        if kind is bool:
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"{PREFIX}{name.upper()}={raw!r}: expected {kind.__name__}") from exc
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings.from_env()

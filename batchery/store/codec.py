@@ -1,0 +1,56 @@
+"""How an item's output or error is stored in Redis.
+
+Outputs stay binary until the API edge: a float32 embedding is 1.5 KB as bytes and three times that as
+JSON text, and turning it into JSON in the worker would cost the device thread's time for nothing.
+The first byte says what follows: ``f`` float32 vector, ``h`` float16 vector, ``j`` JSON, ``e`` error JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from batchery.errors import BatcheryError
+
+_VECTORS = {b"f"[0]: np.float32, b"h"[0]: np.float16}
+_TAGS = {np.dtype(np.float32): b"f", np.dtype(np.float16): b"h"}
+
+
+def encode_output(value: Any) -> bytes:
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype in _TAGS:
+        return _TAGS[value.dtype] + value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
+    return b"j" + dumps(value)
+
+
+def encode_error(error: BatcheryError) -> bytes:
+    return b"e" + orjson.dumps(error.as_dict())
+
+
+def is_error(raw: bytes) -> bool:
+    return raw[:1] == b"e"
+
+
+def decode(raw: bytes) -> tuple[str, Any]:
+    """``("output", value)`` or ``("error", {"code", "message"})``.
+
+    Vectors come back as numpy arrays: :func:`dumps` writes them with float32's shortest decimal form.
+    """
+    tag = raw[0]
+    if tag in _VECTORS:
+        return "output", np.frombuffer(raw, dtype=np.dtype(_VECTORS[tag]).newbyteorder("<"), offset=1)
+    if raw[:1] == b"e":
+        return "error", orjson.loads(raw[1:])
+    return "output", orjson.loads(raw[1:])
+
+
+def result_record(index: int, raw: bytes) -> dict[str, Any]:
+    """One entry of a job's results, as the API returns it."""
+    kind, value = decode(raw)
+    return {"index": index, kind: value}
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes for anything :func:`decode` returns (numpy vectors included)."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)

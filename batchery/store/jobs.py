@@ -1,0 +1,181 @@
+"""Job state and item outputs in Redis.
+
+Every write a batch makes is one round trip: a pipeline with one script call per job in the batch. The
+script stores each output with HSETNX and counts only the fields it created, so a chunk that runs twice
+(redelivered after a crash, or a duplicate) can neither double-count nor lose an item, and it flips the job
+to ``completed`` in the same atomic step in which the last item is accounted for.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+import orjson
+import redis
+
+from batchery import keys
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+FINAL_STATUSES = ("completed", "failed", "cancelled")
+
+_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, -1} end
+local ok, err = 0, 0
+for i = 3, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    if ARGV[i + 2] == '1' then ok = ok + 1 else err = err + 1 end
+  end
+end
+if ok + err == 0 then return {0, 0} end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+local s = redis.call('HINCRBY', KEYS[1], 'succeeded', ok)
+local f = redis.call('HINCRBY', KEYS[1], 'failed', err)
+if s + f >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
+  redis.call('HSET', KEYS[1], 'finished_at', ARGV[2])
+  if redis.call('HGET', KEYS[1], 'status') ~= 'cancelled' then
+    redis.call('HSET', KEYS[1], 'status', 'completed')
+  end
+  redis.call('RPUSH', KEYS[3], '1')
+  redis.call('EXPIRE', KEYS[3], ARGV[1])
+end
+return {ok, err}
+"""
+
+_START = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
+if redis.call('HGET', KEYS[1], 'status') == 'queued' then redis.call('HSET', KEYS[1], 'status', 'running') end
+return redis.call('HGET', KEYS[1], 'status')
+"""
+
+_MISSING = """
+local missing = {}
+for i = 1, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then missing[#missing + 1] = ARGV[i] end
+end
+return missing
+"""
+
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return nil end
+if status == 'queued' or status == 'running' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancelled_at', ARGV[1])
+  return 'cancelled'
+end
+return status
+"""
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One finished item on its way to Redis: ``ok`` is False when ``value`` is an encoded error."""
+
+    job_id: str
+    index: int
+    value: bytes
+    ok: bool
+
+
+class JobStore:
+    """Reads and writes jobs; safe to share between threads (redis-py pools its connections)."""
+
+    def __init__(self, client: redis.Redis, job_ttl_s: int) -> None:
+        self.redis = client
+        self.job_ttl_s = job_ttl_s
+        self._record = client.register_script(_RECORD)
+        self._start = client.register_script(_START)
+        self._missing = client.register_script(_MISSING)
+        self._cancel = client.register_script(_CANCEL)
+
+    @classmethod
+    def from_url(cls, url: str, job_ttl_s: int) -> "JobStore":
+        return cls(redis.Redis.from_url(url), job_ttl_s)
+
+    def create(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> None:
+        now = time.time()
+        values = {**fields, "id": job_id, "status": "queued", "created_at": now, "succeeded": 0, "failed": 0}
+        ttl = ttl_s or self.job_ttl_s
+        pipe = self.redis.pipeline()
+        pipe.hset(keys.job(job_id), mapping={k: _field(v) for k, v in values.items()})
+        pipe.expire(keys.job(job_id), ttl)
+        pipe.zadd(keys.recent_jobs(), {job_id: now})
+        pipe.zremrangebyrank(keys.recent_jobs(), 0, -keys.RECENT_JOBS - 1)
+        pipe.execute()
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(keys.job(job_id))
+        if not raw:
+            return None
+        job = {k.decode(): v.decode() for k, v in raw.items()}
+        for name in ("total", "succeeded", "failed", "cached"):
+            job[name] = int(job.get(name, 0))
+        for name in ("created_at", "started_at", "finished_at", "cancelled_at"):
+            job[name] = float(job[name]) if name in job else None
+        job["metadata"] = orjson.loads(job["metadata"]) if "metadata" in job else None
+        return job
+
+    def recent(self, limit: int) -> list[str]:
+        return [m.decode() for m in self.redis.zrevrange(keys.recent_jobs(), 0, limit - 1)]
+
+    def start(self, job_id: str) -> str | None:
+        """Mark the job running (once); returns its status, or None when it no longer exists."""
+        status = self._start(keys=[keys.job(job_id)], args=[time.time()])
+        return status.decode() if status else None
+
+    def missing(self, job_id: str, indices: Sequence[int]) -> list[int]:
+        """The indices among ``indices`` that have no output or error yet."""
+        return [int(i) for i in self._missing(keys=[keys.job_outputs(job_id)], args=list(indices))]
+
+    def record(self, results: Iterable[ItemResult]) -> dict[str, tuple[int, int]]:
+        """Store finished items of any number of jobs in one round trip; returns (new ok, new errors) per job."""
+        by_job: dict[str, list[Any]] = {}
+        for r in results:
+            by_job.setdefault(r.job_id, []).extend((r.index, r.value, "1" if r.ok else "0"))
+        if not by_job:
+            return {}
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, args in by_job.items():
+            self._record(
+                keys=[keys.job(job_id), keys.job_outputs(job_id), keys.job_done(job_id)],
+                args=[self.job_ttl_s, now, *args],
+                client=pipe,
+            )
+        return {job_id: tuple(counts) for job_id, counts in zip(by_job, pipe.execute())}
+
+    def cancel(self, job_id: str) -> str | None:
+        status = self._cancel(keys=[keys.job(job_id)], args=[time.time()])
+        return status.decode() if status else None
+
+    def fail(self, job_id: str, message: str) -> None:
+        self.redis.hset(keys.job(job_id), mapping={"status": "failed", "error": message, "finished_at": time.time()})
+
+    def status(self, job_id: str) -> str | None:
+        status = self.redis.hget(keys.job(job_id), "status")
+        return status.decode() if status else None
+
+    def outputs(self, job_id: str, start: int, stop: int) -> list[tuple[int, bytes]]:
+        """Finished items with ``start <= index < stop``, in index order."""
+        if stop <= start:
+            return []
+        values = self.redis.hmget(keys.job_outputs(job_id), list(range(start, stop)))
+        return [(start + i, v) for i, v in enumerate(values) if v is not None]
+
+    def iter_outputs(self, job_id: str, total: int, page: int = 1000) -> Iterator[tuple[int, bytes]]:
+        for start in range(0, total, page):
+            yield from self.outputs(job_id, start, min(start + page, total))
+
+    def wait_done(self, job_id: str, timeout_s: float) -> bool:
+        """Block until the job completes or ``timeout_s`` passes; True when it completed."""
+        if self.status(job_id) in FINAL_STATUSES:
+            return True
+        return self.redis.blpop([keys.job_done(job_id)], timeout=timeout_s) is not None
+
+
+def _field(value: Any) -> bytes | str | int | float:
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value)
+    return value

@@ -1,0 +1,51 @@
+"""The Celery application: JSON only, late acknowledgement, one queue per model.
+
+Delivery choices (see the README's operations section):
+- ``task_acks_late`` with ``task_reject_on_worker_lost``: a chunk is acknowledged only after its outputs are
+  stored, so a worker that dies mid-chunk gets it redelivered; chunks are idempotent, so that is safe.
+- The Redis transport's ``visibility_timeout`` is set from the settings (default 10 minutes): longer than the
+  slowest chunk, short enough that a chunk held by a killed worker comes back soon.
+- ``worker_prefetch_multiplier = 1``: reserved-but-unstarted chunks are invisible to other workers.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from batchery import defaults
+from batchery.models.registry import load_registry
+from batchery.settings import Settings
+from batchery.workers.bootstep import ModelHostStep
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("batchery")
+    registry = load_registry(settings.models_file)
+    transport_options = {"visibility_timeout": settings.visibility_timeout_s}
+    app.conf.update(
+        broker_url=settings.effective_broker_url,
+        result_backend=settings.effective_redis_url,
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        result_expires=defaults.CELERY_RESULT_EXPIRES_S,
+        broker_transport_options=transport_options,
+        result_backend_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_prefetch_multiplier=1,
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        task_queues=[Queue(spec.queue, routing_key=spec.queue) for spec in registry],
+        task_default_queue=next(iter(registry)).queue,
+    )
+    app.steps["worker"].add(ModelHostStep)
+    return app

@@ -1,0 +1,58 @@
+"""Splitting a job into chunks and sending them: never one Celery message per item."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Sequence
+
+from celery import Celery
+
+from batchery.errors import Unavailable
+from batchery.models.registry import ModelSpec
+from batchery.store import JobStore
+from batchery.tasks.chunk import CHUNK_TASK
+
+
+def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each chunk of a job of ``total`` items."""
+    return [(start, min(start + chunk_size, total)) for start in range(0, total, chunk_size)]
+
+
+def send_job(celery: Celery, spec: ModelSpec, job_id: str, inputs: Sequence[Any], chunk_size: int) -> int:
+    """Send one task per chunk to the model's queue over one producer connection; returns the chunk count."""
+    bounds = chunk_bounds(len(inputs), chunk_size)
+    with celery.producer_or_acquire() as producer:
+        for start, stop in bounds:
+            celery.send_task(
+                CHUNK_TASK,
+                kwargs={"job_id": job_id, "model": spec.name, "start": start, "inputs": list(inputs[start:stop])},
+                queue=spec.queue,
+                routing_key=spec.queue,
+                task_id=f"{job_id}.{start}",
+                producer=producer,
+            )
+    return len(bounds)
+
+
+def submit_job(
+    celery: Celery,
+    store: JobStore,
+    spec: ModelSpec,
+    inputs: Sequence[Any],
+    *,
+    chunk_size: int,
+    metadata: dict[str, Any] | None = None,
+    ttl_s: int | None = None,
+) -> str:
+    """Record a new job and queue its chunks; a job whose chunks cannot be sent is marked ``failed``."""
+    job_id = uuid.uuid4().hex
+    fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs)}
+    if metadata is not None:
+        fields["metadata"] = metadata
+    store.create(job_id, fields, ttl_s)
+    try:
+        send_job(celery, spec, job_id, inputs, chunk_size)
+    except Exception as exc:
+        store.fail(job_id, f"could not queue the job: {exc}")
+        raise Unavailable(f"the broker did not take the job: {exc}") from exc
+    return job_id

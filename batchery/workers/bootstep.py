@@ -1,0 +1,41 @@
+"""The worker bootstep that owns this process's :class:`ModelHost`.
+
+It starts after the pool and before the consumer, so a worker loads and warms its models before it takes a
+message. On a warm shutdown it stops after the consumer: batchers finish the items they hold, and a chunk that
+had not reached its batcher yet is rejected back to the queue for another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import bootsteps
+
+from batchery.models.registry import load_registry
+from batchery.settings import get_settings
+from batchery.store import JobStore
+from batchery.workers.host import ModelHost, set_host
+
+log = logging.getLogger(__name__)
+
+
+class ModelHostStep(bootsteps.StartStopStep):
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker, **kwargs) -> None:  # noqa: ANN001 (Celery's signature)
+        super().__init__(worker, **kwargs)
+        self.host: ModelHost | None = None
+
+    def start(self, worker) -> None:  # noqa: ANN001
+        settings = get_settings()
+        consumed = worker.app.amqp.queues.consume_from
+        specs = [s for s in load_registry(settings.models_file) if consumed is None or s.queue in consumed]
+        store = JobStore.from_url(settings.effective_redis_url, settings.job_ttl_s)
+        self.host = ModelHost(specs, settings, worker.hostname, store)
+        self.host.start()
+        set_host(self.host)
+        log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in specs], settings.worker_device)
+
+    def stop(self, worker) -> None:  # noqa: ANN001
+        if self.host is not None:
+            self.host.stop()

@@ -1,0 +1,102 @@
+"""The models one worker process serves: loaded once, warmed, each behind its own batcher.
+
+Chunk tasks run on the worker's threads and reach the batchers through :func:`current_host`; there is one
+host per process, created by the worker bootstep before the consumer starts taking messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any, Sequence
+
+from batchery.batching import Batcher
+from batchery.errors import Cancelled, ModelNotFound
+from batchery.models.registry import ModelSpec
+from batchery.runtimes import load_runtime
+from batchery.settings import Settings
+from batchery.store import ItemResult, JobStore
+from batchery.store.codec import encode_error
+from batchery.workers.heartbeat import Heartbeat
+
+log = logging.getLogger(__name__)
+
+_HOST: "ModelHost | None" = None
+
+
+class ModelHost:
+    def __init__(self, specs: Sequence[ModelSpec], settings: Settings, hostname: str, store: JobStore) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+        self.settings = settings
+        self.hostname = hostname
+        self.store = store
+        self.device = settings.worker_device
+        self.batchers: dict[str, Batcher] = {}
+        self.heartbeat: Heartbeat | None = None
+
+    def start(self) -> None:
+        """Load and warm every model, start the batchers, then announce the worker as live."""
+        for spec in self.specs.values():
+            started = time.perf_counter()
+            runtime = load_runtime(spec, self.device, self.settings)
+            runtime.warm_up()
+            self.batchers[spec.name] = Batcher(runtime, self.store).start()
+            log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
+        self.heartbeat = Heartbeat(
+            self.store.redis, self.hostname, self.describe(), self.settings.worker_heartbeat_s, self.settings.worker_heartbeat_ttl_s
+        )
+        self.heartbeat.start()
+
+    def stop(self) -> None:
+        """Withdraw the heartbeat, then let each batcher finish the items it holds."""
+        if self.heartbeat:
+            self.heartbeat.stop()
+        for batcher in self.batchers.values():
+            batcher.stop()
+            batcher.runtime.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "device": self.device,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "models": [spec.ref for spec in self.specs.values()],
+            "queues": [spec.queue for spec in self.specs.values()],
+            "started_at": time.time(),
+        }
+
+    def run_chunk(self, job_id: str, model: str, start: int, inputs: Sequence[Any]) -> dict[str, Any]:
+        """Run the items of one chunk that have no result yet; returns once all are stored."""
+        status = self.store.start(job_id)
+        if status is None:
+            return {"job_id": job_id, "skipped": "job no longer exists"}
+        todo = self.store.missing(job_id, range(start, start + len(inputs)))
+        if status == "cancelled":
+            self._cancel_items(job_id, todo)
+            return {"job_id": job_id, "cancelled": len(todo)}
+        batcher = self.batchers.get(model)
+        if batcher is None:
+            raise ModelNotFound(f"worker {self.hostname} does not serve model {model!r}")
+        ticket = batcher.submit(job_id, [(i, inputs[i - start]) for i in todo])
+        ticket.wait()
+        if ticket.error is not None:
+            raise ticket.error
+        return {"job_id": job_id, "items": len(todo), "succeeded": ticket.succeeded, "failed": ticket.failed}
+
+    def _cancel_items(self, job_id: str, indices: Sequence[int]) -> None:
+        error = encode_error(Cancelled("the job was cancelled before this item ran"))
+        self.store.record(ItemResult(job_id, i, error, False) for i in indices)
+
+
+def set_host(host: ModelHost | None) -> None:
+    global _HOST
+    _HOST = host
+
+
+def current_host() -> ModelHost:
+    if _HOST is None:
+        raise RuntimeError("no model host in this process: chunk tasks run only in a batchery worker")
+    return _HOST
