@@ -6,6 +6,7 @@
     batchery:jobs               zset    job id -> created_at (recent jobs) trimmed to RECENT_JOBS
     batchery:worker:<hostname>  string  worker heartbeat (JSON)            settings.worker_heartbeat_ttl_s
     batchery:workers            set     hostnames that sent a heartbeat    members pruned when their key is gone
+    batchery:cancellations      channel job ids, published on cancel      (pub/sub: nothing stored)
 """
 
 from __future__ import annotations
@@ -36,3 +37,7 @@ def worker(hostname: str) -> str:
 
 def workers() -> str:
     return f"{PREFIX}:workers"
+
+
+def cancellations() -> str:
+    return f"{PREFIX}:cancellations"

@@ -14,12 +14,12 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Container, Sequence
 
 from batchery.batching import hooks
 from batchery.batching.queue import Item, ItemQueue
 from batchery.batching.ticket import Ticket
-from batchery.errors import BatcheryError, ModelError
+from batchery.errors import BatcheryError, Cancelled, ModelError
 from batchery.store import ItemResult
 from batchery.store.codec import encode_error, encode_output
 
@@ -29,15 +29,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _STOP = object()
+_CANCELLED = Cancelled()
 
 
 class Batcher:
     """Forms batches of at most ``max_batch_size`` items, waiting at most ``max_wait_ms`` for one to fill."""
 
-    def __init__(self, runtime: "Runtime", store: "JobStore") -> None:
+    def __init__(self, runtime: "Runtime", store: "JobStore", cancelled: Container[str] = frozenset()) -> None:
         self.spec = runtime.spec
         self.runtime = runtime
         self.store = store
+        self.cancelled = cancelled
         self.queue = ItemQueue()
         self._prepared: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._ran: queue.Queue[Any] = queue.Queue(maxsize=4)
@@ -74,6 +76,9 @@ class Batcher:
     def _collect_loop(self) -> None:
         max_wait_s = self.spec.max_wait_ms / 1000
         while (items := self.queue.take(self.spec.max_batch_size, max_wait_s)) is not None:
+            items = self._drop_cancelled(items)
+            if not items:
+                continue
             try:
                 hooks.call("before_batch", self.spec, items)
                 prepared = self.runtime.prepare([item.input for item in items])
@@ -82,6 +87,14 @@ class Batcher:
                 continue
             self._prepared.put((items, prepared))
         self._prepared.put(_STOP)
+
+    def _drop_cancelled(self, items: list[Item]) -> list[Item]:
+        """Items of jobs cancelled while they waited go straight to the writer with a ``cancelled`` error."""
+        dropped = [item for item in items if item.job_id in self.cancelled]
+        if dropped:
+            self._ran.put((dropped, [_CANCELLED] * len(dropped)))
+            items = [item for item in items if item.job_id not in self.cancelled]
+        return items
 
     def _run_loop(self) -> None:
         while (work := self._prepared.get()) is not _STOP:

@@ -63,6 +63,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return nil end
 if status == 'queued' or status == 'running' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancelled_at', ARGV[1])
+  redis.call('PUBLISH', KEYS[2], ARGV[2])
   return 'cancelled'
 end
 return status
@@ -147,7 +148,8 @@ class JobStore:
         return {job_id: tuple(counts) for job_id, counts in zip(by_job, pipe.execute())}
 
     def cancel(self, job_id: str) -> str | None:
-        status = self._cancel(keys=[keys.job(job_id)], args=[time.time()])
+        """Mark the job cancelled and tell the workers, whose batchers drop its waiting items."""
+        status = self._cancel(keys=[keys.job(job_id), keys.cancellations()], args=[time.time(), job_id])
         return status.decode() if status else None
 
     def fail(self, job_id: str, message: str) -> None:

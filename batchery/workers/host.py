@@ -19,6 +19,7 @@ from batchery.runtimes import load_runtime
 from batchery.settings import Settings
 from batchery.store import ItemResult, JobStore
 from batchery.store.codec import encode_error
+from batchery.workers.cancellations import CancellationListener
 from batchery.workers.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,16 @@ class ModelHost:
         self.device = settings.worker_device
         self.batchers: dict[str, Batcher] = {}
         self.heartbeat: Heartbeat | None = None
+        self.cancelled = CancellationListener(store.redis)
 
     def start(self) -> None:
         """Load and warm every model, start the batchers, then announce the worker as live."""
+        self.cancelled.start()
         for spec in self.specs.values():
             started = time.perf_counter()
             runtime = load_runtime(spec, self.device, self.settings)
             runtime.warm_up()
-            self.batchers[spec.name] = Batcher(runtime, self.store).start()
+            self.batchers[spec.name] = Batcher(runtime, self.store, self.cancelled).start()
             log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
         self.heartbeat = Heartbeat(
             self.store.redis, self.hostname, self.describe(), self.settings.worker_heartbeat_s, self.settings.worker_heartbeat_ttl_s
@@ -56,6 +59,7 @@ class ModelHost:
         for batcher in self.batchers.values():
             batcher.stop()
             batcher.runtime.close()
+        self.cancelled.stop()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -87,7 +91,7 @@ class ModelHost:
         return {"job_id": job_id, "items": len(todo), "succeeded": ticket.succeeded, "failed": ticket.failed}
 
     def _cancel_items(self, job_id: str, indices: Sequence[int]) -> None:
-        error = encode_error(Cancelled("the job was cancelled before this item ran"))
+        error = encode_error(Cancelled())
         self.store.record(ItemResult(job_id, i, error, False) for i in indices)
 
 

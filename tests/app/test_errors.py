@@ -1,0 +1,98 @@
+"""Every error code the API promises, each from a real malformed request over HTTP."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchery.cli.redis_server import free_port
+from tests.conftest import ApiServer
+
+pytestmark = pytest.mark.usefixtures("echo_worker")
+
+
+def error_of(response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    return error["message"]
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"inputs": ["a"]}', "'model'"),
+        (b'{"model": "echo"}', "'inputs'"),
+        (b'{"model": "echo", "inputs": []}', "'inputs'"),
+        (b'{"model": "echo", "inputs": "abc"}', "'inputs'"),
+        (b'{"model": "echo", "inputs": ["a"], "metadata": 3}', "'metadata'"),
+    ],
+)
+def test_malformed_json_is_400(http, api, body, fragment):
+    message = error_of(http.post(f"{api.url}/v1/jobs", data=body, headers={"content-type": "application/json"}), 400, "bad_request")
+    assert fragment in message
+
+
+def test_malformed_ndjson_names_the_line(http, api):
+    response = http.post(f"{api.url}/v1/jobs?model=echo", data=b'"a"\n{oops\n', headers={"content-type": "application/x-ndjson"})
+    assert "line 2" in error_of(response, 400, "bad_request")
+    response = http.post(f"{api.url}/v1/jobs?model=echo", data=b'"a"\n\n"b"', headers={"content-type": "application/x-ndjson"})
+    assert "line 2 is empty" in error_of(response, 400, "bad_request")
+
+
+def test_ndjson_without_model_is_400(http, api):
+    response = http.post(f"{api.url}/v1/jobs", data=b'"a"\n', headers={"content-type": "application/x-ndjson"})
+    assert "?model=" in error_of(response, 400, "bad_request")
+
+
+def test_bad_paging_arguments_are_400(http, api):
+    job = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [1]}).json()
+    error_of(http.get(job["links"]["results"], params={"limit": "x"}), 400, "bad_request")
+    error_of(http.get(job["links"]["results"], params={"limit": 0}), 400, "bad_request")
+    error_of(http.get(job["links"]["results"], params={"offset": -1}), 400, "bad_request")
+
+
+def test_other_content_types_are_415(http, api):
+    error_of(http.post(f"{api.url}/v1/jobs", data="model=echo", headers={"content-type": "text/plain"}), 415, "unsupported_media_type")
+
+
+def test_unknown_job_model_version_and_route_are_404(http, api):
+    error_of(http.get(f"{api.url}/v1/jobs/0123456789abcdef"), 404, "job_not_found")
+    error_of(http.get(f"{api.url}/v1/jobs/0123456789abcdef/results"), 404, "job_not_found")
+    assert "known models" in error_of(http.post(f"{api.url}/v1/jobs", json={"model": "nope", "inputs": ["a"]}), 404, "model_not_found")
+    assert "version" in error_of(http.post(f"{api.url}/v1/jobs", json={"model": "echo@9", "inputs": ["a"]}), 404, "model_not_found")
+    error_of(http.post(f"{api.url}/v1/models/nope/predict", json={"inputs": ["a"]}), 404, "model_not_found")
+    error_of(http.get(f"{api.url}/v2/whatever"), 404, "not_found")
+
+
+def test_size_limits_are_413(http, api, settings):
+    too_many = [0] * (settings.max_items_per_job + 1)
+    assert "limit" in error_of(http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": too_many}), 413, "payload_too_large")
+    too_long = "x" * (settings.max_input_chars + 1)
+    assert "inputs[1]" in error_of(http.post(f"{api.url}/v1/jobs", json={"model": "minilm", "inputs": ["ok", too_long]}), 413, "payload_too_large")
+    too_big = b'{"model": "echo", "inputs": ["' + b"y" * settings.max_request_bytes + b'"]}'
+    error_of(http.post(f"{api.url}/v1/jobs", data=too_big, headers={"content-type": "application/json"}), 413, "request_entity_too_large")
+
+
+@pytest.mark.parametrize("bad", [3, None, ["a"], {"text": "a"}])
+def test_inputs_that_do_not_fit_the_model_are_422(http, api, bad):
+    message = error_of(http.post(f"{api.url}/v1/jobs", json={"model": "minilm", "inputs": ["fine", bad]}), 422, "invalid_input")
+    assert "inputs[1]" in message and "text" in message
+
+
+def test_no_live_worker_is_503_and_queues_nothing(http, api, store):
+    before = store.recent(1)
+    error_of(http.post(f"{api.url}/v1/jobs", json={"model": "echo-orphan", "inputs": [1]}), 503, "no_live_worker")
+    error_of(http.post(f"{api.url}/v1/models/echo-orphan/predict", json={"inputs": [1]}), 503, "no_live_worker")
+    assert store.recent(1) == before
+
+
+def test_redis_down_is_503(http, settings_with):
+    dead = settings_with(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with ApiServer(dead) as down:
+        error_of(http.post(f"{down.url}/v1/jobs", json={"model": "echo", "inputs": [1]}), 503, "unavailable")
+        error_of(http.get(f"{down.url}/v1/jobs/abc"), 503, "unavailable")
+        error_of(http.get(f"{down.url}/readyz"), 503, "redis_unavailable")
+        assert http.get(f"{down.url}/healthz").status_code == 200

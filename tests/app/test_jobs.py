@@ -1,0 +1,98 @@
+"""The job endpoints through real HTTP, a real Redis and a real worker process."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tests.helpers import wait_for_job
+
+pytestmark = pytest.mark.usefixtures("echo_worker")
+
+
+def submit(http, api, model: str, inputs: list, **extra) -> dict:
+    response = http.post(f"{api.url}/v1/jobs", json={"model": model, "inputs": inputs, **extra})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def test_submit_answers_202_with_location_and_links(http, api):
+    response = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": ["a", "b"]})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "queued" and body["model"] == "echo@1" and body["total"] == 2
+    assert response.headers["Location"] == body["links"]["self"]
+    assert body["links"]["results"] == body["links"]["self"] + "/results"
+
+
+def test_job_completes_with_outputs_in_index_order(http, api):
+    inputs = ["a cat sat", {"x": [1, 2]}, 3, None, "stocks fell"]
+    job = submit(http, api, "echo", inputs, metadata={"owner": "tests"})
+    status = wait_for_job(http, job["links"]["self"])
+    assert status["status"] == "completed"
+    assert status["counts"] == {"succeeded": 5, "failed": 0, "pending": 0}
+    assert status["metadata"] == {"owner": "tests"}
+    assert status["created_at"] <= status["started_at"] <= status["finished_at"]
+    results = http.get(job["links"]["results"]).json()
+    assert results == {"results": [{"index": i, "output": v} for i, v in enumerate(inputs)], "next": None}
+
+
+def test_ten_thousand_items_each_index_exactly_once(http, api):
+    inputs = [{"i": i} for i in range(10_000)]
+    job = submit(http, api, "echo@1", inputs)
+    status = wait_for_job(http, job["links"]["self"], timeout_s=120)
+    assert status["counts"] == {"succeeded": 10_000, "failed": 0, "pending": 0}
+    seen = []
+    url = job["links"]["results"] + "?limit=3000"
+    while url:
+        page = http.get(url).json()
+        seen.extend(page["results"])
+        url = page["next"]
+    assert [r["index"] for r in seen] == list(range(10_000))
+    assert all(r["output"] == {"i": r["index"]} for r in seen)
+
+
+def test_ndjson_in_and_out(http, api):
+    body = b"\n".join(orjson.dumps(v) for v in ["one", "two", {"three": 3}]) + b"\n"
+    response = http.post(f"{api.url}/v1/jobs?model=echo", data=body, headers={"content-type": "application/x-ndjson"})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["total"] == 3
+    wait_for_job(http, job["links"]["self"])
+    streamed = http.get(job["links"]["results"], headers={"Accept": "application/x-ndjson"})
+    assert streamed.headers["content-type"].startswith("application/x-ndjson")
+    lines = [orjson.loads(line) for line in streamed.content.splitlines()]
+    assert lines == [{"index": 0, "output": "one"}, {"index": 1, "output": "two"}, {"index": 2, "output": {"three": 3}}]
+
+
+def test_results_pages_link_to_the_next(http, api):
+    job = submit(http, api, "echo", list(range(25)))
+    wait_for_job(http, job["links"]["self"])
+    first = http.get(job["links"]["results"], params={"limit": 10}).json()
+    assert [r["index"] for r in first["results"]] == list(range(10))
+    second = http.get(first["next"]).json()
+    assert [r["index"] for r in second["results"]] == list(range(10, 20))
+    third = http.get(second["next"]).json()
+    assert [r["index"] for r in third["results"]] == list(range(20, 25)) and third["next"] is None
+
+
+def test_cancel_ends_unrun_items_with_cancelled(http, api):
+    job = submit(http, api, "echo-slow", list(range(2000)))
+    response = http.delete(job["links"]["self"])
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    status = wait_for_job(http, job["links"]["self"], timeout_s=60)
+    assert status["status"] == "cancelled"
+    counts = status["counts"]
+    assert counts["pending"] == 0 and counts["succeeded"] + counts["failed"] == 2000
+    assert counts["failed"] > 1000, "most items had not run yet, so most must end cancelled"
+    results = [orjson.loads(line) for line in http.get(job["links"]["results"], headers={"Accept": "application/x-ndjson"}).content.splitlines()]
+    assert len(results) == 2000
+    errors = [r["error"] for r in results if "error" in r]
+    assert len(errors) == counts["failed"] and all(e["code"] == "cancelled" for e in errors)
+
+
+def test_cancel_unknown_job_is_404(http, api):
+    response = http.delete(f"{api.url}/v1/jobs/nope")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "job_not_found"

@@ -1,0 +1,185 @@
+"""Fixtures that start real services: a private redis-server, worker processes, the API over HTTP.
+
+Nothing here touches a Redis it did not start; every fixture stops what it started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import redis
+import requests
+from werkzeug.serving import make_server
+
+from batchery.app import create_app
+from batchery.cli.redis_server import RedisServer, free_port
+from batchery.models.registry import load_registry
+from batchery.settings import Settings
+from batchery.store import JobStore
+from batchery.workers.heartbeat import live_workers
+
+MODELS_TOML = textwrap.dedent(
+    """
+    [models.echo-slow]
+    runtime = "echo"
+    input = "json"
+    max_batch_size = 8
+    max_wait_ms = 1
+    description = "synthetic: echo at 20 ms a batch"
+    [models.echo-slow.options]
+    batch_latency_ms = 20
+
+    [models.echo-orphan]
+    runtime = "echo"
+    input = "json"
+    description = "synthetic: no worker serves it, on purpose"
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("batchery")
+
+
+@pytest.fixture(scope="session")
+def redis_server(session_dir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(session_dir / "redis", persist=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_server: RedisServer, session_dir: Path) -> Settings:
+    models_file = session_dir / "models.toml"
+    models_file.write_text(MODELS_TOML)
+    return Settings(
+        redis_url=redis_server.url,
+        data_dir=str(session_dir / "data"),
+        models_file=str(models_file),
+        chunk_size=128,
+        max_items_per_job=20_000,
+        max_request_bytes=2_000_000,
+        max_input_chars=2_000,
+        predict_timeout_s=10.0,
+        worker_heartbeat_s=0.5,
+        worker_heartbeat_ttl_s=2.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def store(settings: Settings) -> JobStore:
+    return JobStore.from_url(settings.effective_redis_url, settings.job_ttl_s)
+
+
+@pytest.fixture(scope="session")
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.effective_redis_url)
+
+
+class WorkerProcess:
+    """`batchery worker` as a child process, ready once its heartbeat is in Redis."""
+
+    def __init__(self, settings: Settings, models: list[str], name: str, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.models = models
+        self.name = name
+        self.log_path = log_path
+        self.env = {**os.environ, **settings.as_env(), **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def queues(self) -> list[str]:
+        registry = load_registry(self.settings.models_file)
+        return [registry.get(m).queue for m in self.models]
+
+    def start(self, timeout_s: float = 180.0) -> "WorkerProcess":
+        argv = [sys.executable, "-m", "batchery", "worker", "--models", ",".join(self.models), "--name", self.name]
+        self.process = subprocess.Popen(argv, env=self.env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT)
+        self.wait_live(timeout_s)
+        return self
+
+    def hostname_live(self, client: redis.Redis) -> bool:
+        return any(w["hostname"].startswith(self.name + "@") for w in live_workers(client))
+
+    def wait_live(self, timeout_s: float) -> None:
+        client = redis.Redis.from_url(self.settings.effective_redis_url)
+        deadline = time.monotonic() + timeout_s
+        while not self.hostname_live(client):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {self.name} did not come up:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="session")
+def echo_worker(settings: Settings, session_dir: Path) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(settings, ["echo", "echo-slow"], "echo", session_dir / "echo-worker.log").start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def minilm_worker(settings: Settings, session_dir: Path) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(settings, ["minilm"], "minilm", session_dir / "minilm-worker.log").start()
+    yield worker
+    worker.stop()
+
+
+class ApiServer:
+    """The Flask app on a real socket in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.server = make_server("127.0.0.1", self.port, create_app(settings), threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ApiServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def api(settings: Settings) -> Iterator[ApiServer]:
+    with ApiServer(settings) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def http() -> requests.Session:
+    return requests.Session()
+
+
+@pytest.fixture
+def settings_with(settings: Settings):
+    """Settings with some fields changed, for an API that needs other limits."""
+
+    def make(**changes: object) -> Settings:
+        return dataclasses.replace(settings, **changes)
+
+    return make

@@ -1,0 +1,76 @@
+"""The job store against a real Redis: idempotent recording and exact completion."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from batchery.errors import ModelError
+from batchery.store import ItemResult
+from batchery.store.codec import decode, encode_error, encode_output
+
+
+@pytest.fixture
+def job_id(store) -> str:
+    job_id = uuid.uuid4().hex
+    store.create(job_id, {"model": "echo", "version": "1", "total": 4})
+    return job_id
+
+
+def ok(job_id: str, index: int) -> ItemResult:
+    return ItemResult(job_id, index, encode_output(index * 10), True)
+
+
+def test_recording_twice_counts_once(store, job_id):
+    assert store.record([ok(job_id, 0), ok(job_id, 1)]) == {job_id: (2, 0)}
+    assert store.record([ok(job_id, 0), ok(job_id, 1)]) == {job_id: (0, 0)}
+    job = store.get(job_id)
+    assert (job["succeeded"], job["failed"], job["status"]) == (2, 0, "queued")
+
+
+def test_job_completes_exactly_when_the_last_item_lands(store, job_id):
+    store.start(job_id)
+    store.record([ok(job_id, 0), ok(job_id, 1), ok(job_id, 2)])
+    assert store.get(job_id)["status"] == "running"
+    store.record([ItemResult(job_id, 3, encode_error(ModelError("boom")), False), ok(job_id, 2)])
+    job = store.get(job_id)
+    assert (job["status"], job["succeeded"], job["failed"]) == ("completed", 3, 1)
+    assert job["finished_at"] >= job["started_at"] >= job["created_at"]
+    assert store.wait_done(job_id, 0.1)
+
+
+def test_first_write_wins_for_an_index(store, job_id):
+    store.record([ok(job_id, 1)])
+    store.record([ItemResult(job_id, 1, encode_error(ModelError("late duplicate")), False)])
+    assert decode(store.outputs(job_id, 1, 2)[0][1]) == ("output", 10)
+
+
+def test_one_round_trip_records_several_jobs(store, job_id):
+    other = uuid.uuid4().hex
+    store.create(other, {"model": "echo", "version": "1", "total": 1})
+    assert store.record([ok(job_id, 0), ok(other, 0)]) == {job_id: (1, 0), other: (1, 0)}
+    assert store.get(other)["status"] == "completed"
+
+
+def test_missing_lists_indices_without_a_result(store, job_id):
+    store.record([ok(job_id, 1), ok(job_id, 3)])
+    assert store.missing(job_id, range(4)) == [0, 2]
+
+
+def test_writes_for_an_expired_job_are_dropped(store):
+    assert store.record([ok("gone", 0)]) == {"gone": (-1, -1)}
+    assert store.outputs("gone", 0, 1) == []
+
+
+def test_cancel_keeps_cancelled_after_the_last_item(store, job_id):
+    assert store.cancel(job_id) == "cancelled"
+    store.record([ok(job_id, i) for i in range(4)])
+    job = store.get(job_id)
+    assert job["status"] == "cancelled" and job["finished_at"] is not None
+    assert store.cancel("no-such-job") is None
+
+
+def test_cancel_does_not_undo_a_completed_job(store, job_id):
+    store.record([ok(job_id, i) for i in range(4)])
+    assert store.cancel(job_id) == "completed"
