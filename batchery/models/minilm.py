@@ -175,6 +175,7 @@ def _quiet_exporter_warnings() -> None:
 
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
     warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
 
 

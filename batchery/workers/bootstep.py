@@ -1,7 +1,7 @@
 """The worker bootstep that owns this process's :class:`ModelHost`.
 
 It starts after the pool and before the consumer, so a worker loads and warms its models before it takes a
-message. On a warm shutdown it stops after the consumer: batchers finish the items they hold, and a chunk that
+message, and it announces the worker (its heartbeat) on ``worker_ready``, once the consumer is consuming. On a warm shutdown it stops after the consumer: batchers finish the items they hold, and a chunk that
 had not reached its batcher yet is rejected back to the queue for another worker.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from celery import bootsteps
+from celery.signals import worker_ready
 
 from batchery.models.registry import load_registry
 from batchery.settings import get_settings
@@ -34,7 +35,13 @@ class ModelHostStep(bootsteps.StartStopStep):
         self.host = ModelHost(specs, settings, worker.hostname, store)
         self.host.start()
         set_host(self.host)
+        worker_ready.connect(self._announce, weak=False)
         log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in specs], settings.worker_device)
+
+    def _announce(self, sender=None, **kwargs) -> None:  # noqa: ANN001
+        """The consumer is taking messages now: only then is the worker live."""
+        if self.host is not None:
+            self.host.announce()
 
     def stop(self, worker) -> None:  # noqa: ANN001
         if self.host is not None:

@@ -39,7 +39,7 @@ class ModelHost:
         self.cancelled = CancellationListener(store.redis)
 
     def start(self) -> None:
-        """Load and warm every model, start the batchers, then announce the worker as live."""
+        """Load and warm every model and start the batchers; :meth:`announce` follows once consuming."""
         self.cancelled.start()
         for spec in self.specs.values():
             started = time.perf_counter()
@@ -47,6 +47,9 @@ class ModelHost:
             runtime.warm_up()
             self.batchers[spec.name] = Batcher(runtime, self.store, self.cancelled).start()
             log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
+
+    def announce(self) -> None:
+        """Start the heartbeat: from now on the API counts this worker as live for its models."""
         self.heartbeat = Heartbeat(
             self.store.redis, self.hostname, self.describe(), self.settings.worker_heartbeat_s, self.settings.worker_heartbeat_ttl_s
         )

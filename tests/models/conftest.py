@@ -13,7 +13,7 @@ from batchery.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def data_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(data_dir=str(tmp_path_factory.getbasetemp() / "batchery-data"))
 
 

@@ -56,21 +56,21 @@ def test_the_reference_agrees_with_sentence_transformers(minilm_spec: ModelSpec,
     assert np.abs(reference - expected).max() < 1e-5
 
 
-def test_the_export_is_cached_and_reused(minilm_spec: ModelSpec, settings: Settings) -> None:
-    onnx_path, tokenizer_path = minilm.artifacts(minilm_spec, settings)
-    assert onnx_path.is_relative_to(settings.data_path / "models" / "minilm")
+def test_the_export_is_cached_and_reused(minilm_spec: ModelSpec, data_settings: Settings) -> None:
+    onnx_path, tokenizer_path = minilm.artifacts(minilm_spec, data_settings)
+    assert onnx_path.is_relative_to(data_settings.data_path / "models" / "minilm")
     assert tokenizer_path.name == "tokenizer.json"
     written = onnx_path.stat().st_mtime_ns
-    assert minilm.artifacts(minilm_spec, settings)[0] == onnx_path
-    load_runtime(minilm_spec, "cpu", settings)
+    assert minilm.artifacts(minilm_spec, data_settings)[0] == onnx_path
+    load_runtime(minilm_spec, "cpu", data_settings)
     assert onnx_path.stat().st_mtime_ns == written
     assert [p.name for p in onnx_path.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
-def test_the_exported_graph_takes_any_batch_and_length(minilm_spec: ModelSpec, settings: Settings) -> None:
+def test_the_exported_graph_takes_any_batch_and_length(minilm_spec: ModelSpec, data_settings: Settings) -> None:
     import onnx
 
-    graph = onnx.load(str(minilm.artifacts(minilm_spec, settings)[0]), load_external_data=False).graph
+    graph = onnx.load(str(minilm.artifacts(minilm_spec, data_settings)[0]), load_external_data=False).graph
     for value in (*graph.input, *graph.output):
         dims = value.type.tensor_type.shape.dim
         assert [d.dim_param for d in dims[:2]] == ["batch", "tokens"], value.name

@@ -16,10 +16,16 @@ from batchery.runtimes.base import load_runtime
 from batchery.runtimes.onnx import OnnxRuntime
 from batchery.settings import Settings
 
+#: The tests build models with exporters torch calls deprecated; the runtimes under test are not.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.onnx"),
+]
+
 
 @pytest.fixture(scope="module")
-def runtime(minilm_spec: ModelSpec, settings: Settings) -> OnnxRuntime:
-    loaded = load_runtime(minilm_spec, "cpu", settings)
+def runtime(minilm_spec: ModelSpec, data_settings: Settings) -> OnnxRuntime:
+    loaded = load_runtime(minilm_spec, "cpu", data_settings)
     assert isinstance(loaded, OnnxRuntime)
     return loaded
 
@@ -67,9 +73,9 @@ def test_an_item_alone_gets_the_embedding_it_gets_in_a_batch(runtime: OnnxRuntim
     assert np.abs(alone - batched[0]).max() < 1e-5
 
 
-def test_cls_pooling_without_normalisation(minilm_spec: ModelSpec, settings: Settings) -> None:
+def test_cls_pooling_without_normalisation(minilm_spec: ModelSpec, data_settings: Settings) -> None:
     spec = dataclasses.replace(minilm_spec, options={**minilm_spec.options, "pooling": "cls", "normalize": False})
-    runtime = load_runtime(spec, "cpu", settings)
+    runtime = load_runtime(spec, "cpu", data_settings)
     (vector,) = runtime.run(runtime.prepare(["a test"]))
     assert vector.shape == (384,) and abs(float(np.linalg.norm(vector)) - 1.0) > 1e-3
 
@@ -80,10 +86,10 @@ def test_non_string_text_is_invalid_input(runtime: OnnxRuntime) -> None:
 
 
 def test_asking_for_cuda_without_it_falls_back_to_the_cpu_and_says_so(
-    minilm_spec: ModelSpec, settings: Settings, caplog: pytest.LogCaptureFixture
+    minilm_spec: ModelSpec, data_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="batchery.runtimes.onnx"):
-        runtime = load_runtime(minilm_spec, "cuda:0", settings)
+        runtime = load_runtime(minilm_spec, "cuda:0", data_settings)
     assert runtime.session.get_providers() == ["CPUExecutionProvider"]
     assert "CPU" in caplog.text
 
@@ -110,11 +116,11 @@ def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module,
 
 
 def test_a_tensor_model_matches_the_module_it_was_exported_from(
-    mlp_onnx: tuple[torch.nn.Module, Path], settings: Settings
+    mlp_onnx: tuple[torch.nn.Module, Path], data_settings: Settings
 ) -> None:
     model, path = mlp_onnx
     spec = ModelSpec(name="mlp", runtime="onnx", path=str(path), input="tensor", options={"threads": 1})
-    runtime = load_runtime(spec, "cpu", settings)
+    runtime = load_runtime(spec, "cpu", data_settings)
     inputs = np.random.default_rng(1).normal(size=(5, 8)).astype(np.float32)
     outputs = runtime.run(runtime.prepare([list(row) for row in inputs]))
     with torch.no_grad():
@@ -123,10 +129,10 @@ def test_a_tensor_model_matches_the_module_it_was_exported_from(
     assert np.abs(np.stack(outputs) - expected).max() < 1e-5
 
 
-def test_ragged_tensors_are_invalid_input(mlp_onnx: tuple[torch.nn.Module, Path], settings: Settings) -> None:
+def test_ragged_tensors_are_invalid_input(mlp_onnx: tuple[torch.nn.Module, Path], data_settings: Settings) -> None:
     spec = ModelSpec(name="mlp", runtime="onnx", path=str(mlp_onnx[1]), input="tensor")
     with pytest.raises(InvalidInput):
-        load_runtime(spec, "cpu", settings).prepare([[0.0] * 8, [0.0] * 7])
+        load_runtime(spec, "cpu", data_settings).prepare([[0.0] * 8, [0.0] * 7])
 
 
 @pytest.mark.parametrize(
@@ -138,6 +144,6 @@ def test_ragged_tensors_are_invalid_input(mlp_onnx: tuple[torch.nn.Module, Path]
         {"path": "", "input": "text", "options": {"source": "minilm", "pooling": "max"}},
     ],
 )
-def test_bad_model_config_is_a_config_error(fields: dict, settings: Settings) -> None:
+def test_bad_model_config_is_a_config_error(fields: dict, data_settings: Settings) -> None:
     with pytest.raises(ConfigError):
-        load_runtime(ModelSpec(name="bad", runtime="onnx", **fields), "cpu", settings)
+        load_runtime(ModelSpec(name="bad", runtime="onnx", **fields), "cpu", data_settings)

@@ -1,0 +1,37 @@
+"""`batchery submit` on a file, against the API over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+pytestmark = pytest.mark.usefixtures("echo_worker")
+
+
+def test_submit_writes_one_line_per_input_line_in_order(api, tmp_path, settings):
+    inputs = [{"n": i, "text": f"line {i}"} for i in range(1500)]
+    source = tmp_path / "inputs.jsonl"
+    source.write_bytes(b"\n".join(orjson.dumps(v) for v in inputs) + b"\n")
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "batchery", "submit", str(source), "--model", "echo", "-o", str(out), "--url", api.url, "--lines-per-job", "600"],
+        capture_output=True, text=True, timeout=120, env={**settings.as_env(), "PATH": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1500 succeeded, 0 failed of 1500" in done.stderr
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert lines == [{"index": i, "output": v} for i, v in enumerate(inputs)]
+
+
+def test_submit_reports_a_bad_line_clearly(api, tmp_path, settings):
+    source = tmp_path / "bad.jsonl"
+    source.write_text('"fine"\n{broken\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "batchery", "submit", str(source), "--model", "echo", "--url", api.url, "--quiet"],
+        capture_output=True, text=True, timeout=60, env={**settings.as_env(), "PATH": ""},
+    )
+    assert done.returncode != 0
+    assert "HTTP 400" in done.stderr and "line 2" in done.stderr

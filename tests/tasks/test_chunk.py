@@ -1,0 +1,48 @@
+"""Chunks through a real worker: redelivery is idempotent, and a job is split, never sent per item."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from batchery.models.registry import load_registry
+from batchery.tasks import create_celery
+from batchery.tasks.enqueue import chunk_bounds, send_job, submit_job
+from batchery.store.codec import decode
+
+
+@pytest.fixture(scope="module")
+def celery(settings):
+    return create_celery(settings)
+
+
+def wait_completed(store, job_id: str, timeout_s: float = 30) -> dict:
+    assert store.wait_done(job_id, timeout_s), store.get(job_id)
+    return store.get(job_id)
+
+
+@pytest.mark.parametrize("total, size, expected", [(10, 4, [(0, 4), (4, 8), (8, 10)]), (4, 4, [(0, 4)]), (1, 256, [(0, 1)])])
+def test_chunk_bounds_cover_every_index_once(total, size, expected):
+    assert chunk_bounds(total, size) == expected
+
+
+def test_a_chunk_delivered_twice_counts_each_item_once(celery, store, settings, echo_worker):
+    spec = load_registry(settings.models_file).get("echo")
+    job_id = uuid.uuid4().hex
+    store.create(job_id, {"model": "echo", "version": "1", "total": 300})
+    inputs = list(range(300))
+    send_job(celery, spec, job_id, inputs, chunk_size=100)
+    send_job(celery, spec, job_id, inputs, chunk_size=100)
+    job = wait_completed(store, job_id)
+    assert (job["succeeded"], job["failed"]) == (300, 0)
+    assert [decode(raw)[1] for _, raw in store.outputs(job_id, 0, 300)] == inputs
+
+
+def test_a_job_becomes_one_task_per_chunk(celery, store, settings, echo_worker, redis_client):
+    spec = load_registry(settings.models_file).get("echo")
+    job_id = submit_job(celery, store, spec, list(range(1000)), chunk_size=settings.chunk_size)
+    wait_completed(store, job_id)
+    assert store.get(job_id)["succeeded"] == 1000
+    received = echo_worker.log_path.read_text().count(f"Task batchery.run_chunk[{job_id}.")
+    assert received == 2 * 8, "1000 items in chunks of 128 are 8 tasks (logged as received and as succeeded)"
