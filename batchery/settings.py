@@ -45,7 +45,6 @@ class Settings:
     visibility_timeout_s: int = defaults.VISIBILITY_TIMEOUT_S
     api_workers: int = defaults.API_WORKERS
     api_threads: int = defaults.API_THREADS
-    public_url: str = ""
 
     @property
     def effective_redis_url(self) -> str:

@@ -136,8 +136,9 @@ def export_onnx(spec: "ModelSpec", folder: Path, target: Path) -> None:
 
     log.info("exporting %s from %s to %s", spec.name, folder, target)
     model = reference_model(spec, attention="eager")
-    encoder = TextEncoder(folder / "tokenizer.json", max_length=int(spec.options.get("max_length", 256)))
-    example = tuple(torch.from_numpy(array) for array in encoder.encode(_EXAMPLE).values())
+    encoder = TextEncoder(folder / "tokenizer.json")
+    batch = encoder.encode(_EXAMPLE)
+    example = tuple(torch.from_numpy(batch[name]) for name in TEXT_INPUTS)
     axes = {name: {0: "batch", 1: "tokens"} for name in (*TEXT_INPUTS, "last_hidden_state")}
     partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:

@@ -34,34 +34,39 @@ class OnnxRuntime(Runtime):
     """Options: ``source`` ("minilm" exports the bundled model), ``tokenizer``, ``max_length``, ``pooling``
     ("mean" | "cls" | "none"), ``normalize`` and ``threads`` (intra-op threads on the CPU)."""
 
-    def __init__(self, spec: "ModelSpec", device: str, session: onnxruntime.InferenceSession,
-                 encoder: TextEncoder | None) -> None:
+    def __init__(
+        self, spec: "ModelSpec", device: str, session: onnxruntime.InferenceSession, encoder: TextEncoder | None
+    ) -> None:
         super().__init__(spec, device)
         self.session: Any = session
         self.encoder = encoder
         self.input_names = [i.name for i in session.get_inputs()]
         unknown = [name for name in self.input_names if name not in TEXT_INPUTS] if encoder else []
         if unknown:
-            raise ConfigError(f"model {spec.name!r}: graph inputs {unknown} are not among the text inputs {TEXT_INPUTS}")
+            raise ConfigError(f"model {spec.name!r}: graph inputs {unknown} are not text inputs {TEXT_INPUTS}")
         self.pooling, self.normalize = check_text_options(spec.options) if encoder else ("none", False)
         self.tensor_type = _NUMPY_TYPES.get(session.get_inputs()[0].type, np.float32)
 
     @classmethod
     def load(cls, spec: "ModelSpec", device: str, settings: "Settings") -> "OnnxRuntime":
+        if spec.input not in ("text", "tensor"):
+            raise ConfigError(f"model {spec.name!r}: the onnx runtime takes text or tensor input, not {spec.input!r}")
         model_path, tokenizer_path = resolve_files(spec, settings)
         encoder = None
         if spec.input == "text":
             if not tokenizer_path:
                 raise ConfigError(f"model {spec.name!r}: a text model needs options.tokenizer (a tokenizer.json)")
             encoder = TextEncoder(tokenizer_path, spec.options.get("max_length"))
-        elif spec.input != "tensor":
-            raise ConfigError(f"model {spec.name!r}: the onnx runtime takes text or tensor input, not {spec.input!r}")
         try:
             session = onnxruntime.InferenceSession(
                 str(model_path), sess_options=session_options(spec), providers=providers(device)
             )
         except Exception as exc:
             raise ConfigError(f"model {spec.name!r}: cannot load {model_path}: {exc}") from exc
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
+            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+                log.warning("model %s: the CUDA provider failed to start on %s: running on the CPU", spec.name, device)
+            device = "cpu"
         return cls(spec, device, session, encoder)
 
     def prepare(self, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -75,6 +80,14 @@ class OnnxRuntime(Runtime):
         if self.encoder is not None:
             return embeddings(output, prepared["attention_mask"], self.pooling, self.normalize)
         return list(np.asarray(output))
+
+    def example_input(self) -> Any:
+        """For a tensor model without ``options.shape``, zeros of the shape the graph declares past the batch."""
+        if self.encoder is None and "shape" not in self.spec.options:
+            dims = self.session.get_inputs()[0].shape[1:]
+            if all(isinstance(dim, int) for dim in dims):
+                return np.zeros(dims, dtype=np.float32)
+        return super().example_input()
 
     def close(self) -> None:
         self.session = None

@@ -136,7 +136,9 @@ def first_tensor(output: Any) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, Mapping):
-        return output["last_hidden_state"] if "last_hidden_state" in output else first_tensor(next(iter(output.values())))
+        if "last_hidden_state" in output:
+            return output["last_hidden_state"]
+        return first_tensor(next(iter(output.values())))
     if isinstance(output, (tuple, list)) and output:
         return first_tensor(output[0])
     raise ConfigError(f"cannot find a tensor in a model output of type {type(output).__name__}")

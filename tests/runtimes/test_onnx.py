@@ -80,6 +80,10 @@ def test_cls_pooling_without_normalisation(minilm_spec: ModelSpec, data_settings
     assert vector.shape == (384,) and abs(float(np.linalg.norm(vector)) - 1.0) > 1e-3
 
 
+def test_minilm_warms_up(runtime: OnnxRuntime) -> None:
+    runtime.warm_up()
+
+
 def test_non_string_text_is_invalid_input(runtime: OnnxRuntime) -> None:
     with pytest.raises(InvalidInput):
         runtime.prepare(["fine", 3])
@@ -90,7 +94,7 @@ def test_asking_for_cuda_without_it_falls_back_to_the_cpu_and_says_so(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="batchery.runtimes.onnx"):
         runtime = load_runtime(minilm_spec, "cuda:0", data_settings)
-    assert runtime.session.get_providers() == ["CPUExecutionProvider"]
+    assert runtime.device == "cpu" and runtime.session.get_providers() == ["CPUExecutionProvider"]
     assert "CPU" in caplog.text
 
 
@@ -127,6 +131,15 @@ def test_a_tensor_model_matches_the_module_it_was_exported_from(
         expected = model(torch.from_numpy(inputs)).numpy()
     assert len(outputs) == 5 and outputs[0].shape == (3,)
     assert np.abs(np.stack(outputs) - expected).max() < 1e-5
+
+
+def test_a_tensor_model_warms_up_with_the_shape_its_graph_declares(
+    mlp_onnx: tuple[torch.nn.Module, Path], data_settings: Settings
+) -> None:
+    spec = ModelSpec(name="mlp", runtime="onnx", path=str(mlp_onnx[1]), input="tensor")
+    runtime = load_runtime(spec, "cpu", data_settings)
+    assert runtime.example_input().shape == (8,)
+    runtime.warm_up()
 
 
 def test_ragged_tensors_are_invalid_input(mlp_onnx: tuple[torch.nn.Module, Path], data_settings: Settings) -> None:

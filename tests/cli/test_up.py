@@ -1,0 +1,79 @@
+"""`batchery up` runs the whole service and stops it cleanly; an embedded Redis when none is configured."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from batchery.cli import ensure_redis
+from batchery.cli.redis_server import answers, free_port
+from batchery.settings import Settings
+from tests.helpers import wait_for_job
+
+
+def test_embedded_redis_starts_when_nothing_answers_and_persists_in_the_data_dir(tmp_path):
+    nothing_there = f"redis://127.0.0.1:{free_port()}/0"
+    settings, server = ensure_redis(Settings(redis_url="", data_dir=str(tmp_path)), probe_url=nothing_there)
+    try:
+        assert server is not None and settings.redis_url == server.url
+        client = redis.Redis.from_url(settings.redis_url)
+        client.set("k", "v")
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+        assert Path(client.config_get("dir")["dir"]) == tmp_path / "redis"
+    finally:
+        server.stop()
+    assert not answers(settings.redis_url)
+
+
+def test_a_configured_or_answering_redis_is_used_as_is(redis_server, tmp_path):
+    settings, server = ensure_redis(Settings(redis_url=redis_server.url, data_dir=str(tmp_path)))
+    assert server is None and settings.redis_url == redis_server.url
+    settings, server = ensure_redis(Settings(redis_url="", data_dir=str(tmp_path)), probe_url=redis_server.url)
+    assert server is None and settings.redis_url == redis_server.url
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "batchery up exited early"
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("batchery up did not become ready")
+
+
+@pytest.mark.slow
+def test_up_serves_jobs_and_flower_and_stops_on_ctrl_c(settings, tmp_path):
+    port, flower_port = free_port(), free_port()
+    env = {**os.environ, **settings.as_env()}
+    argv = [sys.executable, "-m", "batchery", "up", "--port", str(port), "--flower-port", str(flower_port),
+            "--redis-url", settings.redis_url, "--models-file", settings.models_file]
+    log = tmp_path / "up.log"
+    process = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        http = requests.Session()
+        job = http.post(f"{url}/v1/jobs", json={"model": "echo", "inputs": ["a", "b"]}).json()
+        assert wait_for_job(http, job["links"]["self"])["status"] == "completed"
+        assert requests.get(f"http://127.0.0.1:{flower_port}/", timeout=10).status_code == 200
+        printed = log.read_text()
+        assert f"http://127.0.0.1:{port}/v1/models" in printed and f"http://127.0.0.1:{flower_port}/" in printed
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(60)
+    assert code == 0, log.read_text()[-3000:]
+    assert "stopped." in log.read_text()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/healthz", timeout=2)
