@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import subprocess
 import sys
 import textwrap
@@ -22,7 +24,7 @@ from werkzeug.serving import make_server
 
 from batchery.app import create_app
 from batchery.cli.redis_server import RedisServer, free_port
-from batchery.models.registry import load_registry
+from batchery.models.registry import BUILTINS, ModelSpec, load_registry
 from batchery.settings import Settings
 from batchery.store import JobStore
 from batchery.workers.heartbeat import live_workers
@@ -52,6 +54,17 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def data_settings(session_dir: Path) -> Settings:
+    """Settings with only the data dir set (shared with ``settings``): MiniLM is exported once a session."""
+    return Settings(data_dir=str(session_dir / "data"))
+
+
+@pytest.fixture(scope="session")
+def minilm_spec() -> ModelSpec:
+    return BUILTINS["minilm"]
+
+
+@pytest.fixture(scope="session")
 def redis_server(session_dir: Path) -> Iterator[RedisServer]:
     server = RedisServer(session_dir / "redis", persist=False).start()
     yield server
@@ -59,12 +72,12 @@ def redis_server(session_dir: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def settings(redis_server: RedisServer, session_dir: Path) -> Settings:
+def settings(redis_server: RedisServer, session_dir: Path, data_settings: Settings) -> Settings:
     models_file = session_dir / "models.toml"
     models_file.write_text(MODELS_TOML)
     return Settings(
         redis_url=redis_server.url,
-        data_dir=str(session_dir / "data"),
+        data_dir=data_settings.data_dir,
         models_file=str(models_file),
         chunk_size=128,
         max_items_per_job=20_000,

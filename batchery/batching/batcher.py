@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Container, Sequence
+from typing import TYPE_CHECKING, Any, Container, Sequence
 
 from batchery.batching import hooks
 from batchery.batching.queue import Item, ItemQueue

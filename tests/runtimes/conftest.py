@@ -1,18 +1,13 @@
-"""Fixtures for the runtime tests: one data directory per session, so MiniLM is exported once."""
+"""Fixtures for the runtime tests: texts of every length and the PyTorch reference's embeddings of them."""
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pytest
 
 from batchery.models import minilm
-from batchery.models.registry import BUILTINS, ModelSpec
+from batchery.models.registry import ModelSpec
 from batchery.runtimes.text import TextEncoder
-from batchery.settings import Settings
 
 LONG = (
     "The history of the printing press begins in the fifteenth century, when Johannes Gutenberg combined "
@@ -42,16 +37,6 @@ SENTENCES = [
     " ".join(LONG.split()[:120]),
     LONG,
 ]
-
-
-@pytest.fixture(scope="session")
-def data_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(data_dir=str(tmp_path_factory.getbasetemp() / "batchery-data"))
-
-
-@pytest.fixture(scope="session")
-def minilm_spec() -> ModelSpec:
-    return BUILTINS["minilm"]
 
 
 @pytest.fixture(scope="session")
