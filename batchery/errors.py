@@ -100,6 +100,13 @@ class ModelError(BatcheryError):
     code = "model_error"
 
 
+class TransientError(ModelError):
+    """A failure that may pass on its own (a flaky device call, a lost connection): worth retrying."""
+
+    status = 503
+    code = "transient_error"
+
+
 class Cancelled(BatcheryError):
     """The job was cancelled before this item ran."""
 

@@ -43,6 +43,9 @@ class Settings:
     worker_heartbeat_s: float = defaults.WORKER_HEARTBEAT_S
     worker_heartbeat_ttl_s: float = defaults.WORKER_HEARTBEAT_TTL_S
     visibility_timeout_s: int = defaults.VISIBILITY_TIMEOUT_S
+    retry_attempts: int = defaults.RETRY_ATTEMPTS
+    retry_base_s: float = defaults.RETRY_BASE_S
+    retry_max_s: float = defaults.RETRY_MAX_S
     api_workers: int = defaults.API_WORKERS
     api_threads: int = defaults.API_THREADS
 

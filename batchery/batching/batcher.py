@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Container, Sequence
 from batchery.batching import hooks
 from batchery.batching.queue import Item, ItemQueue
 from batchery.batching.ticket import Ticket
-from batchery.errors import BatcheryError, Cancelled, ModelError
+from batchery.errors import BatcheryError, Cancelled
+from batchery.retry import RetryPolicy, as_error, run_isolated
 from batchery.store import ItemResult
 from batchery.store.codec import encode_error, encode_output
 
@@ -35,11 +36,14 @@ _CANCELLED = Cancelled()
 class Batcher:
     """Forms batches of at most ``max_batch_size`` items, waiting at most ``max_wait_ms`` for one to fill."""
 
-    def __init__(self, runtime: "Runtime", store: "JobStore", cancelled: Container[str] = frozenset()) -> None:
+    def __init__(
+        self, runtime: "Runtime", store: "JobStore", cancelled: Container[str] = frozenset(), retry: RetryPolicy = RetryPolicy()
+    ) -> None:
         self.spec = runtime.spec
         self.runtime = runtime
         self.store = store
         self.cancelled = cancelled
+        self.retry = retry
         self.queue = ItemQueue()
         self._prepared: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._ran: queue.Queue[Any] = queue.Queue(maxsize=4)
@@ -83,7 +87,7 @@ class Batcher:
                 hooks.call("before_batch", self.spec, items)
                 prepared = self.runtime.prepare([item.input for item in items])
             except Exception as exc:
-                self._ran.put((items, [_as_error(exc)] * len(items)))
+                self._ran.put((items, [as_error(exc)] * len(items)))
                 continue
             self._prepared.put((items, prepared))
         self._prepared.put(_STOP)
@@ -107,15 +111,14 @@ class Batcher:
         self._ran.put(_STOP)
 
     def _run(self, items: Sequence[Item], prepared: Any) -> Sequence[Any]:
-        try:
-            outputs = self.runtime.run(prepared)
-        except Exception as exc:
-            log.warning("model %s failed a batch of %d: %s", self.spec.name, len(items), exc)
-            return [_as_error(exc)] * len(items)
-        if len(outputs) != len(items):
-            error = ModelError(f"model {self.spec.name} returned {len(outputs)} outputs for {len(items)} inputs")
-            return [error] * len(items)
-        return outputs
+        """Outputs or errors, one per item: transient failures retried, a failing batch bisected."""
+        runtime = self.runtime
+        return run_isolated(
+            lambda inputs: runtime.run(runtime.prepare(inputs)),
+            [item.input for item in items],
+            self.retry,
+            prepared_run=lambda: runtime.run(prepared),
+        )
 
     def _write_loop(self) -> None:
         while (work := self._ran.get()) is not _STOP:
@@ -149,8 +152,3 @@ def _settle(items: Sequence[Item], records: Sequence[ItemResult]) -> None:
     for ticket, ok, failed in counts.values():
         ticket.settle(ok, failed)
 
-
-def _as_error(exc: BaseException) -> BatcheryError:
-    if isinstance(exc, BatcheryError):
-        return exc
-    return ModelError(f"{type(exc).__name__}: {exc}")

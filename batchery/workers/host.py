@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from batchery.batching import Batcher
 from batchery.errors import Cancelled, ModelNotFound
 from batchery.models.registry import ModelSpec
+from batchery.retry import RetryPolicy
 from batchery.runtimes import load_runtime
 from batchery.settings import Settings
 from batchery.store import ItemResult, JobStore
@@ -37,6 +38,7 @@ class ModelHost:
         self.batchers: dict[str, Batcher] = {}
         self.heartbeat: Heartbeat | None = None
         self.cancelled = CancellationListener(store.redis)
+        self.retry = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
 
     def start(self) -> None:
         """Load and warm every model and start the batchers; :meth:`announce` follows once consuming."""
@@ -45,7 +47,7 @@ class ModelHost:
             started = time.perf_counter()
             runtime = load_runtime(spec, self.device, self.settings)
             runtime.warm_up()
-            self.batchers[spec.name] = Batcher(runtime, self.store, self.cancelled).start()
+            self.batchers[spec.name] = Batcher(runtime, self.store, self.cancelled, self.retry).start()
             log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
 
     def announce(self) -> None:

@@ -66,30 +66,42 @@ def test_items_of_concurrent_chunks_of_several_jobs_share_batches(store, sizes):
         assert store.get(job_id)["status"] == "completed"
 
 
-class Broken(Runtime):
+class Poisoned(Runtime):
+    """Fails any batch holding "bad", like a model that chokes on one input."""
+
     def run(self, prepared: Sequence[Any]) -> Sequence[Any]:
         if "bad" in prepared:
             raise ValueError("cannot digest 'bad'")
+        return list(prepared)
+
+
+class Short(Runtime):
+    def run(self, prepared: Sequence[Any]) -> Sequence[Any]:
         return prepared[:-1]
 
 
-def test_a_failing_batch_ends_its_items_with_the_models_error(store):
-    batcher = Batcher(Broken(ModelSpec("t", "broken", max_wait_ms=1), "cpu"), store).start()
-    job_id = new_job(store, 2)
-    ticket = batcher.submit(job_id, [(0, "fine"), (1, "bad")])
-    assert ticket.wait(10) and (ticket.succeeded, ticket.failed) == (0, 2)
-    errors = [decode(raw) for _, raw in store.outputs(job_id, 0, 2)]
-    assert all(kind == "error" and e["code"] == "model_error" and "cannot digest" in e["message"] for kind, e in errors)
+def test_one_poison_input_in_a_batch_of_64_fails_alone(store, sizes):
+    batcher = Batcher(Poisoned(ModelSpec("t", "poisoned", max_batch_size=64, max_wait_ms=20), "cpu"), store).start()
+    job_id = new_job(store, 64)
+    inputs = [f"item {i}" for i in range(64)]
+    inputs[37] = "bad"
+    ticket = batcher.submit(job_id, list(enumerate(inputs)))
+    assert ticket.wait(10) and (ticket.succeeded, ticket.failed) == (63, 1)
+    results = [decode(raw) for _, raw in store.outputs(job_id, 0, 64)]
+    assert results[37][0] == "error" and results[37][1]["code"] == "model_error" and "cannot digest" in results[37][1]["message"]
+    assert [value for kind, value in results if kind == "output"] == inputs[:37] + inputs[38:]
+    assert sizes.sizes == [64], "bisection happens inside the one batch the batcher formed"
     batcher.stop()
 
 
-def test_a_model_returning_too_few_outputs_fails_the_batch_not_silently(store):
-    batcher = Batcher(Broken(ModelSpec("t", "broken", max_wait_ms=1), "cpu"), store).start()
+def test_a_model_returning_too_few_outputs_fails_its_items_not_silently(store):
+    batcher = Batcher(Short(ModelSpec("t", "short", max_wait_ms=1), "cpu"), store).start()
     job_id = new_job(store, 3)
     ticket = batcher.submit(job_id, [(0, "a"), (1, "b"), (2, "c")])
     assert ticket.wait(10) and ticket.failed == 3
-    kind, error = decode(store.outputs(job_id, 0, 1)[0][1])
-    assert "returned 2 outputs for 3 inputs" in error["message"]
+    for _, raw in store.outputs(job_id, 0, 3):
+        kind, error = decode(raw)
+        assert kind == "error" and "returned 0 outputs for 1 inputs" in error["message"]
     batcher.stop()
 
 

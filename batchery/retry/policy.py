@@ -1,0 +1,40 @@
+"""Retrying transient failures with exponential backoff, jitter and a cap.
+
+Only errors that may pass on their own are retried: an input the model cannot take fails the same way every
+time, and retrying it would only delay its batch-mates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from batchery.errors import TransientError
+
+T = TypeVar("T")
+TRANSIENT_TYPES: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_TYPES)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempt ``n`` waits ``base_s * 2**(n-1)`` plus up to ``base_s`` of jitter, never more than ``max_s``."""
+
+    attempts: int = 3
+    base_s: float = 0.05
+    max_s: float = 2.0
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()``, retried on transient errors; the last error is raised as it was."""
+        retrying = Retrying(
+            stop=stop_after_attempt(max(self.attempts, 1)),
+            wait=wait_exponential_jitter(multiplier=self.base_s, jitter=self.base_s, max=self.max_s),
+            retry=retry_if_exception(is_transient),
+            reraise=True,
+        )
+        return retrying(fn)
