@@ -40,6 +40,15 @@ MODELS_TOML = textwrap.dedent(
     [models.echo-slow.options]
     batch_latency_ms = 20
 
+    [models.echo-chaos]
+    runtime = "echo"
+    input = "json"
+    max_batch_size = 16
+    max_wait_ms = 1
+    description = "synthetic: served only by the chaos tests' own workers"
+    [models.echo-chaos.options]
+    batch_latency_ms = 10
+
     [models.echo-orphan]
     runtime = "echo"
     input = "json"

@@ -5,6 +5,8 @@ Delivery choices (see the README's operations section):
   stored, so a worker that dies mid-chunk gets it redelivered; chunks are idempotent, so that is safe.
 - The Redis transport's ``visibility_timeout`` is set from the settings (default 10 minutes): longer than the
   slowest chunk, short enough that a chunk held by a killed worker comes back soon.
+- kombu sweeps for such chunks every ``unacked_restore_interval * unacked_restore_throttle`` seconds (100 by
+  default, which would add up to 100 s to the timeout); batchery sweeps every tenth of the timeout (1-10 s).
 - ``worker_prefetch_multiplier = 1``: reserved-but-unstarted chunks are invisible to other workers.
 """
 
@@ -22,7 +24,11 @@ from batchery.workers.bootstep import ModelHostStep
 def create_celery(settings: Settings) -> Celery:
     app = Celery("batchery")
     registry = load_registry(settings.models_file)
-    transport_options = {"visibility_timeout": settings.visibility_timeout_s}
+    transport_options = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
+        "unacked_restore_throttle": 1,
+    }
     app.conf.update(
         broker_url=settings.effective_broker_url,
         result_backend=settings.effective_redis_url,
