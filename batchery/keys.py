@@ -7,9 +7,12 @@
     batchery:worker:<hostname>  string  worker heartbeat (JSON)            settings.worker_heartbeat_ttl_s
     batchery:workers            set     hostnames that sent a heartbeat    members pruned when their key is gone
     batchery:cancellations      channel job ids, published on cancel      (pub/sub: nothing stored)
+    batchery:idempotency:<sha>  string  Idempotency-Key -> first job id    settings.job_ttl_s
 """
 
 from __future__ import annotations
+
+import hashlib
 
 PREFIX = "batchery"
 RECENT_JOBS = 1000
@@ -41,3 +44,8 @@ def workers() -> str:
 
 def cancellations() -> str:
     return f"{PREFIX}:cancellations"
+
+
+def idempotency(client_key: str) -> str:
+    """Hashed, so that a client's key (which may carry meaning to them) is never stored as given."""
+    return f"{PREFIX}:idempotency:{hashlib.sha256(client_key.encode()).hexdigest()}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 from flask import Blueprint, Response, request, stream_with_context, url_for
@@ -9,12 +10,14 @@ from flask import Blueprint, Response, request, stream_with_context, url_for
 from batchery.app.requests import NDJSON, read_job_request
 from batchery.app.services import services
 from batchery.app.views import job_document, job_links
-from batchery.errors import BadRequest, JobNotFound
+from batchery.errors import BadRequest, JobNotFound, Unavailable
 from batchery.monitoring.metrics import record_submission
 from batchery.store.codec import dumps, result_record
-from batchery.tasks.enqueue import submit_job
+from batchery.tasks.enqueue import new_job_id, submit_job
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+REPLAY_WAIT_S = 2.0
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -23,16 +26,40 @@ def json_response(body: object, status: int = 200, headers: dict[str, str] | Non
 
 @bp.post("")
 def create_job() -> Response:
+    """A repeated ``Idempotency-Key`` answers with the first job it created, and queues nothing."""
     svc = services()
     job = read_job_request(request, svc.registry, svc.settings)
     svc.require_worker(job.spec)
-    job_id = submit_job(
-        svc.celery, svc.store, job.spec, job.inputs, chunk_size=svc.settings.chunk_size, metadata=job.metadata
-    )
+    job_id = new_job_id()
+    client_key = idempotency_key()
+    if client_key is not None:
+        owner = svc.store.claim_idempotency_key(client_key, job_id)
+        if owner != job_id:
+            return _replay(owner)
+    submit_job(svc.celery, svc.store, job.spec, job.inputs, chunk_size=svc.settings.chunk_size, metadata=job.metadata, job_id=job_id)
     record_submission(job.spec.name, len(job.inputs))
     links = job_links(job_id)
     body = {"id": job_id, "status": "queued", "model": job.spec.ref, "total": len(job.inputs), "links": links}
     return json_response(body, 202, {"Location": links["self"]})
+
+
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    return key
+
+
+def _replay(job_id: str) -> Response:
+    """The first job's submission answer, once the first request has recorded it."""
+    deadline = time.monotonic() + REPLAY_WAIT_S
+    while (job := services().store.get(job_id)) is None:
+        if time.monotonic() > deadline:
+            raise Unavailable("the first request with this Idempotency-Key is still being accepted; retry shortly")
+        time.sleep(0.01)
+    links = job_links(job_id)
+    body = {"id": job_id, "status": job["status"], "model": f"{job['model']}@{job['version']}", "total": job["total"], "links": links}
+    return json_response(body, 202, {"Location": links["self"], "Idempotent-Replayed": "true"})
 
 
 @bp.get("/<job_id>")

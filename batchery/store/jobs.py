@@ -118,6 +118,13 @@ class JobStore:
         job["metadata"] = orjson.loads(job["metadata"]) if "metadata" in job else None
         return job
 
+    def claim_idempotency_key(self, client_key: str, job_id: str) -> str:
+        """The job id that owns ``client_key``: ``job_id`` if this call claimed it, else the first claimant's."""
+        key = keys.idempotency(client_key)
+        if self.redis.set(key, job_id, nx=True, ex=self.job_ttl_s):
+            return job_id
+        return self.redis.get(key).decode()
+
     def recent(self, limit: int) -> list[str]:
         return [m.decode() for m in self.redis.zrevrange(keys.recent_jobs(), 0, limit - 1)]
 

@@ -34,6 +34,10 @@ def send_job(celery: Celery, spec: ModelSpec, job_id: str, inputs: Sequence[Any]
     return len(bounds)
 
 
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
 def submit_job(
     celery: Celery,
     store: JobStore,
@@ -43,9 +47,10 @@ def submit_job(
     chunk_size: int,
     metadata: dict[str, Any] | None = None,
     ttl_s: int | None = None,
+    job_id: str | None = None,
 ) -> str:
     """Record a new job and queue its chunks; a job whose chunks cannot be sent is marked ``failed``."""
-    job_id = uuid.uuid4().hex
+    job_id = job_id or new_job_id()
     fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs)}
     if metadata is not None:
         fields["metadata"] = metadata

@@ -96,3 +96,17 @@ def test_cancel_unknown_job_is_404(http, api):
     response = http.delete(f"{api.url}/v1/jobs/nope")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "job_not_found"
+
+
+def test_a_repeated_idempotency_key_returns_the_first_job_and_queues_nothing(http, api, store):
+    headers = {"Idempotency-Key": "nightly-embed-2026-11-23"}
+    first = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": ["a", "b"]}, headers=headers)
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    recent = store.recent(5)
+    again = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": ["a", "b"]}, headers=headers)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] and again.headers["Location"] == first.headers["Location"]
+    assert store.recent(5) == recent, "the repeat must not create a job"
+    other = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": ["a"]}, headers={"Idempotency-Key": "another"})
+    assert other.json()["id"] != first.json()["id"]
+    assert http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": ["a"]}, headers={"Idempotency-Key": "k" * 256}).status_code == 400
