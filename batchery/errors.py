@@ -107,6 +107,12 @@ class TransientError(ModelError):
     code = "transient_error"
 
 
+class DeviceOutOfMemory(TransientError):
+    """The device ran out of memory for this batch; a smaller batch may fit."""
+
+    code = "out_of_memory"
+
+
 class Cancelled(BatcheryError):
     """The job was cancelled before this item ran."""
 

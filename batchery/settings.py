@@ -43,6 +43,11 @@ class Settings:
     worker_heartbeat_s: float = defaults.WORKER_HEARTBEAT_S
     worker_heartbeat_ttl_s: float = defaults.WORKER_HEARTBEAT_TTL_S
     visibility_timeout_s: int = defaults.VISIBILITY_TIMEOUT_S
+    fault_transient_rate: float = 0.0
+    fault_crash_rate: float = 0.0
+    fault_oom_rate: float = 0.0
+    fault_latency_rate: float = 0.0
+    fault_latency_ms: float = 0.0
     retry_attempts: int = defaults.RETRY_ATTEMPTS
     retry_base_s: float = defaults.RETRY_BASE_S
     retry_max_s: float = defaults.RETRY_MAX_S

@@ -16,6 +16,7 @@ from batchery.batching import Batcher
 from batchery.errors import Cancelled, ModelNotFound
 from batchery.models.registry import ModelSpec
 from batchery.retry import RetryPolicy
+from batchery.retry.faults import with_faults
 from batchery.runtimes import load_runtime
 from batchery.settings import Settings
 from batchery.store import ItemResult, JobStore
@@ -47,6 +48,7 @@ class ModelHost:
             started = time.perf_counter()
             runtime = load_runtime(spec, self.device, self.settings)
             runtime.warm_up()
+            runtime = with_faults(runtime, self.settings)
             self.batchers[spec.name] = Batcher(runtime, self.store, self.cancelled, self.retry).start()
             log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
 
