@@ -1,0 +1,176 @@
+"""The measurements, one function per phase: start what the phase needs, warm it, time it, stop it.
+
+Each phase starts its own worker and stops it before the next, so that an idle process of one phase does
+not take a core from the next; each measurement is repeated, the median run reported, and the CPU seconds
+of every process group (and of the rest of the machine) counted over the runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from batchery.models.registry import load_registry
+from benchmarks import corpus, measure
+from benchmarks.cpu import CpuMeter, python_thread_names, thread_breakdown, thread_cpu_s
+from benchmarks.stack import Child, Stack
+
+log = logging.getLogger("benchmarks")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Items per run for each measurement, and runs per measurement."""
+
+    echo: int
+    plain: int
+    minilm: int
+    repeat: int
+
+    @classmethod
+    def of(cls, quick: bool, repeat: int | None) -> "Sizes":
+        sizes = cls(5_000, 500, 1_000, 1) if quick else cls(20_000, 2_000, 4_000, 3)
+        return dataclasses.replace(sizes, repeat=repeat or sizes.repeat)
+
+
+def repeated(times: int, once: Callable[[], measure.Run]) -> list[measure.Run]:
+    return [once() for _ in range(times)]
+
+
+def median_run(runs: list[measure.Run]) -> measure.Run:
+    """The run with the median time (the lower middle one of an even count): robust to one noisy run."""
+    ordered = sorted(runs, key=lambda r: r.seconds)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def summary(runs: list[measure.Run], cpu: dict[str, float]) -> dict[str, Any]:
+    """Figures of one measurement for the JSON: the median, every run, and CPU seconds per process group."""
+    best = median_run(runs)
+    wall = sum(r.seconds for r in runs)
+    return {
+        "items": best.items,
+        "seconds": round(best.seconds, 4),
+        "items_per_s": round(best.items_per_s, 1),
+        "runs": [{"seconds": round(r.seconds, 4), "items_per_s": round(r.items_per_s, 1), **r.details} for r in runs],
+        "cpu_s": cpu,
+        "cores_busy": {name: round(seconds / wall, 2) for name, seconds in cpu.items()} if wall > 0 else {},
+    }
+
+
+def metered(
+    groups: dict[str, Child | int], body: Callable[[], list[measure.Run]]
+) -> tuple[list[measure.Run], dict[str, float]]:
+    """Run ``body`` while counting the CPU seconds of the named process groups and of this process.
+
+    Includes the untimed gaps between repeated runs (a second each at most), so it is an upper bound.
+    """
+    meter = CpuMeter(_pids(groups)).start()
+    runs = body()
+    return runs, meter.stop()
+
+
+def bench_echo(stack: Stack, api: Child, sizes: Sizes, poll_s: float) -> dict[str, Any]:
+    inputs = corpus.texts(sizes.echo)
+    worker = stack.start_worker("bench-echo", ["echo"])
+    try:
+        measure.pipeline(stack.api_url, "echo", inputs[:512], poll_s)  # warm: connections, gunicorn workers
+
+        def once() -> measure.Run:
+            run, outputs = measure.pipeline(stack.api_url, "echo", inputs, poll_s)
+            if outputs != inputs:
+                raise RuntimeError("echo returned outputs that differ from its inputs")
+            log.info(
+                "echo pipeline: %d items in %.2fs (%.0f/s) %s", run.items, run.seconds, run.items_per_s, run.details
+            )
+            return run
+
+        runs, cpu = metered(
+            {"api": api, "worker": worker, "redis": stack.redis_pid}, lambda: repeated(sizes.repeat, once)
+        )
+    finally:
+        stack.stop(worker.name)
+    return summary(runs, cpu)
+
+
+def bench_plain(stack: Stack, pool: str, concurrency: int, sizes: Sizes) -> dict[str, Any]:
+    inputs = corpus.texts(sizes.plain)
+    worker = stack.start_plain_worker(pool, concurrency)
+    try:
+
+        def once() -> measure.Run:
+            run, outputs = measure.plain_celery(stack.settings.effective_redis_url, inputs)
+            if outputs != inputs:
+                raise RuntimeError("the plain Celery echo returned outputs that differ from its inputs")
+            log.info("plain celery %s: %d items in %.2fs (%.0f/s)", pool, run.items, run.seconds, run.items_per_s)
+            return run
+
+        runs, cpu = metered({"worker": worker, "redis": stack.redis_pid}, lambda: repeated(sizes.repeat, once))
+    finally:
+        stack.stop(worker.name)
+    return {"pool": pool, "concurrency": concurrency, **summary(runs, cpu)}
+
+
+def bench_minilm(
+    stack: Stack, api: Child, sizes: Sizes, poll_s: float, threads: int | None
+) -> dict[str, dict[str, Any]]:
+    """Raw ORT and the pipeline, alternated run by run so that drift in the machine hits both alike."""
+    settings = stack.settings
+    if threads is not None:  # the same override for the worker and for raw ORT, through a models file
+        models_file = stack.scratch / "models.toml"
+        models_file.write_text(f"[models.minilm.options]\nthreads = {threads}\n")
+        settings = dataclasses.replace(settings, models_file=str(models_file))
+    spec = load_registry(settings.models_file).get("minilm")
+    texts = corpus.texts(sizes.minilm)
+    started = time.perf_counter()
+    worker = stack.start_worker("bench-minilm", ["minilm"], settings)  # exports the ONNX file on a cold cache
+    worker_start_s = time.perf_counter() - started
+    raw = measure.RawOnnx(spec, settings)
+    try:
+        measure.pipeline(stack.api_url, "minilm", texts[:256], poll_s)
+        raw.run(texts[:256])
+        raw_runs: list[measure.Run] = []
+        pipe_runs: list[measure.Run] = []
+        raw_cpu: dict[str, float] = {}
+        pipe_cpu: dict[str, float] = {}
+        groups = _pids({"api": api, "worker": worker, "redis": stack.redis_pid})
+        thread_names = python_thread_names(worker.process.pid)
+        threads_before = thread_cpu_s(worker.process.pid)
+        for _ in range(sizes.repeat):
+            meter = CpuMeter(groups).start()
+            run, vectors = raw.run(texts)
+            raw_cpu = _add(raw_cpu, meter.stop())
+            raw_runs.append(run)
+            meter = CpuMeter(groups).start()
+            run, outputs = measure.pipeline(stack.api_url, "minilm", texts, poll_s)
+            pipe_cpu = _add(pipe_cpu, meter.stop())
+            pipe_runs.append(run)
+            difference = float(np.abs(np.asarray(outputs, dtype=np.float32) - vectors).max())
+            run.details["max_abs_diff_vs_raw"] = difference
+            if difference > 1e-3:
+                raise RuntimeError(f"pipeline and raw ONNX Runtime embeddings differ by {difference:.2e}")
+            log.info("minilm raw %.0f/s, pipeline %.0f/s", raw_runs[-1].items_per_s, pipe_runs[-1].items_per_s)
+        # includes the raw runs, when the worker idles: what shows is where the pipeline's CPU went
+        worker_threads = thread_breakdown(threads_before, thread_cpu_s(worker.process.pid), thread_names)
+    finally:
+        raw.close()
+        stack.stop(worker.name)
+    return {
+        "raw": {"intra_op_threads": raw.threads, **summary(raw_runs, raw_cpu)},
+        "pipeline": {
+            "worker_start_s": round(worker_start_s, 2),
+            **summary(pipe_runs, pipe_cpu),
+            "worker_threads_cpu_s": worker_threads,
+        },
+    }
+
+
+def _pids(groups: dict[str, Child | int]) -> dict[str, int]:
+    return {name: g if isinstance(g, int) else g.process.pid for name, g in groups.items()}
+
+
+def _add(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
+    return {k: round(total.get(k, 0.0) + more.get(k, 0.0), 3) for k in {**total, **more}}
