@@ -8,6 +8,7 @@
     batchery:workers            set     hostnames that sent a heartbeat    members pruned when their key is gone
     batchery:cancellations      channel job ids, published on cancel      (pub/sub: nothing stored)
     batchery:idempotency:<sha>  string  Idempotency-Key -> first job id    settings.job_ttl_s
+    batchery:dead-letters       list    items that exhausted their retries trimmed to DEAD_LETTERS_MAX
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 
 PREFIX = "batchery"
 RECENT_JOBS = 1000
+DEAD_LETTERS_MAX = 100_000
 
 
 def job(job_id: str) -> str:
@@ -49,3 +51,7 @@ def cancellations() -> str:
 def idempotency(client_key: str) -> str:
     """Hashed, so that a client's key (which may carry meaning to them) is never stored as given."""
     return f"{PREFIX}:idempotency:{hashlib.sha256(client_key.encode()).hexdigest()}"
+
+
+def dead_letters() -> str:
+    return f"{PREFIX}:dead-letters"

@@ -49,6 +49,13 @@ MODELS_TOML = textwrap.dedent(
     [models.echo-chaos.options]
     batch_latency_ms = 10
 
+    [models.echo-flaky]
+    runtime = "echo"
+    input = "json"
+    max_batch_size = 8
+    max_wait_ms = 1
+    description = "synthetic: served only by the dead-letter tests' workers, with faults injected by setting"
+
     [models.echo-orphan]
     runtime = "echo"
     input = "json"

@@ -81,8 +81,8 @@ def get_results(job_id: str) -> Response:
     if NDJSON in request.headers.get("Accept", ""):
         return Response(stream_with_context(_ndjson(job_id, job["total"])), mimetype=NDJSON)
     settings = services().settings
-    offset = _int_arg("offset", 0, 0, job["total"])
-    limit = _int_arg("limit", settings.results_page_limit, 1, settings.results_page_max)
+    offset = int_arg("offset", 0, 0, job["total"])
+    limit = int_arg("limit", settings.results_page_limit, 1, settings.results_page_max)
     stop = min(offset + limit, job["total"])
     results = [result_record(i, raw) for i, raw in services().store.outputs(job_id, offset, stop)]
     next_url = url_for("jobs.get_results", job_id=job_id, offset=stop, limit=limit, _external=True) if stop < job["total"] else None
@@ -101,7 +101,7 @@ def _job(job_id: str) -> dict:
     return job
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
+def int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default

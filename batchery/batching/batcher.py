@@ -20,7 +20,8 @@ from batchery.batching import hooks
 from batchery.batching.queue import Item, ItemQueue
 from batchery.batching.ticket import Ticket
 from batchery.errors import BatcheryError, Cancelled
-from batchery.retry import RetryPolicy, as_error, run_isolated
+from batchery.retry import RetryPolicy, as_error, is_transient, run_isolated
+from batchery.retry.dead_letters import DeadLetter, DeadLetters
 from batchery.store import ItemResult
 from batchery.store.codec import encode_error, encode_output
 
@@ -44,6 +45,7 @@ class Batcher:
         self.store = store
         self.cancelled = cancelled
         self.retry = retry
+        self.dead_letters = DeadLetters(store.redis)
         self.queue = ItemQueue()
         self._prepared: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._ran: queue.Queue[Any] = queue.Queue(maxsize=4)
@@ -134,14 +136,23 @@ class Batcher:
             else ItemResult(item.job_id, item.index, encode_output(r), True)
             for item, r in zip(items, results)
         ]
+        letters = self._dead_letters(items, results)
         try:
-            self.store.record(records)
+            self.store.record(records, also=lambda pipe: self.dead_letters.add(pipe, letters))
         except Exception as exc:
             log.error("model %s: could not store a batch of %d: %s", self.spec.name, len(items), exc)
             for item in items:
                 item.ticket.abort(exc)
             return
         _settle(items, records)
+
+    def _dead_letters(self, items: Sequence[Item], results: Sequence[Any]) -> list[DeadLetter]:
+        """Items whose error survived every retry; permanent errors were never retried and are not letters."""
+        return [
+            DeadLetter(item.job_id, item.index, self.spec.name, item.input, r.as_dict(), self.retry.attempts)
+            for item, r in zip(items, results)
+            if isinstance(r, BatcheryError) and is_transient(r)
+        ]
 
 
 def _settle(items: Sequence[Item], records: Sequence[ItemResult]) -> None:

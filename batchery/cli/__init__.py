@@ -118,3 +118,48 @@ def submit(input_file: Path, model: str, output: Path | None, url: str | None, l
         if output:
             out.close()
     click.echo(f"{counts['succeeded']} succeeded, {counts['failed']} failed of {counts['total']}", err=True)
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter store: items that exhausted their retries."""
+
+
+def _dead_letters(settings: Settings):  # noqa: ANN202
+    import redis
+
+    from batchery.retry.dead_letters import DeadLetters
+
+    return DeadLetters(redis.Redis.from_url(settings.effective_redis_url))
+
+
+@dlq.command("list")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--model", help="only this model's")
+def dlq_list(limit: int, model: str | None) -> None:
+    """Print dead letters as JSON lines, newest first."""
+    import orjson
+
+    letters = _dead_letters(_settings())
+    for entry in letters.list(0, limit, model):
+        click.echo(orjson.dumps(entry).decode())
+    click.echo(f"{letters.count()} dead letters in all", err=True)
+
+
+@dlq.command("retry")
+@click.option("--limit", type=int, default=1000, show_default=True)
+def dlq_retry(limit: int) -> None:
+    """Put dead items back into their jobs and queue them again."""
+    from batchery.tasks import app as celery
+    from batchery.tasks.enqueue import retry_dead_letters
+
+    settings = _settings()
+    retried = retry_dead_letters(celery, _dead_letters(settings), load_registry(settings.models_file), limit)
+    click.echo(f"{retried} dead letters queued again")
+
+
+@dlq.command("purge")
+@click.confirmation_option(prompt="Delete every dead letter?")
+def dlq_purge() -> None:
+    """Delete every dead letter."""
+    click.echo(f"{_dead_letters(_settings()).purge()} dead letters purged")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 import redis
@@ -137,8 +137,13 @@ class JobStore:
         """The indices among ``indices`` that have no output or error yet."""
         return [int(i) for i in self._missing(keys=[keys.job_outputs(job_id)], args=list(indices))]
 
-    def record(self, results: Iterable[ItemResult]) -> dict[str, tuple[int, int]]:
-        """Store finished items of any number of jobs in one round trip; returns (new ok, new errors) per job."""
+    def record(
+        self, results: Iterable[ItemResult], also: Callable[[redis.client.Pipeline], None] | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """Store finished items of any number of jobs in one round trip; returns (new ok, new errors) per job.
+
+        ``also`` adds its own commands to the same pipeline (the batch's dead letters, say).
+        """
         by_job: dict[str, list[Any]] = {}
         for r in results:
             by_job.setdefault(r.job_id, []).extend((r.index, r.value, "1" if r.ok else "0"))
@@ -152,6 +157,8 @@ class JobStore:
                 args=[self.job_ttl_s, now, *args],
                 client=pipe,
             )
+        if also is not None:
+            also(pipe)
         return {job_id: tuple(counts) for job_id, counts in zip(by_job, pipe.execute())}
 
     def cancel(self, job_id: str) -> str | None:

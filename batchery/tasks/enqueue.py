@@ -8,7 +8,8 @@ from typing import Any, Sequence
 from celery import Celery
 
 from batchery.errors import Unavailable
-from batchery.models.registry import ModelSpec
+from batchery.models.registry import ModelSpec, Registry
+from batchery.retry.dead_letters import DeadLetters
 from batchery.store import JobStore
 from batchery.tasks.chunk import CHUNK_TASK
 
@@ -23,15 +24,22 @@ def send_job(celery: Celery, spec: ModelSpec, job_id: str, inputs: Sequence[Any]
     bounds = chunk_bounds(len(inputs), chunk_size)
     with celery.producer_or_acquire() as producer:
         for start, stop in bounds:
-            celery.send_task(
-                CHUNK_TASK,
-                kwargs={"job_id": job_id, "model": spec.name, "start": start, "inputs": list(inputs[start:stop])},
-                queue=spec.queue,
-                routing_key=spec.queue,
-                task_id=f"{job_id}.{start}",
-                producer=producer,
-            )
+            send_chunk(celery, spec, job_id, start, list(inputs[start:stop]), f"{job_id}.{start}", producer)
     return len(bounds)
+
+
+def send_chunk(
+    celery: Celery, spec: ModelSpec, job_id: str, start: int, inputs: list[Any], task_id: str, producer: Any = None
+) -> None:
+    """One chunk task on the model's queue; its id names the job and first index, as Flower shows it."""
+    celery.send_task(
+        CHUNK_TASK,
+        kwargs={"job_id": job_id, "model": spec.name, "start": start, "inputs": inputs},
+        queue=spec.queue,
+        routing_key=spec.queue,
+        task_id=task_id,
+        producer=producer,
+    )
 
 
 def new_job_id() -> str:
@@ -61,3 +69,15 @@ def submit_job(
         store.fail(job_id, f"could not queue the job: {exc}")
         raise Unavailable(f"the broker did not take the job: {exc}") from exc
     return job_id
+
+
+def retry_dead_letters(celery: Celery, dead_letters: DeadLetters, registry: Registry, limit: int = 1000) -> int:
+    """Put up to ``limit`` dead items back into their own jobs and queue each again; returns how many."""
+    retried = 0
+    for entry in dead_letters.list(0, limit):
+        if entry["model"] not in registry.names() or not dead_letters.take(entry):
+            continue
+        spec = registry.get(entry["model"])
+        send_chunk(celery, spec, entry["job_id"], entry["index"], [entry["input"]], task_id=f"{entry['job_id']}.{entry['index']}.retry-{entry['id']}")
+        retried += 1
+    return retried

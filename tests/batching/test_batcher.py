@@ -10,6 +10,7 @@ import pytest
 
 from batchery.batching import Batcher, BatchHook, add_hook, remove_hook
 from batchery.models.registry import ModelSpec
+from batchery.retry.dead_letters import DeadLetters
 from batchery.runtimes.base import Runtime
 from batchery.runtimes.echo import EchoRuntime
 from batchery.store.codec import decode
@@ -92,6 +93,8 @@ def test_one_poison_input_in_a_batch_of_64_fails_alone(store, sizes):
     assert [value for kind, value in results if kind == "output"] == inputs[:37] + inputs[38:]
     assert sizes.sizes == [64], "bisection happens inside the one batch the batcher formed"
     batcher.stop()
+    letters = DeadLetters(store.redis).list(0, 1000)
+    assert all(e["job_id"] != job_id for e in letters), "a permanent error is not retried, so it is no dead letter"
 
 
 def test_a_model_returning_too_few_outputs_fails_its_items_not_silently(store):
