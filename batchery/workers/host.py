@@ -13,7 +13,7 @@ import time
 from typing import Any, Sequence
 
 from batchery.batching import Batcher
-from batchery.errors import Cancelled, ModelNotFound
+from batchery.errors import BatcheryError, Cancelled, ModelNotFound
 from batchery.models.registry import ModelSpec
 from batchery.retry import RetryPolicy
 from batchery.retry.faults import with_faults
@@ -86,20 +86,22 @@ class ModelHost:
             return {"job_id": job_id, "skipped": "job no longer exists"}
         todo = self.store.missing(job_id, range(start, start + len(inputs)))
         if status == "cancelled":
-            self._cancel_items(job_id, todo)
+            self._fail_items(job_id, todo, Cancelled())
             return {"job_id": job_id, "cancelled": len(todo)}
         batcher = self.batchers.get(model)
         if batcher is None:
-            raise ModelNotFound(f"worker {self.hostname} does not serve model {model!r}")
+            self._fail_items(job_id, todo, ModelNotFound(f"worker {self.hostname} does not serve model {model!r}"))
+            return {"job_id": job_id, "failed": len(todo)}
         ticket = batcher.submit(job_id, [(i, inputs[i - start]) for i in todo])
         ticket.wait()
         if ticket.error is not None:
             raise ticket.error
         return {"job_id": job_id, "items": len(todo), "succeeded": ticket.succeeded, "failed": ticket.failed}
 
-    def _cancel_items(self, job_id: str, indices: Sequence[int]) -> None:
-        error = encode_error(Cancelled())
-        self.store.record(ItemResult(job_id, i, error, False) for i in indices)
+    def _fail_items(self, job_id: str, indices: Sequence[int], error: BatcheryError) -> None:
+        """End items that will not reach a model with an explicit error, so the job still completes."""
+        encoded = encode_error(error)
+        self.store.record(ItemResult(job_id, i, encoded, False) for i in indices)
 
 
 def set_host(host: ModelHost | None) -> None:
