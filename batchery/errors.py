@@ -113,6 +113,13 @@ class DeviceOutOfMemory(TransientError):
     code = "out_of_memory"
 
 
+class DeadlineExceeded(BatcheryError):
+    """The job's deadline (its ``timeout_s``) passed before this item ran."""
+
+    status = 504
+    code = "deadline_exceeded"
+
+
 class Cancelled(BatcheryError):
     """The job was cancelled before this item ran."""
 

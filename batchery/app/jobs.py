@@ -10,9 +10,9 @@ from flask import Blueprint, Response, request, stream_with_context, url_for
 from batchery.app.requests import NDJSON, read_job_request
 from batchery.app.services import services
 from batchery.app.views import job_document, job_links
-from batchery.errors import BadRequest, JobNotFound, Unavailable
+from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, Unavailable
 from batchery.monitoring.metrics import record_submission
-from batchery.store.codec import dumps, result_record
+from batchery.store.codec import dumps, encode_error, result_record
 from batchery.tasks.enqueue import new_job_id, submit_job
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -36,7 +36,10 @@ def create_job() -> Response:
         owner = svc.store.claim_idempotency_key(client_key, job_id)
         if owner != job_id:
             return _replay(owner)
-    submit_job(svc.celery, svc.store, job.spec, job.inputs, chunk_size=svc.settings.chunk_size, metadata=job.metadata, job_id=job_id)
+    submit_job(
+        svc.celery, svc.store, job.spec, job.inputs,
+        chunk_size=svc.settings.chunk_size, metadata=job.metadata, job_id=job_id, timeout_s=job.timeout_s,
+    )
     record_submission(job.spec.name, len(job.inputs))
     links = job_links(job_id)
     body = {"id": job_id, "status": "queued", "model": job.spec.ref, "total": len(job.inputs), "links": links}
@@ -95,9 +98,18 @@ def _ndjson(job_id: str, total: int) -> Iterator[bytes]:
 
 
 def _job(job_id: str) -> dict:
-    job = services().store.get(job_id)
+    """The job, with items still pending past its deadline ended as ``deadline_exceeded`` first.
+
+    Workers end such items too, but a job whose items sit in a queue no worker reads needs this to finish.
+    """
+    store = services().store
+    job = store.get(job_id)
     if job is None:
         raise JobNotFound(f"no job {job_id!r} (it never existed, or it expired)")
+    overdue = job["deadline"] is not None and time.time() > job["deadline"]
+    if overdue and job["succeeded"] + job["failed"] < job["total"]:
+        store.fail_missing(job_id, job["total"], encode_error(DeadlineExceeded()))
+        job = store.get(job_id)
     return job
 
 

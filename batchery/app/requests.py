@@ -21,6 +21,7 @@ class JobRequest:
     spec: ModelSpec
     inputs: list[Any]
     metadata: dict[str, Any] | None = None
+    timeout_s: float | None = None
 
 
 def read_job_request(request: Request, registry: Registry, settings: Settings) -> JobRequest:
@@ -39,7 +40,16 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
     if metadata is not None and not isinstance(metadata, dict):
         raise BadRequest("'metadata' must be an object")
     spec = registry.get(model)
-    return JobRequest(spec, read_inputs(body, spec, settings), metadata)
+    return JobRequest(spec, read_inputs(body, spec, settings), metadata, _timeout(body.get("timeout_s"), settings))
+
+
+def _timeout(value: Any, settings: Settings) -> float | None:
+    """A job's own deadline, in seconds from submission: at most the job TTL, after which it is gone anyway."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= settings.job_ttl_s:
+        raise BadRequest(f"'timeout_s' must be a number of seconds above 0 and at most {settings.job_ttl_s}")
+    return float(value)
 
 
 def read_predict_request(request: Request, spec: ModelSpec, settings: Settings) -> list[Any]:

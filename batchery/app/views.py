@@ -27,6 +27,7 @@ def job_document(job: dict[str, Any]) -> dict[str, Any]:
         "created_at": iso(job["created_at"]),
         "started_at": iso(job["started_at"]),
         "finished_at": iso(job["finished_at"]),
+        "deadline": iso(job["deadline"]),
         "links": job_links(job["id"]),
     }
     if job.get("metadata") is not None:

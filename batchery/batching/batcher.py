@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Container, Sequence
 from batchery.batching import hooks
 from batchery.batching.queue import Item, ItemQueue
 from batchery.batching.ticket import Ticket
-from batchery.errors import BatcheryError, Cancelled
+from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded
 from batchery.retry import RetryPolicy, as_error, is_transient, run_isolated
 from batchery.retry.dead_letters import DeadLetter, DeadLetters
 from batchery.store import ItemResult
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _STOP = object()
 _CANCELLED = Cancelled()
+_EXPIRED = DeadlineExceeded()
 
 
 class Batcher:
@@ -60,9 +61,9 @@ class Batcher:
             thread.start()
         return self
 
-    def submit(self, job_id: str, inputs: Sequence[tuple[int, Any]]) -> Ticket:
+    def submit(self, job_id: str, inputs: Sequence[tuple[int, Any]], deadline: float | None = None) -> Ticket:
         """Queue ``(index, input)`` pairs of one job; the ticket is done when all are stored."""
-        ticket = Ticket(len(inputs))
+        ticket = Ticket(len(inputs), deadline)
         self.queue.put_many(Item(job_id, index, value, ticket) for index, value in inputs)
         return ticket
 
@@ -82,7 +83,7 @@ class Batcher:
     def _collect_loop(self) -> None:
         max_wait_s = self.spec.max_wait_ms / 1000
         while (items := self.queue.take(self.spec.max_batch_size, max_wait_s)) is not None:
-            items = self._drop_cancelled(items)
+            items = self._drop_unrunnable(items)
             if not items:
                 continue
             try:
@@ -94,13 +95,20 @@ class Batcher:
             self._prepared.put((items, prepared))
         self._prepared.put(_STOP)
 
-    def _drop_cancelled(self, items: list[Item]) -> list[Item]:
-        """Items of jobs cancelled while they waited go straight to the writer with a ``cancelled`` error."""
-        dropped = [item for item in items if item.job_id in self.cancelled]
+    def _drop_unrunnable(self, items: list[Item]) -> list[Item]:
+        """Items whose job was cancelled, or whose deadline passed, while they waited go straight to the writer."""
+        now = time.time()
+        kept, dropped, errors = [], [], []
+        for item in items:
+            error = _CANCELLED if item.job_id in self.cancelled else _EXPIRED if _expired(item, now) else None
+            if error is None:
+                kept.append(item)
+            else:
+                dropped.append(item)
+                errors.append(error)
         if dropped:
-            self._ran.put((dropped, [_CANCELLED] * len(dropped)))
-            items = [item for item in items if item.job_id not in self.cancelled]
-        return items
+            self._ran.put((dropped, errors))
+        return kept
 
     def _run_loop(self) -> None:
         while (work := self._prepared.get()) is not _STOP:
@@ -153,6 +161,10 @@ class Batcher:
             for item, r in zip(items, results)
             if isinstance(r, BatcheryError) and is_transient(r)
         ]
+
+
+def _expired(item: Item, now: float) -> bool:
+    return item.ticket.deadline is not None and now > item.ticket.deadline
 
 
 def _settle(items: Sequence[Item], records: Sequence[ItemResult]) -> None:

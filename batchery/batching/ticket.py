@@ -6,10 +6,11 @@ import threading
 
 
 class Ticket:
-    """Counts a chunk's items as their outputs (or errors) reach Redis."""
+    """Counts a chunk's items as their outputs (or errors) reach Redis; ``deadline`` is its job's (epoch s)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, deadline: float | None = None) -> None:
         self._remaining = count
+        self.deadline = deadline
         self._done = threading.Event()
         self.succeeded = 0
         self.failed = 0

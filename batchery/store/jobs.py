@@ -47,7 +47,7 @@ _START = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
 if redis.call('HGET', KEYS[1], 'status') == 'queued' then redis.call('HSET', KEYS[1], 'status', 'running') end
-return redis.call('HGET', KEYS[1], 'status')
+return redis.call('HMGET', KEYS[1], 'status', 'deadline')
 """
 
 _MISSING = """
@@ -113,7 +113,7 @@ class JobStore:
         job = {k.decode(): v.decode() for k, v in raw.items()}
         for name in ("total", "succeeded", "failed", "cached"):
             job[name] = int(job.get(name, 0))
-        for name in ("created_at", "started_at", "finished_at", "cancelled_at"):
+        for name in ("created_at", "started_at", "finished_at", "cancelled_at", "deadline"):
             job[name] = float(job[name]) if name in job else None
         job["metadata"] = orjson.loads(job["metadata"]) if "metadata" in job else None
         return job
@@ -128,10 +128,13 @@ class JobStore:
     def recent(self, limit: int) -> list[str]:
         return [m.decode() for m in self.redis.zrevrange(keys.recent_jobs(), 0, limit - 1)]
 
-    def start(self, job_id: str) -> str | None:
-        """Mark the job running (once); returns its status, or None when it no longer exists."""
-        status = self._start(keys=[keys.job(job_id)], args=[time.time()])
-        return status.decode() if status else None
+    def start(self, job_id: str) -> tuple[str, float | None] | None:
+        """Mark the job running (once); returns its status and deadline, or None when it no longer exists."""
+        found = self._start(keys=[keys.job(job_id)], args=[time.time()])
+        if not found:
+            return None
+        status, deadline = found
+        return status.decode(), float(deadline) if deadline else None
 
     def missing(self, job_id: str, indices: Sequence[int]) -> list[int]:
         """The indices among ``indices`` that have no output or error yet."""
@@ -160,6 +163,15 @@ class JobStore:
         if also is not None:
             also(pipe)
         return {job_id: tuple(counts) for job_id, counts in zip(by_job, pipe.execute())}
+
+    def fail_missing(self, job_id: str, total: int, error: bytes, page: int = 10_000) -> int:
+        """Give every item without a result the (encoded) ``error``; returns how many were given it."""
+        failed = 0
+        for start in range(0, total, page):
+            todo = self.missing(job_id, range(start, min(start + page, total)))
+            if todo:
+                failed += self.record(ItemResult(job_id, i, error, False) for i in todo).get(job_id, (0, 0))[1]
+        return failed
 
     def cancel(self, job_id: str) -> str | None:
         """Mark the job cancelled and tell the workers, whose batchers drop its waiting items."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, Sequence
 
@@ -56,12 +57,15 @@ def submit_job(
     metadata: dict[str, Any] | None = None,
     ttl_s: int | None = None,
     job_id: str | None = None,
+    timeout_s: float | None = None,
 ) -> str:
     """Record a new job and queue its chunks; a job whose chunks cannot be sent is marked ``failed``."""
     job_id = job_id or new_job_id()
     fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs)}
     if metadata is not None:
         fields["metadata"] = metadata
+    if timeout_s is not None:
+        fields["deadline"] = time.time() + timeout_s
     store.create(job_id, fields, ttl_s)
     try:
         send_job(celery, spec, job_id, inputs, chunk_size)

@@ -13,7 +13,7 @@ import time
 from typing import Any, Sequence
 
 from batchery.batching import Batcher
-from batchery.errors import BatcheryError, Cancelled, ModelNotFound
+from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, ModelNotFound
 from batchery.models.registry import ModelSpec
 from batchery.retry import RetryPolicy
 from batchery.retry.faults import with_faults
@@ -81,18 +81,22 @@ class ModelHost:
 
     def run_chunk(self, job_id: str, model: str, start: int, inputs: Sequence[Any]) -> dict[str, Any]:
         """Run the items of one chunk that have no result yet; returns once all are stored."""
-        status = self.store.start(job_id)
-        if status is None:
+        started = self.store.start(job_id)
+        if started is None:
             return {"job_id": job_id, "skipped": "job no longer exists"}
+        status, deadline = started
         todo = self.store.missing(job_id, range(start, start + len(inputs)))
         if status == "cancelled":
             self._fail_items(job_id, todo, Cancelled())
             return {"job_id": job_id, "cancelled": len(todo)}
+        if deadline is not None and time.time() > deadline:
+            self._fail_items(job_id, todo, DeadlineExceeded())
+            return {"job_id": job_id, "deadline_exceeded": len(todo)}
         batcher = self.batchers.get(model)
         if batcher is None:
             self._fail_items(job_id, todo, ModelNotFound(f"worker {self.hostname} does not serve model {model!r}"))
             return {"job_id": job_id, "failed": len(todo)}
-        ticket = batcher.submit(job_id, [(i, inputs[i - start]) for i in todo])
+        ticket = batcher.submit(job_id, [(i, inputs[i - start]) for i in todo], deadline)
         ticket.wait()
         if ticket.error is not None:
             raise ticket.error

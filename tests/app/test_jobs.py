@@ -110,3 +110,29 @@ def test_a_repeated_idempotency_key_returns_the_first_job_and_queues_nothing(htt
     other = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": ["a"]}, headers={"Idempotency-Key": "another"})
     assert other.json()["id"] != first.json()["id"]
     assert http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": ["a"]}, headers={"Idempotency-Key": "k" * 256}).status_code == 400
+
+
+def test_items_still_pending_past_the_jobs_deadline_end_with_deadline_exceeded(http, api):
+    job = submit(http, api, "echo-slow", list(range(2000)), timeout_s=0.5)
+    status = wait_for_job(http, job["links"]["self"], timeout_s=60)
+    assert status["status"] == "completed" and status["deadline"] is not None
+    counts = status["counts"]
+    assert counts["pending"] == 0 and counts["succeeded"] + counts["failed"] == 2000
+    assert counts["succeeded"] > 0 and counts["failed"] > 1000
+    lines = http.get(job["links"]["results"], headers={"Accept": "application/x-ndjson"}).content.splitlines()
+    codes = {orjson.loads(line)["error"]["code"] for line in lines if b'"error"' in line}
+    assert codes == {"deadline_exceeded"}
+
+
+def test_a_job_no_worker_reaches_still_finishes_at_its_deadline(http, api, store):
+    store.create("stranded", {"model": "echo-orphan", "version": "1", "total": 3, "deadline": 1.0})
+    status = http.get(f"{api.url}/v1/jobs/stranded").json()
+    assert status["status"] == "completed" and status["counts"] == {"succeeded": 0, "failed": 3, "pending": 0}
+    results = http.get(f"{api.url}/v1/jobs/stranded/results").json()["results"]
+    assert [r["error"]["code"] for r in results] == ["deadline_exceeded"] * 3
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "soon", True, 10**9])
+def test_a_bad_timeout_is_400(http, api, timeout):
+    response = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [1], "timeout_s": timeout})
+    assert response.status_code == 400 and "timeout_s" in response.json()["error"]["message"]
