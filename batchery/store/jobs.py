@@ -164,14 +164,18 @@ class JobStore:
             also(pipe)
         return {job_id: tuple(counts) for job_id, counts in zip(by_job, pipe.execute())}
 
+    def fail_items(self, job_id: str, indices: Sequence[int], error: bytes) -> int:
+        """Give the items at ``indices`` the (encoded) ``error`` unless they have a result; returns how many did."""
+        if not indices:
+            return 0
+        return self.record(ItemResult(job_id, i, error, False) for i in indices).get(job_id, (0, 0))[1]
+
     def fail_missing(self, job_id: str, total: int, error: bytes, page: int = 10_000) -> int:
         """Give every item without a result the (encoded) ``error``; returns how many were given it."""
-        failed = 0
-        for start in range(0, total, page):
-            todo = self.missing(job_id, range(start, min(start + page, total)))
-            if todo:
-                failed += self.record(ItemResult(job_id, i, error, False) for i in todo).get(job_id, (0, 0))[1]
-        return failed
+        return sum(
+            self.fail_items(job_id, self.missing(job_id, range(start, min(start + page, total))), error)
+            for start in range(0, total, page)
+        )
 
     def cancel(self, job_id: str) -> str | None:
         """Mark the job cancelled and tell the workers, whose batchers drop its waiting items."""

@@ -19,7 +19,7 @@ from batchery.retry import RetryPolicy
 from batchery.retry.faults import with_faults
 from batchery.runtimes import load_runtime
 from batchery.settings import Settings
-from batchery.store import ItemResult, JobStore
+from batchery.store import JobStore
 from batchery.store.codec import encode_error
 from batchery.workers.cancellations import CancellationListener
 from batchery.workers.heartbeat import Heartbeat
@@ -104,8 +104,7 @@ class ModelHost:
 
     def _fail_items(self, job_id: str, indices: Sequence[int], error: BatcheryError) -> None:
         """End items that will not reach a model with an explicit error, so the job still completes."""
-        encoded = encode_error(error)
-        self.store.record(ItemResult(job_id, i, encoded, False) for i in indices)
+        self.store.fail_items(job_id, indices, encode_error(error))
 
 
 def set_host(host: ModelHost | None) -> None:
