@@ -41,9 +41,14 @@ def create_job() -> Response:
         chunk_size=svc.settings.chunk_size, metadata=job.metadata, job_id=job_id, timeout_s=job.timeout_s,
     )
     record_submission(job.spec.name, len(job.inputs))
+    return _accepted(job_id, "queued", job.spec.ref, len(job.inputs))
+
+
+def _accepted(job_id: str, status: str, model_ref: str, total: int, **headers: str) -> Response:
+    """The 202 answer to a submission, first or replayed."""
     links = job_links(job_id)
-    body = {"id": job_id, "status": "queued", "model": job.spec.ref, "total": len(job.inputs), "links": links}
-    return json_response(body, 202, {"Location": links["self"]})
+    body = {"id": job_id, "status": status, "model": model_ref, "total": total, "links": links}
+    return json_response(body, 202, {"Location": links["self"], **headers})
 
 
 def idempotency_key() -> str | None:
@@ -60,9 +65,8 @@ def _replay(job_id: str) -> Response:
         if time.monotonic() > deadline:
             raise Unavailable("the first request with this Idempotency-Key is still being accepted; retry shortly")
         time.sleep(0.01)
-    links = job_links(job_id)
-    body = {"id": job_id, "status": job["status"], "model": f"{job['model']}@{job['version']}", "total": job["total"], "links": links}
-    return json_response(body, 202, {"Location": links["self"], "Idempotent-Replayed": "true"})
+    model_ref = f"{job['model']}@{job['version']}"
+    return _accepted(job_id, job["status"], model_ref, job["total"], **{"Idempotent-Replayed": "true"})
 
 
 @bp.get("/<job_id>")
