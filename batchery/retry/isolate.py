@@ -1,7 +1,9 @@
 """Failure isolation: one bad item never fails its batch-mates.
 
-When a batch raises (after transient retries), it is split in halves and each half runs again, down to single
-items: the good items get their outputs and only the item(s) at fault end with the error that says why.
+When a batch raises, it is split in halves and each half runs again, down to single items: the good items
+get their outputs and only the item(s) at fault end with the error that says why. A transient error that
+outlasts its retries is no item's fault, so it ends the whole batch at once instead of being bisected into
+some 2n sub-batches that would each retry it again; out of memory is the exception, since a half may fit.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Sequence
 
-from batchery.errors import BatcheryError, ModelError
-from batchery.retry.policy import RetryPolicy
+from batchery.errors import BatcheryError, DeviceOutOfMemory, ModelError
+from batchery.retry.policy import RetryPolicy, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,8 @@ def run_isolated(run: RunBatch, inputs: Sequence[Any], policy: RetryPolicy, prep
     try:
         return _checked(policy.call(prepared_run or (lambda: run(inputs))), len(inputs))
     except Exception as exc:
-        if len(inputs) == 1:
-            return [as_error(exc)]
+        if len(inputs) == 1 or (is_transient(exc) and not isinstance(exc, DeviceOutOfMemory)):
+            return [as_error(exc)] * len(inputs)
         log.info("a batch of %d failed (%s): bisecting to find the items at fault", len(inputs), exc)
     middle = len(inputs) // 2
     return run_isolated(run, inputs[:middle], policy) + run_isolated(run, inputs[middle:], policy)

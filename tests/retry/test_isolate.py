@@ -79,3 +79,21 @@ def test_the_prepared_batch_is_used_when_it_succeeds():
     prepared_calls, sub_calls = [], []
     results = run_isolated(lambda b: sub_calls.append(b) or b, [1, 2], FAST, prepared_run=lambda: prepared_calls.append(1) or [10, 20])
     assert results == [10, 20] and prepared_calls == [1] and sub_calls == []
+
+
+def test_a_transient_error_that_outlasts_its_retries_fails_the_batch_without_bisecting():
+    flaky = Flaky(failures=1000)
+    results = run_isolated(flaky, list(range(64)), FAST)
+    assert [r.code for r in results] == ["transient_error"] * 64
+    assert flaky.calls == FAST.attempts, "no sub-batch may retry an error that no item caused"
+
+
+def test_out_of_memory_is_still_bisected_so_smaller_batches_can_fit():
+    from batchery.errors import DeviceOutOfMemory
+
+    def model(batch):
+        if len(batch) > 16:
+            raise DeviceOutOfMemory("batch too big")
+        return list(batch)
+
+    assert run_isolated(model, list(range(64)), FAST) == list(range(64))
