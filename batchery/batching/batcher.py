@@ -92,8 +92,14 @@ class Batcher:
             except Exception as exc:
                 self._ran.put((items, [as_error(exc)] * len(items)))
                 continue
+            hooks.call("after_prepare", self.spec, items, self._shape(items, prepared), reverse=True)
             self._prepared.put((items, prepared))
         self._prepared.put(_STOP)
+
+    def _shape(self, items: Sequence[Item], prepared: Any) -> hooks.BatchShape:
+        counts = self.runtime.token_counts(prepared)
+        tokens, padded = counts if counts else (None, None)
+        return hooks.BatchShape(len(items), self.spec.max_batch_size, tokens, padded)
 
     def _drop_unrunnable(self, items: list[Item]) -> list[Item]:
         """Items whose job was cancelled, or whose deadline passed, while they waited go straight to the writer."""

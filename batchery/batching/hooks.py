@@ -7,6 +7,7 @@ added before a batch and in reverse after it, and a hook that raises is logged a
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
@@ -16,9 +17,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class BatchShape:
+    """How full a prepared batch is: items against the model's ``max_batch_size``, real tokens against padded.
+
+    ``tokens`` and ``padded_tokens`` are None for inputs that are not token sequences (tensors, JSON).
+    """
+
+    items: int
+    capacity: int
+    tokens: int | None = None
+    padded_tokens: int | None = None
+
+    @property
+    def fill(self) -> float:
+        return self.items / self.capacity if self.capacity else 1.0
+
+    @property
+    def padding_fraction(self) -> float | None:
+        if not self.padded_tokens:
+            return None
+        return 1.0 - self.tokens / self.padded_tokens
+
+
 class BatchHook:
     def before_batch(self, spec: "ModelSpec", items: Sequence["Item"]) -> None:
         """The batch is formed and about to be prepared; may raise to fail the whole batch on purpose."""
+
+    def after_prepare(self, spec: "ModelSpec", items: Sequence["Item"], shape: BatchShape) -> None:
+        """The batch is prepared (tokenised, padded, stacked) and queued for the device."""
 
     def after_batch(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any], seconds: float) -> None:
         """The model ran (``results`` holds outputs or :class:`BatcheryError`s, one per item)."""

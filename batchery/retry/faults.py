@@ -63,6 +63,9 @@ class FaultyRuntime(Runtime):
     def prepare(self, inputs: Sequence[Any]) -> Any:
         return self.inner.prepare(inputs)
 
+    def token_counts(self, prepared: Any) -> tuple[int, int] | None:
+        return self.inner.token_counts(prepared)
+
     def run(self, prepared: Any) -> Sequence[Any]:
         plan = self.plan
         if self._draw("latency", plan.latency_rate):

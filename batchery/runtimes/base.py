@@ -54,6 +54,16 @@ class Runtime(ABC):
         """Host-side work for one batch (tokenising, stacking); runs beside the device thread."""
         return list(inputs)
 
+    def token_counts(self, prepared: Any) -> tuple[int, int] | None:
+        """``(real tokens, padded tokens)`` of a prepared batch, for text models; None otherwise.
+
+        Read from the ``attention_mask`` a text runtime prepares, so every text runtime reports it alike.
+        """
+        mask = prepared.get("attention_mask") if isinstance(prepared, dict) else None
+        if mask is None:
+            return None
+        return int(mask.sum()), int(mask.numel() if hasattr(mask, "numel") else mask.size)
+
     @abstractmethod
     def run(self, prepared: Any) -> Sequence[Any]:
         """Run one prepared batch; return one output per input, in order (numpy arrays or JSON values)."""

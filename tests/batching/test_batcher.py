@@ -121,3 +121,25 @@ def test_waiting_items_of_a_cancelled_job_are_dropped_with_cancelled(store):
     codes = {decode(raw)[1]["code"] for _, raw in store.outputs(drop, 0, 40) if decode(raw)[0] == "error"}
     assert codes == {"cancelled"}
     batcher.stop()
+
+
+class Shapes(BatchHook):
+    def __init__(self) -> None:
+        self.shapes = []
+
+    def after_prepare(self, spec, items, shape):
+        self.shapes.append(shape)
+
+
+def test_after_prepare_sees_each_batch_fill_against_its_capacity(store):
+    hook = add_hook(Shapes())
+    try:
+        batcher = Batcher(echo(max_batch_size=8, max_wait_ms=20), store).start()
+        job_id = new_job(store, 5)
+        batcher.submit(job_id, [(i, i) for i in range(5)]).wait()
+        batcher.stop()
+    finally:
+        remove_hook(hook)
+    assert [(s.items, s.capacity, s.tokens) for s in hook.shapes] == [(5, 8, None)]
+    assert hook.shapes[0].fill == pytest.approx(5 / 8)
+    assert hook.shapes[0].padding_fraction is None

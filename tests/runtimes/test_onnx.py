@@ -160,3 +160,11 @@ def test_ragged_tensors_are_invalid_input(mlp_onnx: tuple[torch.nn.Module, Path]
 def test_bad_model_config_is_a_config_error(fields: dict, data_settings: Settings) -> None:
     with pytest.raises(ConfigError):
         load_runtime(ModelSpec(name="bad", runtime="onnx", **fields), "cpu", data_settings)
+
+
+def test_token_counts_report_real_and_padded_tokens(runtime: OnnxRuntime) -> None:
+    prepared = runtime.prepare(["one", "a somewhat longer sentence of several words"])
+    tokens, padded = runtime.token_counts(prepared)
+    longest = prepared["input_ids"].shape[1]
+    assert padded == 2 * longest
+    assert longest < tokens < padded
