@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from batchery.errors import ConfigError
-from batchery.models.registry import ModelSpec
+from batchery.models.registry import BUILTINS, ModelSpec
 from batchery.runtimes.base import load_runtime
 from batchery.runtimes.torch import TorchRuntime
 from batchery.settings import Settings
 
+BUILTINS_MINILM = BUILTINS["minilm"]
 #: The tests build models with exporters torch calls deprecated; the runtimes under test are not.
 pytestmark = [
     pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning"),
@@ -107,3 +108,56 @@ def test_a_text_model_gets_only_the_inputs_it_declares(tmp_path: Path, data_sett
 def test_a_path_or_a_source_is_required(data_settings: Settings) -> None:
     with pytest.raises(ConfigError):
         load_runtime(ModelSpec(name="none", runtime="torch", input="tensor"), "cpu", data_settings)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_pooling_in_torch_matches_pooling_in_numpy(pooling: str, normalize: bool) -> None:
+    from batchery.runtimes.text import embeddings
+    from batchery.runtimes.torch import pool
+
+    rng = np.random.default_rng(3)
+    hidden = rng.normal(size=(5, 7, 16)).astype(np.float32)
+    mask = (np.arange(7) < np.array([7, 1, 3, 6, 2])[:, None]).astype(np.int64)
+    on_torch = pool(torch.from_numpy(hidden).half(), torch.from_numpy(mask), pooling, normalize).numpy()
+    in_numpy = np.stack(embeddings(hidden.astype(np.float16).astype(np.float32), mask, pooling, normalize))
+    assert on_torch.dtype == np.float32 and on_torch.shape == (5, 16)
+    assert np.abs(on_torch - in_numpy).max() < 1e-5
+
+
+class RunsOutOfMemory(torch.nn.Module):
+    """A text model whose device has room for two items: a larger batch raises what CUDA raises."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return torch.stack([attention_mask.sum(1), input_ids[:, 1]], dim=1).float()
+
+
+def test_a_cuda_out_of_memory_error_splits_the_batch_until_it_fits(data_settings: Settings) -> None:
+    from batchery.errors import DeviceOutOfMemory
+    from batchery.models import minilm
+    from batchery.retry import RetryPolicy, run_isolated
+    from batchery.runtimes.text import TextEncoder
+
+    spec = ModelSpec(name="tight", runtime="torch", input="text", options={"max_length": 16})
+    encoder = TextEncoder(minilm.weights_dir(BUILTINS_MINILM) / "tokenizer.json", 16)
+    runtime = TorchRuntime(spec, "cpu", RunsOutOfMemory(), encoder)
+    texts = ["one", "one two", "one two three", "a", "b c", "d e f g"]
+    with pytest.raises(DeviceOutOfMemory, match="out of memory"):
+        runtime.run(runtime.prepare(texts))
+
+    outputs = run_isolated(lambda batch: runtime.run(runtime.prepare(batch)), texts, RetryPolicy(attempts=1))
+
+    expected = [runtime.run(runtime.prepare([text]))[0] for text in texts]
+    assert all(isinstance(out, np.ndarray) for out in outputs)
+    assert np.array_equal(np.stack(outputs), np.stack(expected))
+
+
+@pytest.mark.parametrize("fraction", [0, 1.5, "half", True])
+def test_a_bad_cuda_memory_fraction_is_a_config_error_on_any_device(
+    torch_spec: ModelSpec, data_settings: Settings, fraction: object
+) -> None:
+    spec = dataclasses.replace(torch_spec, options={**torch_spec.options, "cuda_memory_fraction": fraction})
+    with pytest.raises(ConfigError, match="cuda_memory_fraction"):
+        load_runtime(spec, "cpu", data_settings)
