@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context, url_for
 
@@ -12,7 +12,7 @@ from batchery.app.services import services
 from batchery.app.views import job_document, job_links
 from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, Unavailable
 from batchery.monitoring.metrics import record_submission
-from batchery.store.codec import dumps, encode_error, result_record
+from batchery.store.codec import FRAMES, dumps, encode_error, frame, result_record
 from batchery.tasks.enqueue import new_job_id, submit_job
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -85,8 +85,10 @@ def cancel_job(job_id: str) -> Response:
 @bp.get("/<job_id>/results")
 def get_results(job_id: str) -> Response:
     job = _job(job_id)
-    if NDJSON in request.headers.get("Accept", ""):
-        return Response(stream_with_context(_ndjson(job_id, job["total"])), mimetype=NDJSON)
+    accept = request.headers.get("Accept", "")
+    for mimetype, render in STREAMS.items():
+        if mimetype in accept:
+            return Response(stream_with_context(_stream(job_id, job["total"], render)), mimetype=mimetype)
     settings = services().settings
     offset = int_arg("offset", 0, 0, job["total"])
     limit = int_arg("limit", settings.results_page_limit, 1, settings.results_page_max)
@@ -96,9 +98,22 @@ def get_results(job_id: str) -> Response:
     return json_response({"results": results, "next": next_url})
 
 
-def _ndjson(job_id: str, total: int) -> Iterator[bytes]:
-    for index, raw in services().store.iter_outputs(job_id, total):
-        yield dumps(result_record(index, raw)) + b"\n"
+def _ndjson_line(index: int, raw: bytes) -> bytes:
+    return dumps(result_record(index, raw)) + b"\n"
+
+
+#: Every finished item in one streamed body: binary frames (no JSON at all), or one JSON line each.
+STREAMS: dict[str, Callable[[int, bytes], bytes]] = {FRAMES: frame, NDJSON: _ndjson_line}
+STREAM_PAGE = 1000
+
+
+def _stream(job_id: str, total: int, render: Callable[[int, bytes], bytes]) -> Iterator[bytes]:
+    """One write per page of items rather than one per item: a chunk each costs a send and its framing."""
+    store = services().store
+    for start in range(0, total, STREAM_PAGE):
+        found = store.outputs(job_id, start, min(start + STREAM_PAGE, total))
+        if found:
+            yield b"".join(render(index, raw) for index, raw in found)
 
 
 def _job(job_id: str) -> dict:

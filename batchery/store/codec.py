@@ -3,17 +3,24 @@
 Outputs stay binary until the API edge: a float32 embedding is 1.5 KB as bytes and three times that as
 JSON text, and turning it into JSON in the worker would cost the device thread's time for nothing.
 The first byte says what follows: ``f`` float32 vector, ``h`` float16 vector, ``j`` JSON, ``e`` error JSON.
+
+A client that asks for :data:`FRAMES` gets the stored values themselves, framed, and no JSON at all: for
+each finished item, in index order, its index and the value's length (two little-endian uint32) and then
+the value as stored. Writing it costs the API a copy; JSON costs some 25 µs per 384-float vector.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import struct
+from typing import Any, Iterator
 
 import numpy as np
 import orjson
 
 from batchery.errors import BatcheryError
 
+FRAMES = "application/x-batchery-frames"
+FRAME_HEADER = struct.Struct("<II")
 _VECTORS = {b"f"[0]: np.float32, b"h"[0]: np.float16}
 _TAGS = {np.dtype(np.float32): b"f", np.dtype(np.float16): b"h"}
 
@@ -54,3 +61,21 @@ def result_record(index: int, raw: bytes) -> dict[str, Any]:
 def dumps(value: Any) -> bytes:
     """JSON bytes for anything :func:`decode` returns (numpy vectors included)."""
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def frame(index: int, raw: bytes) -> bytes:
+    """One item of a :data:`FRAMES` body."""
+    return FRAME_HEADER.pack(index, len(raw)) + raw
+
+
+def read_frames(body: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(index, stored value)`` for each frame of a whole :data:`FRAMES` body; give each to :func:`decode`."""
+    view = memoryview(body)
+    offset = 0
+    while offset < len(view):
+        index, length = FRAME_HEADER.unpack_from(view, offset)
+        offset += FRAME_HEADER.size
+        if offset + length > len(view):
+            raise ValueError(f"frame of item {index} is cut short: {length} bytes announced, {len(view) - offset} left")
+        yield index, bytes(view[offset : offset + length])
+        offset += length

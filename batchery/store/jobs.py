@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 import redis
+from redis.exceptions import NoScriptError
 
 from batchery import keys
 
@@ -145,24 +146,34 @@ class JobStore:
     ) -> dict[str, tuple[int, int]]:
         """Store finished items of any number of jobs in one round trip; returns (new ok, new errors) per job.
 
-        ``also`` adds its own commands to the same pipeline (the batch's dead letters, say).
+        ``also`` adds its own commands to the same pipeline (the batch's dead letters, say). The script goes
+        in by its hash alone: a ``Script`` object in a pipeline makes redis-py ask ``SCRIPT EXISTS`` first,
+        a second round trip per batch. Only when Redis has lost its scripts (a restart) is one call made
+        again, by itself, which is safe because the script counts an item only once.
         """
         by_job: dict[str, list[Any]] = {}
         for r in results:
             by_job.setdefault(r.job_id, []).extend((r.index, r.value, "1" if r.ok else "0"))
         if not by_job:
             return {}
-        now = time.time()
+        calls = {
+            job_id: ([keys.job(job_id), keys.job_outputs(job_id), keys.job_done(job_id)], [self.job_ttl_s, time.time(), *args])
+            for job_id, args in by_job.items()
+        }
         pipe = self.redis.pipeline(transaction=False)
-        for job_id, args in by_job.items():
-            self._record(
-                keys=[keys.job(job_id), keys.job_outputs(job_id), keys.job_done(job_id)],
-                args=[self.job_ttl_s, now, *args],
-                client=pipe,
-            )
+        for job_keys, args in calls.values():
+            pipe.evalsha(self._record.sha, len(job_keys), *job_keys, *args)
         if also is not None:
             also(pipe)
-        return {job_id: tuple(counts) for job_id, counts in zip(by_job, pipe.execute())}
+        replies = pipe.execute(raise_on_error=False)
+        failed = next((r for r in replies if isinstance(r, Exception) and not isinstance(r, NoScriptError)), None)
+        if failed is not None:
+            raise failed
+        counts = {
+            job_id: self._record(keys=calls[job_id][0], args=calls[job_id][1]) if isinstance(reply, NoScriptError) else reply
+            for job_id, reply in zip(by_job, replies)
+        }
+        return {job_id: tuple(c) for job_id, c in counts.items()}
 
     def fail_items(self, job_id: str, indices: Sequence[int], error: bytes) -> int:
         """Give the items at ``indices`` the (encoded) ``error`` unless they have a result; returns how many did."""

@@ -65,6 +65,21 @@ def test_ndjson_in_and_out(http, api):
     assert lines == [{"index": 0, "output": "one"}, {"index": 1, "output": "two"}, {"index": 2, "output": {"three": 3}}]
 
 
+def test_frames_carry_every_result_as_stored_across_stream_pages(http, api):
+    from batchery.store.codec import FRAMES, decode, read_frames
+
+    inputs = [{"i": i} for i in range(2_500)]  # more than one page of the stream
+    job = submit(http, api, "echo", inputs)
+    wait_for_job(http, job["links"]["self"])
+    streamed = http.get(job["links"]["results"], headers={"Accept": FRAMES})
+    assert streamed.headers["content-type"].startswith(FRAMES)
+    frames = list(read_frames(streamed.content))
+    assert [index for index, _ in frames] == list(range(2_500))
+    assert [decode(raw) for _, raw in frames] == [("output", value) for value in inputs]
+    ndjson = http.get(job["links"]["results"], headers={"Accept": "application/x-ndjson"}).content.splitlines()
+    assert [orjson.loads(line)["output"] for line in ndjson] == inputs
+
+
 def test_results_pages_link_to_the_next(http, api):
     job = submit(http, api, "echo", list(range(25)))
     wait_for_job(http, job["links"]["self"])

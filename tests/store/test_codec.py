@@ -1,7 +1,9 @@
 import numpy as np
 
 from batchery.errors import Cancelled
-from batchery.store.codec import decode, dumps, encode_error, encode_output, result_record
+import pytest
+
+from batchery.store.codec import decode, dumps, encode_error, encode_output, frame, read_frames, result_record
 
 
 def test_float_vectors_stay_binary_and_come_back_exact():
@@ -21,3 +23,11 @@ def test_half_vectors_and_json_values_round_trip():
 
 def test_errors_are_tagged():
     assert result_record(7, encode_error(Cancelled())) == {"index": 7, "error": Cancelled().as_dict()}
+
+
+def test_frames_hold_stored_values_byte_for_byte():
+    values = [encode_output(np.arange(3, dtype=np.float32)), encode_error(Cancelled()), encode_output("x")]
+    body = b"".join(frame(index, raw) for index, raw in zip([4, 9, 70_000], values))
+    assert list(read_frames(body)) == list(zip([4, 9, 70_000], values))
+    with pytest.raises(ValueError, match="cut short"):
+        list(read_frames(body[:-1]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import redis
 
 from batchery.errors import ModelError
 from batchery.store import ItemResult
@@ -74,3 +75,36 @@ def test_cancel_keeps_cancelled_after_the_last_item(store, job_id):
 def test_cancel_does_not_undo_a_completed_job(store, job_id):
     store.record([ok(job_id, i) for i in range(4)])
     assert store.cancel(job_id) == "completed"
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A server of this test's own, whose script cache it may flush."""
+    from batchery.cli.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis", persist=False).start()
+    yield redis.Redis.from_url(server.url)
+    server.stop()
+
+
+def script_commands(client) -> int:
+    """SCRIPT EXISTS / LOAD calls so far (Redis 6 counts them as ``script``, Redis 7 as ``script|exists``...)."""
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_script"))
+
+
+def test_a_batch_is_one_round_trip_and_survives_a_lost_script_cache(own_redis):
+    from batchery.store import JobStore
+
+    store = JobStore(own_redis, 60)
+    job_id = uuid.uuid4().hex
+    store.create(job_id, {"model": "echo", "version": "1", "total": 4})
+    assert store.record([ok(job_id, 0)]) == {job_id: (1, 0)}  # loads the script, once
+    before = script_commands(own_redis)
+    assert store.record([ok(job_id, 0), ok(job_id, 1)]) == {job_id: (1, 0)}
+    assert script_commands(own_redis) == before  # no SCRIPT EXISTS before each batch
+
+    own_redis.script_flush()  # as after a Redis restart
+    assert store.record([ok(job_id, 1), ok(job_id, 2), ok(job_id, 3)]) == {job_id: (2, 0)}
+    job = store.get(job_id)
+    assert (job["status"], job["succeeded"]) == ("completed", 4)
