@@ -42,12 +42,16 @@ def echo(value: Any) -> Any:
     return value
 
 
-@functools.cache
-def _app_from_env() -> Celery:
+def redis_url_from_env() -> str:
     url = os.environ.get(REDIS_URL_ENV)
     if not url:
         raise RuntimeError(f"set {REDIS_URL_ENV} to the benchmark's private Redis (there is no default on purpose)")
-    return create_app(url)
+    return url
+
+
+@functools.cache
+def _app_from_env() -> Celery:
+    return create_app(redis_url_from_env())
 
 
 def __getattr__(name: str) -> Any:

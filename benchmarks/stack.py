@@ -165,19 +165,37 @@ class Stack:
         return child
 
     def start_worker(
-        self, name: str, models: list[str], settings: Settings | None = None, timeout_s: float = 600.0
+        self,
+        name: str,
+        models: list[str],
+        settings: Settings | None = None,
+        timeout_s: float = 600.0,
+        extra_env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> Child:
         """``batchery worker``; ready once its heartbeat is in Redis (models loaded, warmed, consuming)."""
         argv = [sys.executable, "-m", "batchery", "worker", "--models", ",".join(models), "--name", name]
-        child = self.spawn(name, argv, self.env(settings))
+        child = self.spawn(name, [*argv, *(extra_args or [])], self.env(settings, extra_env))
         with redis.Redis.from_url(self.settings.effective_redis_url) as client:
             self._wait(
                 child, timeout_s, lambda: any(w["hostname"].startswith(f"{name}@") for w in live_workers(client))
             )
         return child
 
-    def start_plain_worker(self, pool: str, concurrency: int, timeout_s: float = 60.0) -> Child:
-        """``celery -A benchmarks.plain_celery worker``; ready once it answers a ping."""
+    def start_plain_worker(
+        self,
+        pool: str,
+        concurrency: int,
+        timeout_s: float = 60.0,
+        app: str = "benchmarks.plain_celery",
+        settings: Settings | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> Child:
+        """``celery -A <app> worker`` (the plain echo app unless told); ready once it answers a ping.
+
+        ``settings`` and ``extra_env`` reach the worker's environment, for an app that loads a model the way
+        batchery's settings describe it.
+        """
         from benchmarks.plain_celery import create_app
 
         name = f"plain-{pool}"
@@ -186,7 +204,7 @@ class Stack:
             "-m",
             "celery",
             "-A",
-            "benchmarks.plain_celery",
+            app,
             "worker",
             f"--pool={pool}",
             f"--concurrency={concurrency}",
@@ -195,7 +213,8 @@ class Stack:
             "--without-gossip",
             "--without-mingle",
         ]
-        child = self.spawn(name, argv, self.env(extra={REDIS_URL_ENV: self.settings.effective_redis_url}))
+        env = self.env(settings, {REDIS_URL_ENV: self.settings.effective_redis_url, **(extra_env or {})})
+        child = self.spawn(name, argv, env)
         app = create_app(self.settings.effective_redis_url)
         try:
             self._wait(child, timeout_s, lambda: bool(app.control.ping(destination=[_node(name)], timeout=0.5)))
