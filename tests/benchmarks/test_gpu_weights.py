@@ -14,15 +14,14 @@ from batchery.runtimes.base import load_runtime
 from batchery.settings import Settings
 from benchmarks import gpu_weights
 
+from tests.benchmarks.conftest import CHECK_TEXTS
+
 pytestmark = pytest.mark.slow
-CHECK_TEXTS = 16
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory, minilm_spec: ModelSpec) -> Path:
-    out = tmp_path_factory.mktemp("weights") / "minilm-fp16"
-    gpu_weights.build(out, CHECK_TEXTS, minilm_spec)
-    return out
+def folder(fp16_weights: Path) -> Path:
+    return fp16_weights
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
