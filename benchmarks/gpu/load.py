@@ -45,6 +45,7 @@ def _warm(_: int) -> int:
 
 def run_client(api_url: str, model: str, jobs: list[Job]) -> dict[str, Any]:
     """One client process: submit every job it was given, then wait for each and fetch and check its results."""
+    cpu_started = time.process_time()
     http = requests.Session()
     submitted = []
     for job in jobs:
@@ -63,6 +64,7 @@ def run_client(api_url: str, model: str, jobs: list[Job]) -> dict[str, Any]:
         "norm_max": max(c["norm_max"] for c in checked),
         "polls": sum(c["polls"] for c in checked),
         "samples": [s for c in checked for s in c["samples"]],
+        "cpu_s": time.process_time() - cpu_started,
     }
 
 
@@ -154,5 +156,6 @@ class LoadClient:
             "norm_min": min(c["norm_min"] for c in clients),
             "norm_max": max(c["norm_max"] for c in clients),
             "polls": sum(c["polls"] for c in clients),
+            "client_processes_cpu_s": round(sum(c["cpu_s"] for c in clients), 3),
             "samples": sorted(s for c in clients for s in c["samples"]),
         }

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from batchery.models.registry import load_registry
 from benchmarks import corpus, gpu_weights
+from benchmarks.cpu import CpuMeter, python_thread_names, thread_breakdown, thread_cpu_s
 from benchmarks.gpu import checks, device, plain, synthetic
 from benchmarks.gpu.load import LoadClient
 from benchmarks.gpu.profile import Recording
@@ -124,9 +125,33 @@ def timed_load(stack: Stack, client: LoadClient, model: str, texts: list[str], a
     gpu = stack.settings.worker_device.startswith("cuda")
     spied = {f"{worker.name}-worker": worker.process.pid, f"{worker.name}-api": stack.children["api"].process.pid}
     sampler = device.Sampler(f"{stack.api_url}/metrics", 0 if gpu else None)
+    meter = CpuMeter({"worker": worker.process.pid, "api": spied[f"{worker.name}-api"], "redis": stack.redis_pid})
+    names = python_thread_names(worker.process.pid)
     with sampler, Recording(spied if args.profile else {}, args.out, stack.log_dir) as spy:
+        threads_before = thread_cpu_s(worker.process.pid)
+        meter.start()
         load = client.run(stack.api_url, model, texts, args.job_size)
-    return {**load, "during": sampler.summary(), "profiles": spy.files}
+        cpu = meter.stop()
+        threads = thread_breakdown(threads_before, thread_cpu_s(worker.process.pid), names, top=12)
+    return {
+        **load,
+        "cpu_us_per_item": cpu_per_item(cpu, load),
+        "worker_threads_cpu_s": threads,
+        "during": sampler.summary(),
+        "profiles": spy.files,
+    }
+
+
+def cpu_per_item(cpu: dict[str, float], load: dict[str, Any]) -> dict[str, float]:
+    """CPU microseconds per item of each process group: where the host's cores went, on a busy machine too.
+
+    ``client`` is the client processes; ``bench`` this process (the samplers); ``others`` the rest of the
+    machine, py-spy included when profiling.
+    """
+    clients = load["client_processes_cpu_s"]
+    used = {**cpu, "bench": cpu.pop("client"), "client": clients}
+    used["others"] = max(cpu["others"] - clients, 0.0)
+    return {name: round(seconds / load["items"] * 1e6, 1) for name, seconds in used.items()}
 
 
 def host_phase(stack: Stack, client: LoadClient, run_plan: Plan, args: Any, texts: list[str]) -> dict[str, Any]:
