@@ -107,7 +107,7 @@ def settings(redis_server: RedisServer, session_dir: Path, data_settings: Settin
 
 @pytest.fixture(scope="session")
 def store(settings: Settings) -> JobStore:
-    return JobStore.from_url(settings.effective_redis_url, settings.job_ttl_s)
+    return settings.job_store()
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,10 @@ CHUNK_TASK = "batchery.run_chunk"
 
 
 @shared_task(name=CHUNK_TASK, ignore_result=True)
-def run_chunk(job_id: str, model: str, start: int, inputs: list[Any]) -> dict[str, Any]:
-    """Run items ``start .. start + len(inputs) - 1`` of a job; a redelivered chunk skips stored items."""
+def run_chunk(job_id: str, model: str, start: int, inputs: list[Any], indices: list[int] | None = None) -> dict[str, Any]:
+    """Run items ``indices`` (default ``start .. start + len(inputs) - 1``) of a job; stored items are skipped."""
+    indices = indices or list(range(start, start + len(inputs)))
     try:
-        return current_host().run_chunk(job_id, model, start, inputs)
+        return current_host().run_chunk(job_id, model, indices, inputs)
     except QueueClosed:
         raise Reject("worker is shutting down", requeue=True)

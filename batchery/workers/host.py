@@ -79,13 +79,14 @@ class ModelHost:
             "started_at": time.time(),
         }
 
-    def run_chunk(self, job_id: str, model: str, start: int, inputs: Sequence[Any]) -> dict[str, Any]:
+    def run_chunk(self, job_id: str, model: str, indices: Sequence[int], inputs: Sequence[Any]) -> dict[str, Any]:
         """Run the items of one chunk that have no result yet; returns once all are stored."""
         started = self.store.start(job_id)
         if started is None:
             return {"job_id": job_id, "skipped": "job no longer exists"}
         status, deadline = started
-        todo = self.store.missing(job_id, range(start, start + len(inputs)))
+        by_index = dict(zip(indices, inputs))
+        todo = self.store.missing(job_id, indices)
         if status == "cancelled":
             self._fail_items(job_id, todo, Cancelled())
             return {"job_id": job_id, "cancelled": len(todo)}
@@ -96,7 +97,7 @@ class ModelHost:
         if batcher is None:
             self._fail_items(job_id, todo, ModelNotFound(f"worker {self.hostname} does not serve model {model!r}"))
             return {"job_id": job_id, "failed": len(todo)}
-        ticket = batcher.submit(job_id, [(i, inputs[i - start]) for i in todo], deadline)
+        ticket = batcher.submit(job_id, [(i, by_index[i]) for i in todo], deadline)
         ticket.wait()
         if ticket.error is not None:
             raise ticket.error

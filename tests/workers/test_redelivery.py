@@ -29,7 +29,7 @@ def test_sigkilled_worker_mid_job_every_item_succeeds_exactly_once(settings, ses
             victim.process.send_signal(signal.SIGKILL)
             status = wait_for_job(http, job["links"]["self"], timeout_s=30)
             assert status["status"] == "completed"
-            assert status["counts"] == {"succeeded": 3000, "failed": 0, "pending": 0}
+            assert status["counts"] == {"succeeded": 3000, "failed": 0, "pending": 0, "cached": 0}
             results = http.get(job["links"]["results"], params={"limit": 3000}).json()["results"]
             assert [r["index"] for r in results] == list(range(3000))
             assert [r["output"] for r in results] == list(range(3000))
