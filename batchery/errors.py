@@ -133,6 +133,12 @@ class DeviceOutOfMemory(TransientError):
     code = "out_of_memory"
 
 
+class StoreUnavailable(TransientError):
+    """Redis would not take this item's output, on every retry of its chunk."""
+
+    code = "store_unavailable"
+
+
 class DeadlineExceeded(BatcheryError):
     """The job's deadline (its ``timeout_s``) passed before this item ran."""
 

@@ -51,9 +51,13 @@ class Settings:
     fault_oom_rate: float = 0.0
     fault_latency_rate: float = 0.0
     fault_latency_ms: float = 0.0
+    fault_store_rate: float = 0.0
     retry_attempts: int = defaults.RETRY_ATTEMPTS
     retry_base_s: float = defaults.RETRY_BASE_S
     retry_max_s: float = defaults.RETRY_MAX_S
+    chunk_retry_attempts: int = defaults.CHUNK_RETRY_ATTEMPTS
+    chunk_retry_base_s: float = defaults.CHUNK_RETRY_BASE_S
+    chunk_retry_max_s: float = defaults.CHUNK_RETRY_MAX_S
     cache_enabled: bool = True
     cache_ttl_s: int = defaults.CACHE_TTL_S
     cache_max_entries: int = defaults.CACHE_MAX_ENTRIES

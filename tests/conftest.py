@@ -56,6 +56,13 @@ MODELS_TOML = textwrap.dedent(
     max_wait_ms = 1
     description = "synthetic: served only by the dead-letter tests' workers, with faults injected by setting"
 
+    [models.echo-store]
+    runtime = "echo"
+    input = "json"
+    max_batch_size = 16
+    max_wait_ms = 1
+    description = "synthetic: served only by the chunk-retry tests' workers, whose writes fail on purpose"
+
     [models.echo-orphan]
     runtime = "echo"
     input = "json"
