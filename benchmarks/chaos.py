@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,18 @@ def expected_fault_ratio(curve: CostCurve, rate: float, policy: RetryPolicy) -> 
     return batch_s / (batch_s + sum(rate**n * wait for n, wait in enumerate(waits_s, start=1)))
 
 
+def add_capacity_estimate(kill: dict[str, Any], one_worker_items_per_s: float) -> None:
+    """Split each killed run's time: what the survivor alone needed for the items left at the kill (the
+    capacity lost), and the rest, which is the wait for the dead worker's chunks to come back; that wait
+    shows only when the survivor runs out of other work before the visibility timeout passes."""
+    for pair in kill["pairs"]:
+        killed = pair["killed"]
+        alone_s = killed["killed_at_s"] + (killed["items"] - killed["done_when_killed"]) / one_worker_items_per_s
+        killed["survivor_alone_s"] = round(alone_s, 3)
+        killed["beyond_lost_capacity_s"] = round(killed["seconds"] - alone_s, 3)
+    kill["beyond_lost_capacity_s"] = _median([p["killed"]["beyond_lost_capacity_s"] for p in kill["pairs"]])
+
+
 def rows(results: dict[str, Any]) -> list[report.Row]:
     """The median pair of each measurement: its baseline, then the disrupted run with its ratio."""
     faults, kill = results["faults"], results["kill"]
@@ -126,7 +139,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         f"{faults['dead_letters']} dead letters; every item succeeded exactly once: {faults['all_exactly_once']}",
         f"kill: ratio {kill['ratio']:.2f}× (median of {repeat}, {_range(kill['ratio_range'])}); "
         f"extra {kill['extra_s']:.1f}s ({_range(kill['extra_s_range'], '.1f')}); "
-        f"every item succeeded exactly once: {kill['all_exactly_once']}",
+        f"every item succeeded exactly once: {kill['all_exactly_once']}; "
+        f"{kill['beyond_lost_capacity_s']:.1f}s beyond what one worker alone needs from the kill on",
     ]
 
 
@@ -153,6 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kill = kill_pairs(stack, settings, sizes.kill_items, sizes.repeat, args.kill_at, inputs)
     policy = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
     faults["expected_ratio"] = round(expected_fault_ratio(curve, args.fault_rate, policy), 4)
+    add_capacity_estimate(kill, _median([p["steady"]["items_per_s"] for p in faults["pairs"]]))
     results = {
         "command": " ".join(["python -m benchmarks.chaos", *sys.argv[1:]]),
         "quick": args.quick,
@@ -172,6 +187,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "total_s": round(time.perf_counter() - started, 1),
         "_table_text": "\n".join([report.table(table), "", *summary_lines(results)]),
     }
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 4)
 
 
 def _range(bounds: list[float], spec: str = ".2f") -> str:
