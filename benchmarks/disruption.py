@@ -98,7 +98,9 @@ def fault_pairs(stack: Stack, worker: Child, items: int, repeat: int, inputs: In
             log.info("%s: %d items in %.2fs %s", model, items, outcome.seconds, outcome.details)
         steady, faulty = runs[STEADY], runs[FAULTY]
         ratio = round(faulty.items_per_s / steady.items_per_s, 4)
-        pairs.append({"steady": steady.as_dict(), "faulty": faulty.as_dict(), "ratio": ratio})
+        faults = faulty.details["injected_transient"]
+        per_fault = round((faulty.seconds - steady.seconds) / faults, 4) if faults else None
+        pairs.append({"steady": steady.as_dict(), "faulty": faulty.as_dict(), "ratio": ratio, "s_per_fault": per_fault})
     return {
         **_spread("ratio", [p["ratio"] for p in pairs]),
         "dead_letters": _dead_letters(stack),
