@@ -116,6 +116,7 @@ def configure(stack: Stack, run_plan: Plan, args: Any) -> Any:
         api_workers=args.api_workers,
         api_threads=args.api_threads,
         max_items_per_job=max(args.job_size, args.oom_items, args.check_items, 1000),
+        cache_enabled=False,  # every item computed: the warm-up's texts come round again in the load
     )
     return load_registry(stack.settings.models_file).get("minilm")
 
