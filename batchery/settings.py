@@ -53,6 +53,8 @@ class Settings:
     retry_max_s: float = defaults.RETRY_MAX_S
     api_workers: int = defaults.API_WORKERS
     api_threads: int = defaults.API_THREADS
+    worker_metrics_port: int = defaults.WORKER_METRICS_PORT
+    log_format: str = defaults.LOG_FORMAT
 
     @property
     def effective_redis_url(self) -> str:

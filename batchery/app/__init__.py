@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from batchery.app import dead_letters, health, jobs, models
+from batchery.app.access import register_request_log
 from batchery.app.errors import register_error_handlers
 from batchery.app.services import Services
 from batchery.models.registry import load_registry
@@ -26,4 +27,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (jobs.bp, models.bp, dead_letters.bp, health.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    register_request_log(app)
     return app

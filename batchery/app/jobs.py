@@ -11,7 +11,8 @@ from batchery.app.requests import NDJSON, read_job_request
 from batchery.app.services import services
 from batchery.app.views import job_document, job_links
 from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, Unavailable
-from batchery.monitoring.metrics import record_submission
+from batchery.monitoring.logs import bind
+from batchery.monitoring.metrics import record_job_finished, record_submission
 from batchery.store.codec import dumps, encode_error, result_record
 from batchery.tasks.enqueue import new_job_id, submit_job
 
@@ -31,10 +32,12 @@ def create_job() -> Response:
     job = read_job_request(request, svc.registry, svc.settings)
     svc.require_worker(job.spec)
     job_id = new_job_id()
+    bind(job_id)
     client_key = idempotency_key()
     if client_key is not None:
         owner = svc.store.claim_idempotency_key(client_key, job_id)
         if owner != job_id:
+            bind(owner)
             return _replay(owner)
     submit_job(
         svc.celery, svc.store, job.spec, job.inputs,
@@ -113,6 +116,8 @@ def _job(job_id: str) -> dict:
     overdue = job["deadline"] is not None and time.time() > job["deadline"]
     if overdue and job["succeeded"] + job["failed"] < job["total"]:
         store.fail_missing(job_id, job["total"], encode_error(DeadlineExceeded()))
+        if (finished := store.claim_finish(job_id)) is not None:
+            record_job_finished(*finished)
         job = store.get(job_id)
     return job
 

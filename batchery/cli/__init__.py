@@ -14,6 +14,7 @@ from batchery import defaults
 from batchery.cli.processes import Supervisor, api_argv, api_env, flower_argv, worker_argv
 from batchery.cli.redis_server import RedisServer, answers
 from batchery.models.registry import load_registry
+from batchery.monitoring.logs import configure as configure_logging
 from batchery.settings import Settings
 
 log = logging.getLogger("batchery")
@@ -27,7 +28,7 @@ def _settings(**overrides: object) -> Settings:
 @click.group()
 def main() -> None:
     """batchery: asynchronous batch inference over Celery."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(Settings.from_env())
 
 
 def ensure_redis(settings: Settings, probe_url: str = defaults.LOCAL_REDIS_URL) -> tuple[Settings, RedisServer | None]:

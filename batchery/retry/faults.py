@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from batchery.errors import ConfigError, DeviceOutOfMemory, TransientError
 from batchery.models.registry import ModelSpec
+from batchery.monitoring.metrics import FAULTS_INJECTED
 from batchery.runtimes.base import Runtime
 from batchery.settings import Settings
 
@@ -85,6 +86,7 @@ class FaultyRuntime(Runtime):
         if rate <= 0 or self.rng.random() >= rate:
             return False
         self.injected[fault] += 1
+        FAULTS_INJECTED.labels(self.spec.name, fault).inc()
         log.warning("injected %s fault in model %s (%d so far)", fault, self.spec.name, self.injected[fault])
         return True
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import orjson
 import redis
@@ -47,7 +47,13 @@ _START = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
 if redis.call('HGET', KEYS[1], 'status') == 'queued' then redis.call('HSET', KEYS[1], 'status', 'running') end
-return redis.call('HMGET', KEYS[1], 'status', 'deadline')
+return redis.call('HMGET', KEYS[1], 'status', 'deadline', 'created_at')
+"""
+
+_CLAIM_FINISH = """
+if redis.call('HEXISTS', KEYS[1], 'finished_at') == 0 then return nil end
+if redis.call('HSETNX', KEYS[1], 'finish_claimed', '1') == 0 then return nil end
+return redis.call('HMGET', KEYS[1], 'model', 'status', 'created_at', 'finished_at')
 """
 
 _MISSING = """
@@ -70,6 +76,22 @@ return status
 """
 
 
+class Started(NamedTuple):
+    """A job as a chunk finds it when it starts: its status, deadline (epoch s) and submission time."""
+
+    status: str
+    deadline: float | None
+    created_at: float
+
+
+class Finished(NamedTuple):
+    """A job that reached a final status, claimed once: its model, status and seconds from submission to end."""
+
+    model: str
+    status: str
+    seconds: float
+
+
 @dataclass(frozen=True)
 class ItemResult:
     """One finished item on its way to Redis: ``ok`` is False when ``value`` is an encoded error."""
@@ -90,6 +112,7 @@ class JobStore:
         self._start = client.register_script(_START)
         self._missing = client.register_script(_MISSING)
         self._cancel = client.register_script(_CANCEL)
+        self._claim_finish = client.register_script(_CLAIM_FINISH)
 
     @classmethod
     def from_url(cls, url: str, job_ttl_s: int) -> "JobStore":
@@ -128,13 +151,25 @@ class JobStore:
     def recent(self, limit: int) -> list[str]:
         return [m.decode() for m in self.redis.zrevrange(keys.recent_jobs(), 0, limit - 1)]
 
-    def start(self, job_id: str) -> tuple[str, float | None] | None:
-        """Mark the job running (once); returns its status and deadline, or None when it no longer exists."""
+    def start(self, job_id: str) -> Started | None:
+        """Mark the job running (once); returns its status, deadline and creation time, or None when it is gone."""
         found = self._start(keys=[keys.job(job_id)], args=[time.time()])
         if not found:
             return None
-        status, deadline = found
-        return status.decode(), float(deadline) if deadline else None
+        status, deadline, created_at = found
+        return Started(status.decode(), float(deadline) if deadline else None, float(created_at or 0))
+
+    def claim_finish(self, job_id: str) -> Finished | None:
+        """The finished job, to the first caller only: whoever ends a job's last item may count it, once.
+
+        Several chunks (and the API's deadline sweep) can each see a job end; the claim is an HSETNX on the
+        job, so exactly one of them reports it.
+        """
+        found = self._claim_finish(keys=[keys.job(job_id)])
+        if not found:
+            return None
+        model, status, created_at, finished_at = (v.decode() if v else "" for v in found)
+        return Finished(model, status, float(finished_at) - float(created_at or finished_at))
 
     def missing(self, job_id: str, indices: Sequence[int]) -> list[int]:
         """The indices among ``indices`` that have no output or error yet."""

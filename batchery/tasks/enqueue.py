@@ -10,6 +10,7 @@ from celery import Celery
 
 from batchery.errors import Unavailable
 from batchery.models.registry import ModelSpec, Registry
+from batchery.monitoring.metrics import record_job_finished
 from batchery.retry.dead_letters import DeadLetters
 from batchery.store import JobStore
 from batchery.tasks.chunk import CHUNK_TASK
@@ -71,6 +72,8 @@ def submit_job(
         send_job(celery, spec, job_id, inputs, chunk_size)
     except Exception as exc:
         store.fail(job_id, f"could not queue the job: {exc}")
+        if (finished := store.claim_finish(job_id)) is not None:
+            record_job_finished(*finished)
         raise Unavailable(f"the broker did not take the job: {exc}") from exc
     return job_id
 

@@ -6,6 +6,7 @@ host per process, created by the worker bootstep before the consumer starts taki
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -15,11 +16,13 @@ from typing import Any, Sequence
 from batchery.batching import Batcher
 from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, ModelNotFound
 from batchery.models.registry import ModelSpec
+from batchery.monitoring import metrics
 from batchery.retry import RetryPolicy
 from batchery.retry.faults import with_faults
 from batchery.runtimes import load_runtime
 from batchery.settings import Settings
 from batchery.store import JobStore
+from batchery.store.jobs import Started
 from batchery.store.codec import encode_error
 from batchery.workers.cancellations import CancellationListener
 from batchery.workers.heartbeat import Heartbeat
@@ -49,7 +52,8 @@ class ModelHost:
             runtime = load_runtime(spec, self.device, self.settings)
             runtime.warm_up()
             runtime = with_faults(runtime, self.settings)
-            self.batchers[spec.name] = Batcher(runtime, self.store, self.cancelled, self.retry).start()
+            retry = dataclasses.replace(self.retry, on_retry=metrics.RETRIES.labels(spec.name).inc)
+            self.batchers[spec.name] = Batcher(runtime, self.store, self.cancelled, retry).start()
             log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
 
     def announce(self) -> None:
@@ -80,31 +84,42 @@ class ModelHost:
         }
 
     def run_chunk(self, job_id: str, model: str, start: int, inputs: Sequence[Any]) -> dict[str, Any]:
-        """Run the items of one chunk that have no result yet; returns once all are stored."""
+        """Run the items of one chunk that have no result yet; returns once all are stored.
+
+        The chunk that ends its job's last item reports the job finished (exactly one chunk does).
+        """
         started = self.store.start(job_id)
         if started is None:
             return {"job_id": job_id, "skipped": "job no longer exists"}
-        status, deadline = started
+        metrics.QUEUE_WAIT.labels(model, "broker").observe(max(time.time() - started.created_at, 0.0))
+        try:
+            return self._run_chunk(job_id, model, start, inputs, started)
+        finally:
+            if (finished := self.store.claim_finish(job_id)) is not None:
+                metrics.record_job_finished(*finished)
+
+    def _run_chunk(self, job_id: str, model: str, start: int, inputs: Sequence[Any], started: Started) -> dict[str, Any]:
         todo = self.store.missing(job_id, range(start, start + len(inputs)))
-        if status == "cancelled":
-            self._fail_items(job_id, todo, Cancelled())
+        if started.status == "cancelled":
+            self._fail_items(job_id, model, todo, Cancelled())
             return {"job_id": job_id, "cancelled": len(todo)}
-        if deadline is not None and time.time() > deadline:
-            self._fail_items(job_id, todo, DeadlineExceeded())
+        if started.deadline is not None and time.time() > started.deadline:
+            self._fail_items(job_id, model, todo, DeadlineExceeded())
             return {"job_id": job_id, "deadline_exceeded": len(todo)}
         batcher = self.batchers.get(model)
         if batcher is None:
-            self._fail_items(job_id, todo, ModelNotFound(f"worker {self.hostname} does not serve model {model!r}"))
+            self._fail_items(job_id, model, todo, ModelNotFound(f"worker {self.hostname} does not serve model {model!r}"))
             return {"job_id": job_id, "failed": len(todo)}
-        ticket = batcher.submit(job_id, [(i, inputs[i - start]) for i in todo], deadline)
+        ticket = batcher.submit(job_id, [(i, inputs[i - start]) for i in todo], started.deadline)
         ticket.wait()
         if ticket.error is not None:
             raise ticket.error
         return {"job_id": job_id, "items": len(todo), "succeeded": ticket.succeeded, "failed": ticket.failed}
 
-    def _fail_items(self, job_id: str, indices: Sequence[int], error: BatcheryError) -> None:
+    def _fail_items(self, job_id: str, model: str, indices: Sequence[int], error: BatcheryError) -> None:
         """End items that will not reach a model with an explicit error, so the job still completes."""
-        self.store.fail_items(job_id, indices, encode_error(error))
+        ended = self.store.fail_items(job_id, indices, encode_error(error))
+        metrics.record_items(model, error.code, ended)
 
 
 def set_host(host: ModelHost | None) -> None:

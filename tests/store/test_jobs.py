@@ -74,3 +74,15 @@ def test_cancel_keeps_cancelled_after_the_last_item(store, job_id):
 def test_cancel_does_not_undo_a_completed_job(store, job_id):
     store.record([ok(job_id, i) for i in range(4)])
     assert store.cancel(job_id) == "completed"
+
+
+def test_a_finished_job_is_claimed_once_with_its_model_status_and_duration(store, job_id):
+    started = store.start(job_id)
+    assert (started.status, started.deadline, started.created_at) == ("running", None, store.get(job_id)["created_at"])
+    store.record([ok(job_id, 0), ok(job_id, 1), ok(job_id, 2)])
+    assert store.claim_finish(job_id) is None, "not finished yet"
+    store.record([ok(job_id, 3)])
+    finished = store.claim_finish(job_id)
+    job = store.get(job_id)
+    assert finished == ("echo", "completed", pytest.approx(job["finished_at"] - job["created_at"]))
+    assert store.claim_finish(job_id) is None, "a second claimant gets nothing"
