@@ -12,15 +12,19 @@ import logging
 import os
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
+import redis
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from batchery.monitoring.collectors import BatcherQueues
+from batchery.monitoring.collectors import BatcherQueues, LiveWorkers, QueueDepth
 from batchery.monitoring.nvml import GpuCollector
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from batchery.batching import Batcher
+    from batchery.models.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,16 @@ def scrape(collectors: Sequence[Collector] = ()) -> tuple[bytes, str]:
     return generate_latest(registry_with(collectors)), CONTENT_TYPE_LATEST
 
 
+def api_collectors(celery: "Celery", registry: "Registry", client: redis.Redis) -> list[Collector]:
+    """What the API reads at scrape time: each model queue's depth in the broker and its live workers."""
+    return [QueueDepth(celery, registry), LiveWorkers(client, registry)]
+
+
+def worker_collectors(batchers: Mapping[str, "Batcher"]) -> list[Collector]:
+    """What a worker reads at scrape time: its batchers' waiting items and its GPUs."""
+    return [BatcherQueues(batchers), GpuCollector()]
+
+
 class WorkerExporter:
     """A worker process's ``/metrics`` on its own port: its counts, its batchers' queues and its GPUs.
 
@@ -59,7 +73,7 @@ class WorkerExporter:
 
     def __init__(self, batchers: Mapping[str, "Batcher"], host: str, port: int) -> None:
         self.registry = CollectorRegistry()
-        for collector in (ProcessMetrics(), BatcherQueues(batchers), GpuCollector()):
+        for collector in (ProcessMetrics(), *worker_collectors(batchers)):
             self.registry.register(collector)
         self.host = host
         self.port = port
