@@ -62,6 +62,8 @@ def up(host: str | None, port: int | None, flower_port: int | None, redis_url: s
             supervisor.spawn("flower", flower_argv(settings))
         click.echo(f"batchery is up:\n  API     http://{settings.host}:{settings.port}/v1/models\n"
                    f"  metrics http://{settings.host}:{settings.port}/metrics\n  Redis   {settings.effective_redis_url}")
+        if settings.worker_metrics_port:
+            click.echo(f"  worker metrics http://{settings.host}:{settings.worker_metrics_port}/metrics")
         if not no_flower:
             click.echo(f"  Flower  http://{settings.host}:{settings.flower_port}/")
         click.echo("Ctrl-C stops everything.")
