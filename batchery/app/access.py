@@ -24,7 +24,12 @@ def register_request_log(app: Flask) -> None:
     def log_request(response: Response) -> Response:
         duration_ms = round((time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000, 2)
         level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
-        fields = {"method": request.method, "path": request.path, "status": response.status_code, "duration_ms": duration_ms}
+        fields = {
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": duration_ms,
+        }
         log.log(level, "%s %s %d %.1fms", request.method, request.path, response.status_code, duration_ms, extra=fields)
         return response
 

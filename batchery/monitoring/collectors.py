@@ -27,16 +27,24 @@ log = logging.getLogger(__name__)
 
 def _queue_messages() -> GaugeMetricFamily:
     return GaugeMetricFamily(
-        "batchery_queue_messages", "Chunk messages waiting in each model's broker queue (not yet taken by a worker).", labels=["model", "queue"]
+        "batchery_queue_messages",
+        "Chunk messages waiting in each model's broker queue (not yet taken by a worker).",
+        labels=["model", "queue"],
     )
 
 
 def _live_workers() -> GaugeMetricFamily:
-    return GaugeMetricFamily("batchery_live_workers", "Worker processes with a live heartbeat that consume the model's queue.", labels=["model"])
+    return GaugeMetricFamily(
+        "batchery_live_workers",
+        "Worker processes with a live heartbeat that consume the model's queue.",
+        labels=["model"],
+    )
 
 
 def _batcher_items() -> GaugeMetricFamily:
-    return GaugeMetricFamily("batchery_batcher_queue_items", "Items waiting in this worker's batcher for a batch.", labels=["model"])
+    return GaugeMetricFamily(
+        "batchery_batcher_queue_items", "Items waiting in this worker's batcher for a batch.", labels=["model"]
+    )
 
 
 class QueueDepth:

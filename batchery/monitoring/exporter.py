@@ -12,7 +12,6 @@ import logging
 import os
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
-import redis
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -21,6 +20,7 @@ from batchery.monitoring.collectors import BatcherQueues, LiveWorkers, QueueDept
 from batchery.monitoring.nvml import GpuCollector
 
 if TYPE_CHECKING:
+    import redis
     from celery import Celery
 
     from batchery.batching import Batcher
@@ -55,7 +55,7 @@ def scrape(collectors: Sequence[Collector] = ()) -> tuple[bytes, str]:
     return generate_latest(registry_with(collectors)), CONTENT_TYPE_LATEST
 
 
-def api_collectors(celery: "Celery", registry: "Registry", client: redis.Redis) -> list[Collector]:
+def api_collectors(celery: "Celery", registry: "Registry", client: "redis.Redis") -> list[Collector]:
     """What the API reads at scrape time: each model queue's depth in the broker and its live workers."""
     return [QueueDepth(celery, registry), LiveWorkers(client, registry)]
 

@@ -142,12 +142,19 @@ def dict_config(settings: Settings) -> dict[str, Any]:
 
     gunicorn's access log is silenced: the API logs each request itself, with the job it is about.
     """
-    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "batchery", "filters": ["job"]}
+    handler = {
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+        "formatter": "batchery",
+        "filters": ["job"],
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"job": {"()": JobContext}},
-        "formatters": {"batchery": {"()": make_formatter, "log_format": settings.log_format, "secrets": secrets_of(settings)}},
+        "formatters": {
+            "batchery": {"()": make_formatter, "log_format": settings.log_format, "secrets": secrets_of(settings)}
+        },
         "handlers": {"console": handler},
         "root": {"level": "INFO", "handlers": ["console"]},
         "loggers": {

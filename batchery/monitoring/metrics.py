@@ -13,7 +13,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 #: Seconds, from a millisecond batch to an hour-long job.
-LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+)  # fmt: skip
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
@@ -21,40 +23,63 @@ RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 JOBS_SUBMITTED = Counter("batchery_jobs_submitted_total", "Jobs accepted by the API.", ["model"])
 ITEMS_SUBMITTED = Counter("batchery_items_submitted_total", "Items accepted by the API.", ["model"])
 JOBS_FINISHED = Counter(
-    "batchery_jobs_finished_total", "Jobs that reached a final status (completed, cancelled or failed), once each.", ["model", "status"]
+    "batchery_jobs_finished_total",
+    "Jobs that reached a final status (completed, cancelled or failed), once each.",
+    ["model", "status"],
 )
 ITEMS_PROCESSED = Counter(
-    "batchery_items_processed_total", "Items stored with their result: outcome is 'succeeded' or the error code.", ["model", "outcome"]
+    "batchery_items_processed_total",
+    "Items stored with their result: outcome is 'succeeded' or the error code.",
+    ["model", "outcome"],
 )
 
 # Latency.
 JOB_LATENCY = Histogram(
-    "batchery_job_latency_seconds", "End to end: a job's submission to its last item stored.", ["model", "status"], buckets=LATENCY_BUCKETS_S
+    "batchery_job_latency_seconds",
+    "End to end: a job's submission to its last item stored.",
+    ["model", "status"],
+    buckets=LATENCY_BUCKETS_S,
 )
 QUEUE_WAIT = Histogram(
     "batchery_queue_wait_seconds",
-    "Waiting before a model runs: stage 'broker' is a job's submission to its chunk starting in a worker (once per chunk); "
-    "stage 'batcher' is an item's hand-over to the batcher to its batch forming (once per item).",
+    "Waiting before a model runs: stage 'broker' is a job's submission to its chunk starting in a worker "
+    "(once per chunk); stage 'batcher' is an item's hand-over to the batcher to its batch forming (once per item).",
     ["model", "stage"],
     buckets=LATENCY_BUCKETS_S,
 )
 INFERENCE = Histogram(
-    "batchery_inference_seconds", "One batch on the model, retries and bisection included.", ["model"], buckets=LATENCY_BUCKETS_S
+    "batchery_inference_seconds",
+    "One batch on the model, retries and bisection included.",
+    ["model"],
+    buckets=LATENCY_BUCKETS_S,
 )
 STORE_WRITE = Histogram(
-    "batchery_store_write_seconds", "Storing one batch's results in Redis (one round trip).", ["model"], buckets=LATENCY_BUCKETS_S
+    "batchery_store_write_seconds",
+    "Storing one batch's results in Redis (one round trip).",
+    ["model"],
+    buckets=LATENCY_BUCKETS_S,
 )
 
 # Batches.
-BATCH_SIZE = Histogram("batchery_batch_size", "Items in each batch the model ran.", ["model"], buckets=BATCH_SIZE_BUCKETS)
+BATCH_SIZE = Histogram(
+    "batchery_batch_size", "Items in each batch the model ran.", ["model"], buckets=BATCH_SIZE_BUCKETS
+)
 BATCH_FILL = Histogram(
-    "batchery_batch_fill_ratio", "Items in each batch over the model's max_batch_size.", ["model"], buckets=RATIO_BUCKETS
+    "batchery_batch_fill_ratio",
+    "Items in each batch over the model's max_batch_size.",
+    ["model"],
+    buckets=RATIO_BUCKETS,
 )
 BATCH_PADDING = Histogram(
-    "batchery_batch_padding_ratio", "Padding tokens over all token positions of each text batch.", ["model"], buckets=RATIO_BUCKETS
+    "batchery_batch_padding_ratio",
+    "Padding tokens over all token positions of each text batch.",
+    ["model"],
+    buckets=RATIO_BUCKETS,
 )
 TOKENS = Counter(
-    "batchery_tokens_total", "Token positions of text batches: kind 'real' or 'padding'; the padded fraction is padding over both.", ["model", "kind"]
+    "batchery_tokens_total",
+    "Token positions of text batches: kind 'real' or 'padding'; the padded fraction is padding over both.",
+    ["model", "kind"],
 )
 
 # The result cache (consulted by the API at submission).
@@ -63,8 +88,12 @@ CACHE_MISSES = Counter("batchery_cache_misses_total", "Items looked up in the re
 
 # Failures.
 RETRIES = Counter("batchery_retries_total", "Retries of a batch after a transient failure.", ["model"])
-FAULTS_INJECTED = Counter("batchery_faults_injected_total", "Faults injected on purpose (failure injection).", ["model", "fault"])
-DEAD_LETTERS = Counter("batchery_dead_letters_total", "Items that exhausted their retries and went to the dead-letter store.", ["model"])
+FAULTS_INJECTED = Counter(
+    "batchery_faults_injected_total", "Faults injected on purpose (failure injection).", ["model", "fault"]
+)
+DEAD_LETTERS = Counter(
+    "batchery_dead_letters_total", "Items that exhausted their retries and went to the dead-letter store.", ["model"]
+)
 
 
 def record_submission(model: str, items: int) -> None:

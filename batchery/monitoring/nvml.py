@@ -23,7 +23,9 @@ def _families() -> dict[str, GaugeMetricFamily]:
         return GaugeMetricFamily(name, doc, labels=LABELS)
 
     return {
-        "utilization": gauge("batchery_gpu_utilization_ratio", "Fraction of the last sample period the GPU was busy (0-1)."),
+        "utilization": gauge(
+            "batchery_gpu_utilization_ratio", "Fraction of the last sample period the GPU was busy (0-1)."
+        ),
         "memory_used": gauge("batchery_gpu_memory_used_bytes", "GPU memory in use."),
         "memory_total": gauge("batchery_gpu_memory_total_bytes", "GPU memory on the device."),
         "temperature": gauge("batchery_gpu_temperature_celsius", "GPU core temperature."),

@@ -22,8 +22,8 @@ from batchery.retry.faults import with_faults
 from batchery.runtimes import load_runtime
 from batchery.settings import Settings
 from batchery.store import JobStore
-from batchery.store.jobs import Started
 from batchery.store.codec import encode_error
+from batchery.store.jobs import Started
 from batchery.workers.cancellations import CancellationListener
 from batchery.workers.heartbeat import Heartbeat
 
@@ -98,7 +98,9 @@ class ModelHost:
             if (finished := self.store.claim_finish(job_id)) is not None:
                 metrics.record_job_finished(*finished)
 
-    def _run_chunk(self, job_id: str, model: str, start: int, inputs: Sequence[Any], started: Started) -> dict[str, Any]:
+    def _run_chunk(
+        self, job_id: str, model: str, start: int, inputs: Sequence[Any], started: Started
+    ) -> dict[str, Any]:
         todo = self.store.missing(job_id, range(start, start + len(inputs)))
         if started.status == "cancelled":
             self._fail_items(job_id, model, todo, Cancelled())
@@ -108,7 +110,8 @@ class ModelHost:
             return {"job_id": job_id, "deadline_exceeded": len(todo)}
         batcher = self.batchers.get(model)
         if batcher is None:
-            self._fail_items(job_id, model, todo, ModelNotFound(f"worker {self.hostname} does not serve model {model!r}"))
+            missing = ModelNotFound(f"worker {self.hostname} does not serve model {model!r}")
+            self._fail_items(job_id, model, todo, missing)
             return {"job_id": job_id, "failed": len(todo)}
         ticket = batcher.submit(job_id, [(i, inputs[i - start]) for i in todo], started.deadline)
         ticket.wait()

@@ -29,7 +29,13 @@ STACK = {"redis", "api", "worker-cpu", "worker-gpu0", "worker-gpu1", "flower", "
 NO_HEALTHCHECK = {"redis-exporter"}
 #: Redis speaks no Prometheus; its exporter is scraped in its place.
 SCRAPED_THROUGH = {"redis": "redis-exporter"}
-ALERTS = {"BatcheryLatencyP95AboveTarget", "BatcheryItemErrorRateHigh", "BatcheryNoLiveWorker", "BatcheryQueueGrowing", "BatcheryGpuMemoryNearlyFull"}
+ALERTS = {
+    "BatcheryLatencyP95AboveTarget",
+    "BatcheryItemErrorRateHigh",
+    "BatcheryNoLiveWorker",
+    "BatcheryQueueGrowing",
+    "BatcheryGpuMemoryNearlyFull",
+}
 
 
 def load(name: str) -> dict:
@@ -50,13 +56,30 @@ def prometheus() -> dict:
 def exported() -> set[str]:
     """Every series name the API's and the workers' /metrics can carry, from the code's registry and collectors."""
     settings = Settings()
-    collectors = [*api_collectors(create_celery(settings), load_registry(settings.models_file), None), *worker_collectors({})]
+    collectors = [
+        *api_collectors(create_celery(settings), load_registry(settings.models_file), None),
+        *worker_collectors({}),
+    ]
     families = [*REGISTRY.collect(), *(f for c in collectors for f in c.describe())]
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "summary": ["_count", "_sum"]}
     return {f.name + suffix for f in families for suffix in suffixes.get(f.type, [""])}
 
 
-PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "by", "without", "on", "ignoring", "group_left", "group_right"}
+PROMQL_WORDS = {
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -98,7 +121,11 @@ def test_redis_persists_with_aof_on_a_volume(services):
     command = services["redis"]["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
     assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
-    assert all(settings_of(s).redis_url == "redis://redis:6379/0" for n, s in services.items() if "BATCHERY_REDIS_URL" in env_of(s))
+    assert all(
+        settings_of(s).redis_url == "redis://redis:6379/0"
+        for n, s in services.items()
+        if "BATCHERY_REDIS_URL" in env_of(s)
+    )
 
 
 def test_each_gpu_worker_reserves_its_own_gpu_and_cpu_workers_can_scale(services):
@@ -113,7 +140,9 @@ def test_each_gpu_worker_reserves_its_own_gpu_and_cpu_workers_can_scale(services
     assert sorted(device_ids) == [str(i) for i in range(len(gpus))], "one container per GPU, each a different one"
     assert len({s["command"][s["command"].index("--name") + 1] for s in gpus.values()}) == len(gpus)
     cpu = services["worker-cpu"]
-    assert "container_name" not in cpu and "ports" not in cpu and "deploy" not in cpu, "`--scale worker-cpu=N` needs no fixed name or host port"
+    assert "container_name" not in cpu and "ports" not in cpu and "deploy" not in cpu, (
+        "`--scale worker-cpu=N` needs no fixed name or host port"
+    )
 
 
 def test_batchery_services_run_real_commands_with_real_settings(services):

@@ -46,7 +46,9 @@ def new_job(store, total: int) -> str:
 
 def test_padding_tokens_fill_and_sizes_of_each_batch(store, hook):
     model = f"synthetic-tokens-{uuid.uuid4().hex[:8]}"
-    batcher = Batcher(SyntheticTokens(ModelSpec(model, "synthetic", max_batch_size=4, max_wait_ms=20), "cpu"), store).start()
+    batcher = Batcher(
+        SyntheticTokens(ModelSpec(model, "synthetic", max_batch_size=4, max_wait_ms=20), "cpu"), store
+    ).start()
     lengths = [1, 2, 3, 6, 5, 5]  # batches [1, 2, 3, 6] (24 positions, 12 real) and [5, 5] (10 positions, all real)
     assert batcher.submit(new_job(store, 6), list(enumerate(lengths))).wait(10)
     batcher.stop()
@@ -64,7 +66,9 @@ def test_padding_tokens_fill_and_sizes_of_each_batch(store, hook):
 def test_items_dropped_while_waiting_count_under_their_error_code(store, hook):
     model = f"echo-{uuid.uuid4().hex[:8]}"
     cancelled: set[str] = set()
-    runtime = EchoRuntime(ModelSpec(model, "echo", max_batch_size=4, max_wait_ms=1, options={"batch_latency_ms": 30}), "cpu")
+    runtime = EchoRuntime(
+        ModelSpec(model, "echo", max_batch_size=4, max_wait_ms=1, options={"batch_latency_ms": 30}), "cpu"
+    )
     batcher = Batcher(runtime, store, cancelled).start()
     keep, drop = new_job(store, 12), new_job(store, 12)
     first = batcher.submit(keep, [(i, i) for i in range(12)])

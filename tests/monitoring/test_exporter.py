@@ -32,7 +32,9 @@ def test_gauges_whose_source_is_down_are_left_out_not_zero(settings, caplog):
     down = dataclasses.replace(settings, redis_url=nowhere)
     registry = load_registry(down.models_file)
     with caplog.at_level(logging.WARNING):
-        body, _ = scrape([QueueDepth(create_celery(down), registry), LiveWorkers(redis.Redis.from_url(nowhere), registry)])
+        body, _ = scrape(
+            [QueueDepth(create_celery(down), registry), LiveWorkers(redis.Redis.from_url(nowhere), registry)]
+        )
     text = body.decode()
     assert "batchery_queue_messages{" not in text and "batchery_live_workers{" not in text
     assert "batchery_jobs_submitted_total" in text, "the process's own counts are still served"

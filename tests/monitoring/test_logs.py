@@ -36,7 +36,9 @@ def test_a_line_carries_the_bound_job_and_task(emit):
     bind("job1", "job1.256")
     (line,) = emit(Settings(), ("batchery.workers.host", logging.INFO, "stored %s", "a batch"))
     entry = json.loads(line)
-    assert entry["message"] == "stored a batch" and entry["level"] == "INFO" and entry["logger"] == "batchery.workers.host"
+    assert (
+        entry["message"] == "stored a batch" and entry["level"] == "INFO" and entry["logger"] == "batchery.workers.host"
+    )
     assert (entry["job_id"], entry["task_id"]) == ("job1", "job1.256")
     assert entry["time"].endswith("+00:00") and isinstance(entry["pid"], int)
 
@@ -55,7 +57,11 @@ def test_a_line_about_no_job_has_no_ids(emit):
 
 
 def test_secrets_are_masked_in_messages_and_tracebacks():
-    settings = Settings(redis_url="redis://:r3dis-pw@cache:6379/0", broker_url="amqp://app:rabbit-pw@mq//", flower_basic_auth="admin:flower-pw")
+    settings = Settings(
+        redis_url="redis://:r3dis-pw@cache:6379/0",
+        broker_url="amqp://app:rabbit-pw@mq//",
+        flower_basic_auth="admin:flower-pw",
+    )
     stream = io.StringIO()
     logger = logging.getLogger("batchery.test.secrets")
     logger.propagate = False

@@ -19,8 +19,24 @@ from batchery.monitoring.nvml import GpuCollector
 
 GIB = 1024**3
 FAKE_GPUS = [
-    {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-0000-aaaa", "util": 87, "used": 61 * GIB, "total": 80 * GIB, "temp": 64, "power_mw": 412_500},
-    {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1111-bbbb", "util": 0, "used": 1 * GIB, "total": 80 * GIB, "temp": 31, "power_mw": None},
+    {
+        "name": "NVIDIA H100 80GB HBM3",
+        "uuid": "GPU-0000-aaaa",
+        "util": 87,
+        "used": 61 * GIB,
+        "total": 80 * GIB,
+        "temp": 64,
+        "power_mw": 412_500,
+    },
+    {
+        "name": "NVIDIA H100 80GB HBM3",
+        "uuid": "GPU-1111-bbbb",
+        "util": 0,
+        "used": 1 * GIB,
+        "total": 80 * GIB,
+        "temp": 31,
+        "power_mw": None,
+    },
 ]
 
 
@@ -30,8 +46,11 @@ def test_without_a_driver_there_are_no_gpu_families_and_no_error():
     collector = GpuCollector()
     assert list(collector.collect()) == [] and list(collector.collect()) == []
     assert {f.name for f in collector.describe()} == {
-        "batchery_gpu_utilization_ratio", "batchery_gpu_memory_used_bytes", "batchery_gpu_memory_total_bytes",
-        "batchery_gpu_temperature_celsius", "batchery_gpu_power_watts",
+        "batchery_gpu_utilization_ratio",
+        "batchery_gpu_memory_used_bytes",
+        "batchery_gpu_memory_total_bytes",
+        "batchery_gpu_temperature_celsius",
+        "batchery_gpu_power_watts",
     }
 
 
@@ -59,7 +78,9 @@ def fake_nvml(monkeypatch):
         "nvmlDeviceGetName": lambda h: FAKE_GPUS[h]["name"],
         "nvmlDeviceGetUUID": lambda h: FAKE_GPUS[h]["uuid"].encode(),  # older bindings answer bytes
         "nvmlDeviceGetUtilizationRates": lambda h: SimpleNamespace(gpu=FAKE_GPUS[h]["util"], memory=0),
-        "nvmlDeviceGetMemoryInfo": lambda h: SimpleNamespace(used=FAKE_GPUS[h]["used"], total=FAKE_GPUS[h]["total"], free=0),
+        "nvmlDeviceGetMemoryInfo": lambda h: SimpleNamespace(
+            used=FAKE_GPUS[h]["used"], total=FAKE_GPUS[h]["total"], free=0
+        ),
         "nvmlDeviceGetTemperature": temperature,
         "nvmlDeviceGetPowerUsage": power,
     }
@@ -99,4 +120,3 @@ def test_a_worker_exporter_serves_the_gpu_families_on_its_port(fake_nvml):
     used = {s.labels["uuid"]: s.value for s in families["batchery_gpu_memory_used_bytes"].samples}
     assert used == {"GPU-0000-aaaa": 61 * GIB, "GPU-1111-bbbb": 1 * GIB}
     assert families["batchery_gpu_temperature_celsius"].type == "gauge"
-

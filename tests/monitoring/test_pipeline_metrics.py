@@ -69,7 +69,9 @@ class GunicornApi:
     def start(self, timeout_s: float = 60) -> "GunicornApi":
         env = {**os.environ, **self.settings.as_env()}
         argv = [sys.executable, "-m", "batchery", "api"]
-        self.process = subprocess.Popen(argv, env=env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            argv, env=env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while True:
             assert self.process.poll() is None and time.monotonic() < deadline, self.log_path.read_text()[-3000:]
@@ -93,19 +95,36 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     base = tmp_path_factory.mktemp("metrics")
     (base / "models.toml").write_text(MODELS)
     mine = dataclasses.replace(
-        settings, models_file=str(base / "models.toml"), port=free_port(), api_workers=2, api_threads=4,
-        retry_attempts=2, retry_base_s=0.001, log_format="json",
+        settings,
+        models_file=str(base / "models.toml"),
+        port=free_port(),
+        api_workers=2,
+        api_threads=4,
+        retry_attempts=2,
+        retry_base_s=0.001,
+        log_format="json",
     )
     worker_port = free_port()
     worker = WorkerProcess(
-        mine, ["echo-metrics", "echo-metrics-faulty"], "metrics", base / "worker.log", {"BATCHERY_WORKER_METRICS_PORT": str(worker_port)}
+        mine,
+        ["echo-metrics", "echo-metrics-faulty"],
+        "metrics",
+        base / "worker.log",
+        {"BATCHERY_WORKER_METRICS_PORT": str(worker_port)},
     ).start()
     api = GunicornApi(mine, base / "api.log").start()
     idle_queue = load_registry(mine.models_file).get("echo-metrics-idle").queue
     celery = create_celery(mine)
     try:
-        yield {"settings": mine, "api": api, "worker": worker, "worker_url": f"http://127.0.0.1:{worker_port}", "celery": celery,
-               "api_log": base / "api.log", "worker_log": base / "worker.log"}
+        yield {
+            "settings": mine,
+            "api": api,
+            "worker": worker,
+            "worker_url": f"http://127.0.0.1:{worker_port}",
+            "celery": celery,
+            "api_log": base / "api.log",
+            "worker_log": base / "worker.log",
+        }
     finally:
         api.stop()
         worker.stop()
@@ -123,12 +142,18 @@ def ran(stack: dict) -> dict:
         assert job.status_code == 202, job.text
         assert wait_for_job(http, job.json()["links"]["self"])["counts"]["succeeded"] == ITEMS
         jobs.append(job.json()["id"])
-    faulty = http.post(f"{api.url}/v1/jobs", json={"model": "echo-metrics-faulty", "inputs": list(range(FAULTY_ITEMS))}).json()
+    faulty = http.post(
+        f"{api.url}/v1/jobs", json={"model": "echo-metrics-faulty", "inputs": list(range(FAULTY_ITEMS))}
+    ).json()
     assert wait_for_job(http, faulty["links"]["self"])["counts"]["failed"] == FAULTY_ITEMS
     spec = load_registry(stack["settings"].models_file).get("echo-metrics-idle")
     send_job(stack["celery"], spec, "never-run", list(range(IDLE_ITEMS)), stack["settings"].chunk_size)
-    wait_for_value(stack["worker_url"], "batchery_jobs_finished_total", {"model": "echo-metrics", "status": "completed"}, JOBS)
-    wait_for_value(stack["worker_url"], "batchery_jobs_finished_total", {"model": "echo-metrics-faulty", "status": "completed"}, 1)
+    wait_for_value(
+        stack["worker_url"], "batchery_jobs_finished_total", {"model": "echo-metrics", "status": "completed"}, JOBS
+    )
+    wait_for_value(
+        stack["worker_url"], "batchery_jobs_finished_total", {"model": "echo-metrics-faulty", "status": "completed"}, 1
+    )
     return {"jobs": jobs, "faulty": faulty["id"]}
 
 
@@ -171,7 +196,9 @@ def test_api_metrics_merge_gunicorns_processes_and_read_broker_and_heartbeats(st
         assert value(families, "batchery_items_submitted_total", model="echo-metrics-faulty") == FAULTY_ITEMS
     api = scrapes[0]
     chunks = -(-IDLE_ITEMS // stack["settings"].chunk_size)
-    assert value(api, "batchery_queue_messages", model="echo-metrics-idle", queue="batchery.echo-metrics-idle") == chunks
+    assert (
+        value(api, "batchery_queue_messages", model="echo-metrics-idle", queue="batchery.echo-metrics-idle") == chunks
+    )
     assert value(api, "batchery_queue_messages", model="echo-metrics", queue="batchery.echo-metrics") == 0
     assert value(api, "batchery_live_workers", model="echo-metrics") == 1
     assert value(api, "batchery_live_workers", model="echo-metrics-faulty") == 1
@@ -209,11 +236,17 @@ def test_worker_metrics_count_what_the_jobs_did(stack, ran):
     assert value(worker, "batchery_dead_letters_total", **faulty) == FAULTY_ITEMS
     assert value(worker, "batchery_items_processed_total", outcome="transient_error", **faulty) == FAULTY_ITEMS
     assert value(worker, "batchery_batch_size_count", **faulty) == faulty_batches
-    assert value(worker, "batchery_retries_total", **model) == 0, "every served model has its retry series from the start"
+    assert value(worker, "batchery_retries_total", **model) == 0, (
+        "every served model has its retry series from the start"
+    )
     assert value(worker, "batchery_dead_letters_total", **model) is None
 
-    assert worker["batchery_tokens"]["type"] == "counter" and not worker["batchery_tokens"]["samples"], "echo pads nothing"
-    assert not [name for name in worker if name.startswith("batchery_gpu_")], "no GPU here: no GPU families, and no error"
+    assert worker["batchery_tokens"]["type"] == "counter" and not worker["batchery_tokens"]["samples"], (
+        "echo pads nothing"
+    )
+    assert not [name for name in worker if name.startswith("batchery_gpu_")], (
+        "no GPU here: no GPU families, and no error"
+    )
     assert value(worker, "process_resident_memory_bytes") > 0
 
 
@@ -222,10 +255,19 @@ def test_cache_families_are_exported_and_record_cache_counts():
 
     from batchery.monitoring.metrics import record_cache
 
-    before = {n: REGISTRY.get_sample_value(n, {"model": "echo-metrics"}) or 0 for n in ("batchery_cache_hits_total", "batchery_cache_misses_total")}
+    before = {
+        n: REGISTRY.get_sample_value(n, {"model": "echo-metrics"}) or 0
+        for n in ("batchery_cache_hits_total", "batchery_cache_misses_total")
+    }
     record_cache("echo-metrics", hits=3, misses=5)
-    assert REGISTRY.get_sample_value("batchery_cache_hits_total", {"model": "echo-metrics"}) == before["batchery_cache_hits_total"] + 3
-    assert REGISTRY.get_sample_value("batchery_cache_misses_total", {"model": "echo-metrics"}) == before["batchery_cache_misses_total"] + 5
+    assert (
+        REGISTRY.get_sample_value("batchery_cache_hits_total", {"model": "echo-metrics"})
+        == before["batchery_cache_hits_total"] + 3
+    )
+    assert (
+        REGISTRY.get_sample_value("batchery_cache_misses_total", {"model": "echo-metrics"})
+        == before["batchery_cache_misses_total"] + 5
+    )
 
 
 def json_lines(path: Path) -> list[dict]:
