@@ -12,9 +12,9 @@ from batchery.app.services import services
 from batchery.app.views import job_document, job_links
 from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, Unavailable
 from batchery.monitoring.logs import bind
-from batchery.monitoring.metrics import record_job_finished, record_submission
+from batchery.monitoring.metrics import record_submission
 from batchery.store.codec import dumps, encode_error, result_record
-from batchery.tasks.enqueue import new_job_id, submit_job
+from batchery.tasks.enqueue import new_job_id
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -39,9 +39,8 @@ def create_job() -> Response:
         if owner != job_id:
             bind(owner)
             return _replay(owner)
-    submit_job(
-        svc.celery, svc.store, job.spec, job.inputs,
-        chunk_size=svc.settings.chunk_size, metadata=job.metadata, job_id=job_id, timeout_s=job.timeout_s,
+    svc.enqueuer.submit(
+        job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache
     )
     record_submission(job.spec.name, len(job.inputs))
     return _accepted(job_id, "queued", job.spec.ref, len(job.inputs))
@@ -116,8 +115,6 @@ def _job(job_id: str) -> dict:
     overdue = job["deadline"] is not None and time.time() > job["deadline"]
     if overdue and job["succeeded"] + job["failed"] < job["total"]:
         store.fail_missing(job_id, job["total"], encode_error(DeadlineExceeded()))
-        if (finished := store.claim_finish(job_id)) is not None:
-            record_job_finished(*finished)
         job = store.get(job_id)
     return job
 

@@ -83,11 +83,16 @@ TOKENS = Counter(
 )
 
 # The result cache (consulted by the API at submission).
-CACHE_HITS = Counter("batchery_cache_hits_total", "Items answered from the result cache.", ["model"])
+CACHE_HITS = Counter(
+    "batchery_cache_hits_total", "Items answered from the result cache, or by an identical item already running.", ["model"]
+)
 CACHE_MISSES = Counter("batchery_cache_misses_total", "Items looked up in the result cache and not found.", ["model"])
 
 # Failures.
 RETRIES = Counter("batchery_retries_total", "Retries of a batch after a transient failure.", ["model"])
+CHUNK_RETRIES = Counter(
+    "batchery_chunk_retries_total", "Retries of a whole chunk whose outputs the store refused.", ["model"]
+)
 FAULTS_INJECTED = Counter(
     "batchery_faults_injected_total", "Faults injected on purpose (failure injection).", ["model", "fault"]
 )

@@ -16,8 +16,9 @@ from batchery.batching import add_hook, remove_hook
 from batchery.models.registry import load_registry
 from batchery.monitoring.batch_metrics import BatchMetrics
 from batchery.monitoring.exporter import WorkerExporter
+from batchery.monitoring.metrics import record_job_finished
 from batchery.settings import get_settings
-from batchery.store import JobStore
+from batchery.tasks.enqueue import Enqueuer
 from batchery.workers.host import ModelHost, set_host
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,11 @@ class ModelHostStep(bootsteps.StartStopStep):
     def start(self, worker) -> None:  # noqa: ANN001
         settings = get_settings()
         consumed = worker.app.amqp.queues.consume_from
-        specs = [s for s in load_registry(settings.models_file) if consumed is None or s.queue in consumed]
-        store = JobStore.from_url(settings.effective_redis_url, settings.job_ttl_s)
+        registry = load_registry(settings.models_file)
+        specs = [s for s in registry if consumed is None or s.queue in consumed]
+        store = settings.job_store()
+        store.on_release = Enqueuer(worker.app, store, settings, registry).release
+        store.on_finish = record_job_finished
         self.metrics = add_hook(BatchMetrics())
         self.host = ModelHost(specs, settings, worker.hostname, store)
         self.exporter = WorkerExporter(self.host.batchers, settings.host, settings.worker_metrics_port).start()

@@ -14,14 +14,15 @@ import time
 from typing import Any, Sequence
 
 from batchery.batching import Batcher
-from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, ModelNotFound
+from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, ModelNotFound, StoreUnavailable
 from batchery.models.registry import ModelSpec
 from batchery.monitoring import metrics
 from batchery.retry import RetryPolicy
-from batchery.retry.faults import with_faults
+from batchery.retry.dead_letters import DeadLetter, DeadLetters
+from batchery.retry.faults import with_faults, with_store_faults
 from batchery.runtimes import load_runtime
 from batchery.settings import Settings
-from batchery.store import JobStore
+from batchery.store import ItemResult, JobStore
 from batchery.store.codec import encode_error
 from batchery.store.jobs import Started
 from batchery.workers.cancellations import CancellationListener
@@ -43,6 +44,7 @@ class ModelHost:
         self.heartbeat: Heartbeat | None = None
         self.cancelled = CancellationListener(store.redis)
         self.retry = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
+        self.chunk_retry = RetryPolicy(settings.chunk_retry_attempts, settings.chunk_retry_base_s, settings.chunk_retry_max_s)
 
     def start(self) -> None:
         """Load and warm every model and start the batchers; :meth:`announce` follows once consuming."""
@@ -52,8 +54,9 @@ class ModelHost:
             runtime = load_runtime(spec, self.device, self.settings)
             runtime.warm_up()
             runtime = with_faults(runtime, self.settings)
+            store = with_store_faults(self.store, spec, self.settings)
             retry = dataclasses.replace(self.retry, on_retry=metrics.RETRIES.labels(spec.name).inc)
-            self.batchers[spec.name] = Batcher(runtime, self.store, self.cancelled, retry).start()
+            self.batchers[spec.name] = Batcher(runtime, store, self.cancelled, retry).start()
             log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
 
     def announce(self) -> None:
@@ -83,25 +86,14 @@ class ModelHost:
             "started_at": time.time(),
         }
 
-    def run_chunk(self, job_id: str, model: str, start: int, inputs: Sequence[Any]) -> dict[str, Any]:
-        """Run the items of one chunk that have no result yet; returns once all are stored.
-
-        The chunk that ends its job's last item reports the job finished (exactly one chunk does).
-        """
+    def run_chunk(self, job_id: str, model: str, indices: Sequence[int], inputs: Sequence[Any]) -> dict[str, Any]:
+        """Run the items of one chunk that have no result yet; returns once all are stored."""
         started = self.store.start(job_id)
         if started is None:
             return {"job_id": job_id, "skipped": "job no longer exists"}
         metrics.QUEUE_WAIT.labels(model, "broker").observe(max(time.time() - started.created_at, 0.0))
-        try:
-            return self._run_chunk(job_id, model, start, inputs, started)
-        finally:
-            if (finished := self.store.claim_finish(job_id)) is not None:
-                metrics.record_job_finished(*finished)
-
-    def _run_chunk(
-        self, job_id: str, model: str, start: int, inputs: Sequence[Any], started: Started
-    ) -> dict[str, Any]:
-        todo = self.store.missing(job_id, range(start, start + len(inputs)))
+        by_index = dict(zip(indices, inputs))
+        todo = self.store.missing(job_id, indices)
         if started.status == "cancelled":
             self._fail_items(job_id, model, todo, Cancelled())
             return {"job_id": job_id, "cancelled": len(todo)}
@@ -113,11 +105,27 @@ class ModelHost:
             missing = ModelNotFound(f"worker {self.hostname} does not serve model {model!r}")
             self._fail_items(job_id, model, todo, missing)
             return {"job_id": job_id, "failed": len(todo)}
-        ticket = batcher.submit(job_id, [(i, inputs[i - start]) for i in todo], started.deadline)
+        ticket = batcher.submit(job_id, [(i, by_index[i]) for i in todo], started.deadline)
         ticket.wait()
         if ticket.error is not None:
             raise ticket.error
         return {"job_id": job_id, "items": len(todo), "succeeded": ticket.succeeded, "failed": ticket.failed}
+
+    def give_up(self, job_id: str, model: str, indices: Sequence[int], inputs: Sequence[Any], cause: BaseException) -> int:
+        """A chunk that exhausted its retries: its items still without a result end with an error and become
+        dead letters (``batchery dlq retry`` runs them again). Returns how many; Redis may refuse this too."""
+        todo = self.store.missing(job_id, indices)
+        error = StoreUnavailable(f"could not store this item's output after {self.chunk_retry.attempts} retries: {cause}")
+        by_index = dict(zip(indices, inputs))
+        letters = [DeadLetter(job_id, i, model, by_index[i], error.as_dict(), self.chunk_retry.attempts + 1) for i in todo]
+        self.store.record(
+            (ItemResult(job_id, i, encode_error(error), False) for i in todo),
+            also=lambda pipe: DeadLetters(self.store.redis).add(pipe, letters),
+        )
+        metrics.record_items(model, error.code, len(todo))
+        if todo:
+            metrics.DEAD_LETTERS.labels(model).inc(len(todo))
+        return len(todo)
 
     def _fail_items(self, job_id: str, model: str, indices: Sequence[int], error: BatcheryError) -> None:
         """End items that will not reach a model with an explicit error, so the job still completes."""

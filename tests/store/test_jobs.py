@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from batchery.errors import ModelError
-from batchery.store import ItemResult
+from batchery.store import ItemResult, JobStore
 from batchery.store.codec import decode, encode_error, encode_output
 
 
@@ -76,13 +76,15 @@ def test_cancel_does_not_undo_a_completed_job(store, job_id):
     assert store.cancel(job_id) == "completed"
 
 
-def test_a_finished_job_is_claimed_once_with_its_model_status_and_duration(store, job_id):
+def test_the_write_that_ends_a_job_reports_it_once_with_its_model_status_and_duration(store, job_id):
     started = store.start(job_id)
     assert (started.status, started.deadline, started.created_at) == ("running", None, store.get(job_id)["created_at"])
-    store.record([ok(job_id, 0), ok(job_id, 1), ok(job_id, 2)])
-    assert store.claim_finish(job_id) is None, "not finished yet"
-    store.record([ok(job_id, 3)])
-    finished = store.claim_finish(job_id)
+    finished = []
+    reporting = JobStore(store.redis, store.job_ttl_s)
+    reporting.on_finish = lambda *job: finished.append(job)
+    reporting.record([ok(job_id, 0), ok(job_id, 1), ok(job_id, 2)])
+    assert finished == [], "not finished yet"
+    reporting.record([ok(job_id, 3), ok(job_id, 2)])
+    reporting.record([ok(job_id, 3)])
     job = store.get(job_id)
-    assert finished == ("echo", "completed", pytest.approx(job["finished_at"] - job["created_at"]))
-    assert store.claim_finish(job_id) is None, "a second claimant gets nothing"
+    assert finished == [("echo", "completed", pytest.approx(job["finished_at"] - job["created_at"]))]
