@@ -84,7 +84,9 @@ TOKENS = Counter(
 
 # The result cache (consulted by the API at submission).
 CACHE_HITS = Counter(
-    "batchery_cache_hits_total", "Items answered from the result cache, or by an identical item already running.", ["model"]
+    "batchery_cache_hits_total",
+    "Items answered from the result cache, or by an identical item already running.",
+    ["model"],
 )
 CACHE_MISSES = Counter("batchery_cache_misses_total", "Items looked up in the result cache and not found.", ["model"])
 

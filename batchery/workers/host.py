@@ -24,7 +24,6 @@ from batchery.runtimes import load_runtime
 from batchery.settings import Settings
 from batchery.store import ItemResult, JobStore
 from batchery.store.codec import encode_error
-from batchery.store.jobs import Started
 from batchery.workers.cancellations import CancellationListener
 from batchery.workers.heartbeat import Heartbeat
 

@@ -1,7 +1,8 @@
 """Jobs through the real gunicorn API (two processes) and a real worker, then both ``/metrics`` read back.
 
 The worker serves a healthy synthetic model, one whose every batch fails transiently (faults injected), and
-the API knows a third that nobody serves, whose queue holds chunks sent straight to the broker. Every figure
+the API knows a third that nobody serves, whose queue holds chunks sent straight to the broker. One job is
+submitted twice, so the second is answered from the result cache and ends in the API. Every figure
 is checked against what the jobs must have produced: one chunk of 20 items with ``max_batch_size = 8``
 always runs as batches of 8, 8 and 4.
 """
@@ -48,13 +49,22 @@ MODELS = textwrap.dedent(
     [models.echo-metrics-faulty.options]
     faults = {transient_rate = 1.0}
 
+    [models.echo-metrics-unstored]
+    runtime = "echo"
+    input = "json"
+    max_wait_ms = 1
+    description = "synthetic: Redis refuses every write of its outputs, on purpose"
+    [models.echo-metrics-unstored.options]
+    faults = {store_rate = 1.0}
+
     [models.echo-metrics-idle]
     runtime = "echo"
     input = "json"
     description = "synthetic: no worker serves it, so its queue only grows"
     """
 )
-JOBS, ITEMS, FAULTY_ITEMS, IDLE_ITEMS = 2, 20, 10, 300
+JOBS, ITEMS, FAULTY_ITEMS, UNSTORED_ITEMS, IDLE_ITEMS = 2, 20, 10, 5, 300
+CHUNK_RETRIES = 2
 
 
 class GunicornApi:
@@ -102,12 +112,15 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         api_threads=4,
         retry_attempts=2,
         retry_base_s=0.001,
+        chunk_retry_attempts=CHUNK_RETRIES,
+        chunk_retry_base_s=0.01,
+        chunk_retry_max_s=0.05,
         log_format="json",
     )
     worker_port = free_port()
     worker = WorkerProcess(
         mine,
-        ["echo-metrics", "echo-metrics-faulty"],
+        ["echo-metrics", "echo-metrics-faulty", "echo-metrics-unstored"],
         "metrics",
         base / "worker.log",
         {"BATCHERY_WORKER_METRICS_PORT": str(worker_port)},
@@ -134,11 +147,14 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def ran(stack: dict) -> dict:
-    """Two healthy jobs one after the other, one faulty job, and three chunks left waiting in the idle queue."""
+    """Two healthy jobs one after the other, the first again (answered from the cache), one whose batches
+    fail, one whose writes fail, and three chunks left waiting in the idle queue."""
     api, http = stack["api"], requests.Session()
     jobs = []
-    for n in range(JOBS):
-        job = http.post(f"{api.url}/v1/jobs", json={"model": "echo-metrics", "inputs": list(range(n, n + ITEMS))})
+    for n in [*range(JOBS), 0]:
+        job = http.post(
+            f"{api.url}/v1/jobs", json={"model": "echo-metrics", "inputs": list(range(100 * n, 100 * n + ITEMS))}
+        )
         assert job.status_code == 202, job.text
         assert wait_for_job(http, job.json()["links"]["self"])["counts"]["succeeded"] == ITEMS
         jobs.append(job.json()["id"])
@@ -146,6 +162,10 @@ def ran(stack: dict) -> dict:
         f"{api.url}/v1/jobs", json={"model": "echo-metrics-faulty", "inputs": list(range(FAULTY_ITEMS))}
     ).json()
     assert wait_for_job(http, faulty["links"]["self"])["counts"]["failed"] == FAULTY_ITEMS
+    unstored = http.post(
+        f"{api.url}/v1/jobs", json={"model": "echo-metrics-unstored", "inputs": list(range(UNSTORED_ITEMS))}
+    ).json()
+    assert wait_for_job(http, unstored["links"]["self"])["counts"]["failed"] == UNSTORED_ITEMS
     spec = load_registry(stack["settings"].models_file).get("echo-metrics-idle")
     send_job(stack["celery"], spec, "never-run", list(range(IDLE_ITEMS)), stack["settings"].chunk_size)
     wait_for_value(
@@ -153,6 +173,12 @@ def ran(stack: dict) -> dict:
     )
     wait_for_value(
         stack["worker_url"], "batchery_jobs_finished_total", {"model": "echo-metrics-faulty", "status": "completed"}, 1
+    )
+    wait_for_value(
+        stack["worker_url"],
+        "batchery_jobs_finished_total",
+        {"model": "echo-metrics-unstored", "status": "completed"},
+        1,
     )
     return {"jobs": jobs, "faulty": faulty["id"]}
 
@@ -191,10 +217,16 @@ def wait_for_value(url: str, sample: str, labels: dict, expected: float, timeout
 def test_api_metrics_merge_gunicorns_processes_and_read_broker_and_heartbeats(stack, ran):
     scrapes = [scrape(stack["api"].url) for _ in range(6)]
     for families in scrapes:
-        assert value(families, "batchery_jobs_submitted_total", model="echo-metrics") == JOBS
-        assert value(families, "batchery_items_submitted_total", model="echo-metrics") == JOBS * ITEMS
+        assert value(families, "batchery_jobs_submitted_total", model="echo-metrics") == JOBS + 1
+        assert value(families, "batchery_items_submitted_total", model="echo-metrics") == (JOBS + 1) * ITEMS
         assert value(families, "batchery_items_submitted_total", model="echo-metrics-faulty") == FAULTY_ITEMS
     api = scrapes[0]
+    assert value(api, "batchery_cache_misses_total", model="echo-metrics") == JOBS * ITEMS
+    assert value(api, "batchery_cache_hits_total", model="echo-metrics") == ITEMS, "the repeated job, all hits"
+    assert value(api, "batchery_cache_misses_total", model="echo-metrics-faulty") == FAULTY_ITEMS
+    completed = {"model": "echo-metrics", "status": "completed"}
+    assert value(api, "batchery_jobs_finished_total", **completed) == 1, "the cached job ended in the API"
+    assert value(api, "batchery_job_latency_seconds_count", **completed) == 1
     chunks = -(-IDLE_ITEMS // stack["settings"].chunk_size)
     assert (
         value(api, "batchery_queue_messages", model="echo-metrics-idle", queue="batchery.echo-metrics-idle") == chunks
@@ -210,7 +242,7 @@ def test_api_metrics_merge_gunicorns_processes_and_read_broker_and_heartbeats(st
 def test_worker_metrics_count_what_the_jobs_did(stack, ran):
     worker = scrape(stack["worker_url"])
     model, faulty = {"model": "echo-metrics"}, {"model": "echo-metrics-faulty"}
-    batches, items = 3 * JOBS, ITEMS * JOBS
+    batches, items = 3 * JOBS, ITEMS * JOBS  # the repeated job never reached a worker
     assert value(worker, "batchery_batch_size_count", **model) == batches, "one observation per batch run"
     assert value(worker, "batchery_batch_size_sum", **model) == items
     assert value(worker, "batchery_batch_size_bucket", le="4.0", **model) == JOBS
@@ -241,6 +273,14 @@ def test_worker_metrics_count_what_the_jobs_did(stack, ran):
     )
     assert value(worker, "batchery_dead_letters_total", **model) is None
 
+    unstored = {"model": "echo-metrics-unstored"}  # one chunk, run 1 + 2 times, each write refused, then given up
+    assert value(worker, "batchery_chunk_retries_total", **unstored) == CHUNK_RETRIES
+    assert value(worker, "batchery_faults_injected_total", fault="store", **unstored) == CHUNK_RETRIES + 1
+    assert value(worker, "batchery_batch_size_count", **unstored) == CHUNK_RETRIES + 1
+    assert value(worker, "batchery_items_processed_total", outcome="store_unavailable", **unstored) == UNSTORED_ITEMS
+    assert value(worker, "batchery_dead_letters_total", **unstored) == UNSTORED_ITEMS
+    assert value(worker, "batchery_jobs_finished_total", status="completed", **unstored) == 1
+
     assert worker["batchery_tokens"]["type"] == "counter" and not worker["batchery_tokens"]["samples"], (
         "echo pads nothing"
     )
@@ -248,26 +288,6 @@ def test_worker_metrics_count_what_the_jobs_did(stack, ran):
         "no GPU here: no GPU families, and no error"
     )
     assert value(worker, "process_resident_memory_bytes") > 0
-
-
-def test_cache_families_are_exported_and_record_cache_counts():
-    from prometheus_client import REGISTRY
-
-    from batchery.monitoring.metrics import record_cache
-
-    before = {
-        n: REGISTRY.get_sample_value(n, {"model": "echo-metrics"}) or 0
-        for n in ("batchery_cache_hits_total", "batchery_cache_misses_total")
-    }
-    record_cache("echo-metrics", hits=3, misses=5)
-    assert (
-        REGISTRY.get_sample_value("batchery_cache_hits_total", {"model": "echo-metrics"})
-        == before["batchery_cache_hits_total"] + 3
-    )
-    assert (
-        REGISTRY.get_sample_value("batchery_cache_misses_total", {"model": "echo-metrics"})
-        == before["batchery_cache_misses_total"] + 5
-    )
 
 
 def json_lines(path: Path) -> list[dict]:
@@ -295,7 +315,7 @@ def test_api_logs_are_json_with_the_job_id_on_each_line_about_a_job(stack, ran):
 @pytest.mark.slow
 def test_worker_logs_are_json_with_job_and_task_ids_on_each_line_about_a_job(stack, ran):
     entries = json_lines(stack["worker_log"])
-    for job_id in [*ran["jobs"], ran["faulty"]]:
+    for job_id in [*ran["jobs"][:JOBS], ran["faulty"]]:  # the repeated job never reached the worker
         about = [e for e in entries if job_id in e["message"]]
         assert len(about) >= 2, "Celery logs each chunk's receipt and its end"
         assert all(e.get("job_id") == job_id and e.get("task_id", "").startswith(f"{job_id}.") for e in about), about
