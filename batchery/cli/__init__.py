@@ -151,13 +151,14 @@ def dlq_list(limit: int, model: str | None) -> None:
 
 @dlq.command("retry")
 @click.option("--limit", type=int, default=1000, show_default=True)
-def dlq_retry(limit: int) -> None:
+@click.option("--model", help="only this model's")
+def dlq_retry(limit: int, model: str | None) -> None:
     """Put dead items back into their jobs and queue them again."""
     from batchery.tasks import app as celery
     from batchery.tasks.enqueue import retry_dead_letters
 
     settings = _settings()
-    retried = retry_dead_letters(celery, _dead_letters(settings), load_registry(settings.models_file), limit)
+    retried = retry_dead_letters(celery, _dead_letters(settings), load_registry(settings.models_file), limit, model)
     click.echo(f"{retried} dead letters queued again")
 
 

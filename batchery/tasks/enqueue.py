@@ -167,10 +167,12 @@ class Enqueuer:
             raise Unavailable(f"the broker did not take the job: {exc}") from exc
 
 
-def retry_dead_letters(celery: Celery, dead_letters: DeadLetters, registry: Registry, limit: int = 1000) -> int:
-    """Put up to ``limit`` dead items back into their own jobs and queue each again; returns how many."""
+def retry_dead_letters(
+    celery: Celery, dead_letters: DeadLetters, registry: Registry, limit: int = 1000, model: str | None = None
+) -> int:
+    """Put up to ``limit`` dead items (of ``model``, or all) back into their own jobs and queue each again."""
     retried = 0
-    for entry in dead_letters.list(0, limit):
+    for entry in dead_letters.list(0, limit, model):
         if entry["model"] not in registry.names() or not dead_letters.take(entry):
             continue
         spec = registry.get(entry["model"])
