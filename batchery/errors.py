@@ -6,12 +6,16 @@ store the same ``code``/``message`` pair as an item's error, so a client sees on
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Mapping
+
 
 class BatcheryError(Exception):
     """Root of every error batchery raises on purpose."""
 
     status = 500
     code = "internal"
+    headers: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, message: str = "", *, code: str | None = None) -> None:
         super().__init__(message or self.__doc__ or self.code)
@@ -31,6 +35,14 @@ class BadRequest(BatcheryError):
 
     status = 400
     code = "bad_request"
+
+
+class Unauthorized(BatcheryError):
+    """The request carries no valid API key (only when API keys are configured)."""
+
+    status = 401
+    code = "unauthorized"
+    headers = MappingProxyType({"WWW-Authenticate": 'Bearer realm="batchery"'})
 
 
 class UnsupportedMediaType(BatcheryError):

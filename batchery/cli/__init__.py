@@ -111,7 +111,9 @@ def submit(input_file: Path, model: str, output: Path | None, url: str | None, l
     base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
     out = output.open("wb") if output else sys.stdout.buffer
     try:
-        counts = submit_file(base, input_file, model, out, lines_per_job=lines_per_job, progress=not quiet)
+        counts = submit_file(
+            base, input_file, model, out, lines_per_job=lines_per_job, progress=not quiet, api_key=settings.client_api_key
+        )
     except RuntimeError as exc:
         raise click.ClickException(str(exc))
     finally:
