@@ -121,8 +121,8 @@ def wait_up(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
     while time.monotonic() < deadline:
         assert process.poll() is None, "the API exited"
         try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.2)
     raise AssertionError("the API did not come up")
