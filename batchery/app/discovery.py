@@ -23,4 +23,5 @@ def index() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return json_response(describe(services().settings))
+    svc = services()
+    return json_response(describe(svc.settings, svc.registry))

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 description of the HTTP API, as data.
 
-It is built from the settings so that it describes the running instance: its size limits, and its API key
-schemes (and 401 answers) only when keys are configured. ``tests/app/test_openapi.py`` checks it against the
+It is built from the settings and the registry so that it describes the running instance: the models it
+serves, its size limits, and its API key schemes (and 401 answers) only when keys are configured. ``tests/app/test_openapi.py`` checks it against the
 Flask routes and the specification; ``tests/app/test_fuzz.py`` checks every answer against it.
 """
 
@@ -11,6 +11,8 @@ from typing import Any
 
 from batchery import __version__
 from batchery.app.auth import OPEN_RULES
+from batchery.app.jobs import MAX_OFFSET
+from batchery.models.registry import Registry
 from batchery.settings import Settings
 
 JSON = "application/json"
@@ -58,26 +60,62 @@ def query_int(name: str, description: str, minimum: int, maximum: int) -> Schema
             "schema": {"type": "integer", "minimum": minimum, "maximum": maximum}}
 
 
-def path_param(name: str, description: str) -> Schema:
-    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+def path_param(name: str, description: str, schema: Schema | None = None) -> Schema:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema or {"type": "string"}}
 
 
-def schemas(settings: Settings) -> dict[str, Schema]:
+def input_kinds(registry: Registry) -> list[str]:
+    return sorted({spec.input for spec in registry})
+
+
+def model_refs(registry: Registry, kind: str | None = None) -> Schema:
+    """Every name the API resolves (``name`` and ``name@version``), of the models taking ``kind`` inputs."""
+    specs = [spec for spec in registry if kind in (None, spec.input)]
+    return {"enum": sorted(ref for spec in specs for ref in (spec.name, spec.ref))}
+
+
+def text_item(settings: Settings) -> Schema:
+    return {"type": "string", "maxLength": settings.max_input_chars}
+
+
+def json_item(settings: Settings) -> Schema:
+    """Any JSON value; a string at its top level is held to the same length limit as text."""
+    return {"anyOf": [text_item(settings), {"type": ["number", "boolean", "null", "array", "object"]}]}
+
+
+def tensor_item(settings: Settings) -> Schema:
+    """A rectangular nested list of finite numbers; the model's ``shape`` option fixes its dimensions."""
+    return {"anyOf": [{"type": "number"}, {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Tensor"}}]}
+
+
+ITEMS = {"text": text_item, "json": json_item, "tensor": tensor_item}
+
+
+def inputs_of(settings: Settings, item: Schema, description: str) -> Schema:
+    return {"type": "array", "minItems": 1, "maxItems": settings.max_items_per_job, "items": item,
+            "description": description}
+
+
+def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
+    """A job for the models taking ``kind`` inputs."""
+    return obj(["model", "inputs"], {
+        "model": {**model_refs(registry, kind), "description": f"A model taking {kind} inputs: `name` or `name@version`."},
+        "inputs": inputs_of(settings, ITEMS[kind](settings), f"One {kind} item per element."),
+        "metadata": nullable({"type": "object", "description": "Kept with the job and returned as is."}),
+        "timeout_s": nullable({"type": "number", "exclusiveMinimum": 0, "maximum": settings.job_ttl_s,
+                               "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
+    }, title=f"{kind} job")
+
+
+def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
     timestamp = nullable({"type": "string", "format": "date-time"})
     links = obj(["self", "results"], {"self": {"type": "string"}, "results": {"type": "string"}})
-    inputs = {"type": "array", "minItems": 1, "maxItems": settings.max_items_per_job, "items": {},
-              "description": "One item per element: text for text models, nested number lists for tensor models, any JSON for json models."}
     error_body = obj(["code", "message"], {"code": {"type": "string"}, "message": {"type": "string"}})
     return {
         "Error": obj(["error"], {"error": error_body}, description="Every 4xx/5xx answer."),
+        "Tensor": tensor_item(settings),
         "ItemError": error_body,
-        "JobRequest": obj(["model", "inputs"], {
-            "model": {"type": "string", "minLength": 1, "description": "`name` or `name@version`"},
-            "inputs": inputs,
-            "metadata": {"type": "object", "description": "Kept with the job and returned as is."},
-            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": settings.job_ttl_s,
-                          "description": "Items still pending this long after submission end with `deadline_exceeded`."},
-        }),
+        "JobRequest": {"oneOf": [job_request(settings, registry, kind) for kind in input_kinds(registry)]},
         "JobAccepted": obj(["id", "status", "model", "total", "links"], {
             "id": {"type": "string"}, "status": {"enum": STATUSES}, "model": {"type": "string"},
             "total": {"type": "integer", "minimum": 1}, "links": links,
@@ -106,7 +144,10 @@ def schemas(settings: Settings) -> dict[str, Schema]:
             "results": {"type": "array", "items": ref("Result")},
             "next": nullable({"type": "string"}),
         }),
-        "PredictRequest": obj(["inputs"], {"inputs": inputs}),
+        "PredictRequest": obj(["inputs"], {"inputs": inputs_of(
+            settings, {"anyOf": [ITEMS[kind](settings) for kind in input_kinds(registry)]},
+            "Each input must fit the model in the path (a 422 names the first that does not).",
+        )}),
         "Prediction": obj(["model", "outputs"], {
             "model": {"type": "string"},
             "outputs": {"type": "array", "description": "One per input, in order; null where the item failed."},
@@ -141,14 +182,20 @@ def schemas(settings: Settings) -> dict[str, Schema]:
     }
 
 
-def job_operations(settings: Settings) -> dict[str, Any]:
+JOB_LINKS = {
+    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+    for name, operation in (("GetJob", "getJob"), ("CancelJob", "cancelJob"), ("GetResults", "getResults"))
+}
+
+
+def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
     job_id = path_param("job_id", "The id `POST /v1/jobs` answered with.")
     return {
         "/v1/jobs": {"post": {
             "operationId": "createJob",
             "summary": "Submit a job: a JSON object, or NDJSON lines (one input each) with ?model=",
             "parameters": [
-                {"name": "model", "in": "query", "schema": {"type": "string"},
+                {"name": "model", "in": "query", "schema": model_refs(registry),
                  "description": "The model, for an NDJSON body (a JSON body names it in `model`)."},
                 {"name": "Idempotency-Key", "in": "header",
                  "schema": {"type": "string", "minLength": 1, "maxLength": 255},
@@ -166,6 +213,7 @@ def job_operations(settings: Settings) -> dict[str, Any]:
                         "Idempotent-Replayed": {"schema": {"const": "true"}, "description": "Present on a replay."},
                     },
                     "content": json_content(ref("JobAccepted")),
+                    "links": JOB_LINKS,
                 },
                 **errors(400, 404, 413, 415, 422, 503),
             },
@@ -187,7 +235,7 @@ def job_operations(settings: Settings) -> dict[str, Any]:
             "summary": "Finished items in index order: a page of JSON, or every one as NDJSON (Accept: application/x-ndjson)",
             "parameters": [
                 job_id,
-                query_int("offset", "The first index (default 0); at most the job's total.", 0, settings.max_items_per_job),
+                query_int("offset", "The first index (default 0); past the last item the page is empty.", 0, MAX_OFFSET),
                 query_int("limit", f"Items per page (default {settings.results_page_limit}).", 1, settings.results_page_max),
             ],
             "responses": {
@@ -201,8 +249,8 @@ def job_operations(settings: Settings) -> dict[str, Any]:
     }
 
 
-def model_operations() -> dict[str, Any]:
-    name = path_param("name", "A model name.")
+def model_operations(registry: Registry) -> dict[str, Any]:
+    name = path_param("name", "A model: `name` or `name@version`.", model_refs(registry))
     return {
         "/v1/models": {"get": {
             "operationId": "listModels", "summary": "Every model, its settings and the live workers serving it",
@@ -232,7 +280,7 @@ def operations_around(settings: Settings) -> dict[str, Any]:
             "operationId": "listDeadLetters", "summary": "Items that exhausted their transient retries, newest first",
             "parameters": [
                 {"name": "model", "in": "query", "schema": {"type": "string"}, "description": "Only this model's."},
-                query_int("offset", "Entries to skip (default 0).", 0, 10**9),
+                query_int("offset", "Entries to skip (default 0).", 0, MAX_OFFSET),
                 query_int("limit", "Entries per page (default 100).", 1, 1000),
             ],
             "responses": {"200": {"description": "A page of dead letters and the total.", "content": json_content(
@@ -285,10 +333,10 @@ def secure(paths: dict[str, Any]) -> None:
                 operation["responses"]["401"] = error_response(401)
 
 
-def describe(settings: Settings) -> dict[str, Any]:
-    """The description of an API running with ``settings``."""
-    paths = {**job_operations(settings), **model_operations(), **operations_around(settings)}
-    components: dict[str, Any] = {"schemas": schemas(settings)}
+def describe(settings: Settings, registry: Registry) -> dict[str, Any]:
+    """The description of an API running with ``settings`` and serving the models of ``registry``."""
+    paths = {**job_operations(settings, registry), **model_operations(registry), **operations_around(settings)}
+    components: dict[str, Any] = {"schemas": schemas(settings, registry)}
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "batchery", "version": __version__,

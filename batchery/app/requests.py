@@ -40,7 +40,15 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
     if metadata is not None and not isinstance(metadata, dict):
         raise BadRequest("'metadata' must be an object")
     spec = registry.get(model)
+    _check_query_model(request, registry, spec)
     return JobRequest(spec, read_inputs(body, spec, settings), metadata, _timeout(body.get("timeout_s"), settings))
+
+
+def _check_query_model(request: Request, registry: Registry, spec: ModelSpec) -> None:
+    """A ``?model=`` beside a JSON body must name the body's model: which one was meant is otherwise a guess."""
+    named = request.args.get("model")
+    if named is not None and registry.get(named) != spec:
+        raise BadRequest(f"?model={named!r} and the body's 'model' name different models; send one")
 
 
 def _timeout(value: Any, settings: Settings) -> float | None:

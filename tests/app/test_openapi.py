@@ -8,9 +8,14 @@ import pytest
 from openapi_spec_validator import validate
 
 from batchery.app import create_app
-from batchery.app.openapi import describe
+from batchery.app.openapi import describe as describe_with
+from batchery.models.registry import load_registry
 
 METHODS = {"get", "post", "put", "patch", "delete"}
+
+
+def describe(settings) -> dict:
+    return describe_with(settings, load_registry(settings.models_file))
 
 
 def flask_operations(app) -> set[tuple[str, str]]:
@@ -64,10 +69,22 @@ def test_served_at_openapi_json_with_the_settings_limits(http, api, settings):
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     doc = response.json()
     assert doc == describe(settings)
-    assert doc["components"]["schemas"]["JobRequest"]["properties"]["inputs"]["maxItems"] == settings.max_items_per_job
+    for job_request in doc["components"]["schemas"]["JobRequest"]["oneOf"]:
+        assert job_request["properties"]["inputs"]["maxItems"] == settings.max_items_per_job
 
 
 def test_the_index_links_to_the_description(http, api):
     body = http.get(f"{api.url}/").json()
     assert body["name"] == "batchery"
     assert http.get(body["links"]["openapi"]).json()["openapi"] == "3.1.0"
+
+
+def test_a_job_request_is_described_per_input_kind_with_the_registry_s_models(settings):
+    doc = describe(settings)
+    by_kind = {r["title"]: r["properties"] for r in doc["components"]["schemas"]["JobRequest"]["oneOf"]}
+    assert set(by_kind) == {"text job", "json job"}
+    assert by_kind["text job"]["model"]["enum"] == ["minilm", "minilm@l6-v2"]
+    assert by_kind["text job"]["inputs"]["items"] == {"type": "string", "maxLength": settings.max_input_chars}
+    assert {"echo", "echo@1", "echo-orphan", "echo-slow@1"} <= set(by_kind["json job"]["model"]["enum"])
+    predict = doc["paths"]["/v1/models/{name}/predict"]["post"]["parameters"][0]
+    assert set(predict["schema"]["enum"]) == set(by_kind["text job"]["model"]["enum"] + by_kind["json job"]["model"]["enum"])
