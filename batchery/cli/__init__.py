@@ -14,6 +14,7 @@ from batchery import defaults
 from batchery.cli.processes import Supervisor, api_argv, api_env, flower_argv, worker_argv
 from batchery.cli.redis_server import RedisServer, answers
 from batchery.models.registry import load_registry
+from batchery.redis_urls import masked, redis_client
 from batchery.settings import Settings
 
 log = logging.getLogger("batchery")
@@ -59,11 +60,7 @@ def up(host: str | None, port: int | None, flower_port: int | None, redis_url: s
         supervisor.spawn("api", api_argv(settings), api_env())
         if not no_flower:
             supervisor.spawn("flower", flower_argv(settings))
-        click.echo(f"batchery is up:\n  API     http://{settings.host}:{settings.port}/v1/models\n"
-                   f"  metrics http://{settings.host}:{settings.port}/metrics\n  Redis   {settings.effective_redis_url}")
-        if not no_flower:
-            click.echo(f"  Flower  http://{settings.host}:{settings.flower_port}/")
-        click.echo("Ctrl-C stops everything.")
+        click.echo(banner(settings, flower=not no_flower))
         supervisor.wait()
     finally:
         click.echo("stopping...")
@@ -71,6 +68,25 @@ def up(host: str | None, port: int | None, flower_port: int | None, redis_url: s
         if redis_server is not None:
             redis_server.stop()
         click.echo("stopped.")
+
+
+def banner(settings: Settings, flower: bool = True) -> str:
+    """What `batchery up` prints: where everything is, with passwords in URLs masked."""
+    lines = [
+        "batchery is up:",
+        f"  API     http://{settings.host}:{settings.port}/v1/models",
+        f"  OpenAPI http://{settings.host}:{settings.port}/openapi.json",
+        f"  metrics http://{settings.host}:{settings.port}/metrics",
+        f"  Redis   {masked(settings.effective_redis_url)}",
+    ]
+    if settings.broker_url:
+        lines.append(f"  broker  {masked(settings.broker_url)}")
+    if flower:
+        lines.append(f"  Flower  http://{settings.host}:{settings.flower_port}/")
+    if settings.api_keys_configured:
+        lines.append("  API keys are required: send 'Authorization: Bearer <key>'")
+    lines.append("Ctrl-C stops everything.")
+    return "\n".join(lines)
 
 
 @main.command()
@@ -128,11 +144,9 @@ def dlq() -> None:
 
 
 def _dead_letters(settings: Settings):  # noqa: ANN202
-    import redis
-
     from batchery.retry.dead_letters import DeadLetters
 
-    return DeadLetters(redis.Redis.from_url(settings.effective_redis_url))
+    return DeadLetters(redis_client(settings.effective_redis_url))
 
 
 @dlq.command("list")

@@ -16,6 +16,7 @@ import orjson
 import redis
 
 from batchery import keys
+from batchery.redis_urls import redis_client
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
@@ -93,7 +94,7 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str, job_ttl_s: int) -> "JobStore":
-        return cls(redis.Redis.from_url(url), job_ttl_s)
+        return cls(redis_client(url), job_ttl_s)
 
     def create(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> None:
         now = time.time()
