@@ -45,7 +45,9 @@ def test_celery_gets_tls_options_for_a_rediss_broker_and_backend_only():
 
 
 def test_the_up_banner_masks_passwords():
-    settings = Settings(redis_url="redis://:hunter2@h:6379/0", broker_url="amqp://u:hunter2@h//", api_keys="api-key-77")
+    settings = Settings(redis_url="redis://:hunter2@h:6379/0", broker_url="amqp://u:hunter2@h//", api_keys="api-key-77",
+                        flower_basic_auth="ops:hunter2")
     text = banner(settings)
+    assert "Flower  http://127.0.0.1:5555/ (basic auth)" in text
     assert "hunter2" not in text and "redis://:***@h:6379/0" in text and "amqp://u:***@h//" in text
     assert "Bearer" in text and "api-key-77" not in text

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from batchery import defaults
-from batchery.cli.processes import Supervisor, api_argv, api_env, flower_argv, worker_argv
+from batchery.cli.processes import Supervisor, api_argv, api_env, flower_argv, flower_env, worker_argv
 from batchery.cli.redis_server import RedisServer, answers
 from batchery.models.registry import load_registry
 from batchery.redis_urls import masked, redis_client
@@ -59,7 +59,7 @@ def up(host: str | None, port: int | None, flower_port: int | None, redis_url: s
         supervisor.spawn("worker", worker_argv(settings, load_registry(settings.models_file)))
         supervisor.spawn("api", api_argv(settings), api_env())
         if not no_flower:
-            supervisor.spawn("flower", flower_argv(settings))
+            supervisor.spawn("flower", flower_argv(settings), flower_env(settings))
         click.echo(banner(settings, flower=not no_flower))
         supervisor.wait()
     finally:
@@ -82,7 +82,8 @@ def banner(settings: Settings, flower: bool = True) -> str:
     if settings.broker_url:
         lines.append(f"  broker  {masked(settings.broker_url)}")
     if flower:
-        lines.append(f"  Flower  http://{settings.host}:{settings.flower_port}/")
+        behind = " (basic auth)" if settings.flower_basic_auth else ""
+        lines.append(f"  Flower  http://{settings.host}:{settings.flower_port}/{behind}")
     if settings.api_keys_configured:
         lines.append("  API keys are required: send 'Authorization: Bearer <key>'")
     lines.append("Ctrl-C stops everything.")
