@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Mapping
 
 import kombu.exceptions
 import redis
@@ -16,9 +15,11 @@ from batchery.store.codec import dumps
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: object) -> Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: object
+) -> Response:
     body = {"error": {"code": code, "message": message}, **extra}
-    return Response(dumps(body), status=status, mimetype="application/json", headers=dict(headers or {}))
+    return Response(dumps(body), status=status, mimetype="application/json", headers=headers)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -27,8 +27,15 @@ ERROR_CODES = {
     413: "`payload_too_large` (items or characters over the limits) or `request_entity_too_large` (body bytes).",
     415: "`unsupported_media_type`: the body is neither JSON nor (for jobs) NDJSON.",
     422: "`invalid_input`: an input does not fit the model; the message names its index.",
+    429: "`backlog_full`: the model's backlog of queued items is full; nothing was queued. Retry after `Retry-After` seconds.",
     503: "`no_live_worker` (no worker serves the model; nothing was queued) or `unavailable` (Redis or the broker).",
     504: "`timeout`: predict did not finish within `BATCHERY_PREDICT_TIMEOUT_S`; the request was cancelled.",
+}
+
+
+ERROR_HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True, "description": "`Bearer realm=\"batchery\"`"}},
+    429: {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "required": True, "description": "Seconds to wait."}},
 }
 
 
@@ -50,8 +57,8 @@ def json_content(schema: Schema) -> dict[str, Any]:
 
 def error_response(status: int) -> dict[str, Any]:
     response: dict[str, Any] = {"description": ERROR_CODES[status], "content": json_content(ref("Error"))}
-    if status == 401:
-        response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer`"}}
+    if status in ERROR_HEADERS:
+        response["headers"] = ERROR_HEADERS[status]
     return response
 
 
@@ -104,6 +111,7 @@ def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
         "metadata": nullable({"type": "object", "description": "Kept with the job and returned as is."}),
         "timeout_s": nullable({"type": "number", "exclusiveMinimum": 0, "maximum": settings.job_ttl_s,
                                "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
+        "cache": {"type": "boolean", "description": "`false` bypasses the result cache (default `true`)."},
     }, title=f"{kind} job")
 
 
@@ -125,8 +133,8 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
             {
                 "id": {"type": "string"}, "model": {"type": "string"}, "version": {"type": "string"},
                 "status": {"enum": STATUSES}, "total": {"type": "integer", "minimum": 0},
-                "counts": obj(["succeeded", "failed", "pending"], {
-                    k: {"type": "integer", "minimum": 0} for k in ("succeeded", "failed", "pending")
+                "counts": obj(["succeeded", "failed", "pending", "cached"], {
+                    k: {"type": "integer", "minimum": 0} for k in ("succeeded", "failed", "pending", "cached")
                 }),
                 "created_at": {"type": "string", "format": "date-time"},
                 "started_at": timestamp, "finished_at": timestamp, "deadline": timestamp,
@@ -196,7 +204,10 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
             "summary": "Submit a job: a JSON object, or NDJSON lines (one input each) with ?model=",
             "parameters": [
                 {"name": "model", "in": "query", "schema": model_refs(registry),
-                 "description": "The model, for an NDJSON body (a JSON body names it in `model`)."},
+                 "description": "The model, for an NDJSON body. Beside a JSON body it must name the body's model."},
+                {"name": "cache", "in": "query", "schema": {"type": "boolean"},
+                 "description": "`false` bypasses the result cache, for an NDJSON body (`1`/`0` also do). "
+                                "Beside a JSON body it must agree with the body's `cache`."},
                 {"name": "Idempotency-Key", "in": "header",
                  "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                  "description": "A repeat within the job TTL answers with the first job and queues nothing."},
@@ -215,7 +226,7 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
                     "content": json_content(ref("JobAccepted")),
                     "links": JOB_LINKS,
                 },
-                **errors(400, 404, 413, 415, 422, 503),
+                **errors(400, 404, 413, 415, 422, 429, 503),
             },
         }},
         "/v1/jobs/{job_id}": {
@@ -268,7 +279,7 @@ def model_operations(registry: Registry) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {JSON: {"schema": ref("PredictRequest")}}},
             "responses": {
                 "200": {"description": "Outputs in input order.", "content": json_content(ref("Prediction"))},
-                **errors(400, 404, 413, 415, 422, 503, 504),
+                **errors(400, 404, 413, 415, 422, 429, 503, 504),
             },
         }},
     }

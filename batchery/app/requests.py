@@ -22,6 +22,7 @@ class JobRequest:
     inputs: list[Any]
     metadata: dict[str, Any] | None = None
     timeout_s: float | None = None
+    cache: bool = True
 
 
 def read_job_request(request: Request, registry: Registry, settings: Settings) -> JobRequest:
@@ -31,6 +32,8 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
         if not model:
             raise BadRequest("an NDJSON body needs the model as a query parameter: ?model=NAME")
         body: dict[str, Any] = {"model": model, "inputs": _ndjson_lines(request.get_data())}
+        if "cache" in request.args:
+            body["cache"] = _query_bool("cache", request.args["cache"])
     else:
         body = _json_object(request)
         model = body.get("model")
@@ -39,16 +42,29 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise BadRequest("'metadata' must be an object")
+    cache = body.get("cache", True)
+    if not isinstance(cache, bool):
+        raise BadRequest("'cache' must be true or false")
     spec = registry.get(model)
-    _check_query_model(request, registry, spec)
-    return JobRequest(spec, read_inputs(body, spec, settings), metadata, _timeout(body.get("timeout_s"), settings))
+    _check_query_agrees(request, registry, spec, cache)
+    return JobRequest(spec, read_inputs(body, spec, settings), metadata, _timeout(body.get("timeout_s"), settings), cache)
 
 
-def _check_query_model(request: Request, registry: Registry, spec: ModelSpec) -> None:
-    """A ``?model=`` beside a JSON body must name the body's model: which one was meant is otherwise a guess."""
+def _query_bool(name: str, raw: str) -> bool:
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise BadRequest(f"'{name}' must be true or false, not {raw!r}")
+
+
+def _check_query_agrees(request: Request, registry: Registry, spec: ModelSpec, cache: bool) -> None:
+    """A ``?model=`` or ``?cache=`` beside a JSON body must say what the body says: which was meant is otherwise a guess."""
     named = request.args.get("model")
     if named is not None and registry.get(named) != spec:
         raise BadRequest(f"?model={named!r} and the body's 'model' name different models; send one")
+    if "cache" in request.args and _query_bool("cache", request.args["cache"]) != cache:
+        raise BadRequest(f"?cache={request.args['cache']!r} contradicts the body's 'cache'; send one")
 
 
 def _timeout(value: Any, settings: Settings) -> float | None:

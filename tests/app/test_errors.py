@@ -110,3 +110,10 @@ def test_a_query_model_that_contradicts_the_json_body_is_400(http, api):
     assert "different models" in error_of(http.post(f"{api.url}/v1/jobs?model=echo-slow", json=body), 400, "bad_request")
     error_of(http.post(f"{api.url}/v1/jobs?model=null", json=body), 404, "model_not_found")
     assert http.post(f"{api.url}/v1/jobs?model=echo@1", json=body).status_code == 202
+
+
+def test_a_query_cache_that_contradicts_the_json_body_is_400(http, api):
+    body = {"model": "echo", "inputs": [1], "cache": False}
+    assert "contradicts" in error_of(http.post(f"{api.url}/v1/jobs?cache=true", json=body), 400, "bad_request")
+    error_of(http.post(f"{api.url}/v1/jobs?cache=maybe", json=body), 400, "bad_request")
+    assert http.post(f"{api.url}/v1/jobs?cache=0", json=body).status_code == 202
