@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 description of the HTTP API, as data.
 
 It is built from the settings and the registry so that it describes the running instance: the models it
-serves, its size limits, and its API key schemes (and 401 answers) only when keys are configured. ``tests/app/test_openapi.py`` checks it against the
-Flask routes and the specification; ``tests/app/test_fuzz.py`` checks every answer against it.
+serves, its size limits, and its API key schemes (and 401 answers) only when keys are configured.
+``tests/app/test_openapi.py`` checks it against the Flask routes and the specification; ``tests/app/test_fuzz.py``
+checks every answer against it.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ ERROR_CODES = {
     503: "`no_live_worker` (no worker serves the model; nothing was queued) or `unavailable` (Redis or the broker).",
     504: "`timeout`: predict did not finish within `BATCHERY_PREDICT_TIMEOUT_S`; the request was cancelled.",
 }
-
-
 ERROR_HEADERS = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True, "description": "`Bearer realm=\"batchery\"`"}},
     429: {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "required": True, "description": "Seconds to wait."}},
@@ -91,7 +90,7 @@ def json_item(settings: Settings) -> Schema:
 
 
 def tensor_item(settings: Settings) -> Schema:
-    """A rectangular nested list of finite numbers; the model's ``shape`` option fixes its dimensions."""
+    """A nested list of finite numbers; that it is rectangular and of the model's ``shape`` is checked (422), not described."""
     return {"anyOf": [{"type": "number"}, {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Tensor"}}]}
 
 
