@@ -19,6 +19,7 @@ from batchery.tasks.enqueue import new_job_id
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 REPLAY_WAIT_S = 2.0
+MAX_OFFSET = 10**9  # past a job's last item a page is empty, as past the end of any list
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -90,7 +91,7 @@ def get_results(job_id: str) -> Response:
     if NDJSON in request.headers.get("Accept", ""):
         return Response(stream_with_context(_ndjson(job_id, job["total"])), mimetype=NDJSON)
     settings = services().settings
-    offset = int_arg("offset", 0, 0, job["total"])
+    offset = int_arg("offset", 0, 0, MAX_OFFSET)
     limit = int_arg("limit", settings.results_page_limit, 1, settings.results_page_max)
     stop = min(offset + limit, job["total"])
     results = [result_record(i, raw) for i, raw in services().store.outputs(job_id, offset, stop)]

@@ -16,6 +16,7 @@ import orjson
 import redis
 
 from batchery import keys
+from batchery.redis_urls import redis_client
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
@@ -161,7 +162,7 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str, job_ttl_s: int, cache_ttl_s: int = 0, cache_max_entries: int = 0) -> "JobStore":
-        return cls(redis.Redis.from_url(url), job_ttl_s, cache_ttl_s, cache_max_entries)
+        return cls(redis_client(url), job_ttl_s, cache_ttl_s, cache_max_entries)
 
     def create(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> None:
         now = time.time()

@@ -149,3 +149,10 @@ def test_a_job_the_api_ends_at_its_deadline_is_counted_finished_once(http, api, 
 def test_a_bad_timeout_is_400(http, api, timeout):
     response = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [1], "timeout_s": timeout})
     assert response.status_code == 400 and "timeout_s" in response.json()["error"]["message"]
+
+
+def test_a_results_page_past_the_last_item_is_empty(http, api):
+    job = submit(http, api, "echo", [1, 2, 3])
+    wait_for_job(http, job["links"]["self"])
+    assert http.get(job["links"]["results"], params={"offset": 3}).json() == {"results": [], "next": None}
+    assert http.get(job["links"]["results"], params={"offset": 4797}).json() == {"results": [], "next": None}
