@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from batchery.errors import ModelError
-from batchery.store import ItemResult
+from batchery.store import ItemResult, JobStore
 from batchery.store.codec import decode, encode_error, encode_output
 
 
@@ -94,8 +94,6 @@ def script_commands(client) -> int:
 
 
 def test_a_batch_is_one_round_trip_and_survives_a_lost_script_cache(own_redis):
-    from batchery.store import JobStore
-
     store = JobStore(own_redis, 60)
     job_id = uuid.uuid4().hex
     store.create(job_id, {"model": "echo", "version": "1", "total": 4})
@@ -108,3 +106,17 @@ def test_a_batch_is_one_round_trip_and_survives_a_lost_script_cache(own_redis):
     assert store.record([ok(job_id, 1), ok(job_id, 2), ok(job_id, 3)]) == {job_id: (2, 0)}
     job = store.get(job_id)
     assert (job["status"], job["succeeded"]) == ("completed", 4)
+
+
+def test_the_write_that_ends_a_job_reports_it_once_with_its_model_status_and_duration(store, job_id):
+    started = store.start(job_id)
+    assert (started.status, started.deadline, started.created_at) == ("running", None, store.get(job_id)["created_at"])
+    finished = []
+    reporting = JobStore(store.redis, store.job_ttl_s)
+    reporting.on_finish = lambda *job: finished.append(job)
+    reporting.record([ok(job_id, 0), ok(job_id, 1), ok(job_id, 2)])
+    assert finished == [], "not finished yet"
+    reporting.record([ok(job_id, 3), ok(job_id, 2)])
+    reporting.record([ok(job_id, 3)])
+    job = store.get(job_id)
+    assert finished == [("echo", "completed", pytest.approx(job["finished_at"] - job["created_at"]))]
