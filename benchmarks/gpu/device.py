@@ -1,4 +1,7 @@
-"""What the benchmark knows of the device: NVML read directly, the gauges ``/metrics`` serves, the worker's report.
+"""What the benchmark knows of the device: NVML read directly, the ``batchery_gpu_*`` gauges, the worker's report.
+
+The gauges are served by each worker's own exporter (``worker_metrics_port``); the API's ``/metrics`` is
+scraped too, so that gauges show wherever they are served.
 
 The benchmark process never initialises CUDA (no context, no memory taken on the GPU it measures): it finds
 the GPU and reads it through NVML alone, and its own model work (the float32 reference) runs on the CPU.
@@ -17,7 +20,7 @@ import requests
 from batchery.workers.heartbeat import live_workers
 
 log = logging.getLogger("benchmarks.gpu")
-#: The families that the API's ``/metrics`` serves from NVML.
+#: The families that the metrics endpoints serve from NVML.
 GPU_FAMILY_PREFIX = "batchery_gpu"
 
 
@@ -64,37 +67,41 @@ def nvml_reading(index: int = 0) -> dict[str, Any] | None:
     }
 
 
-def scrape(url: str) -> list[dict[str, Any]]:
-    """Every ``batchery_gpu*`` sample of a Prometheus endpoint: name, labels, value."""
+def scrape(urls: list[str]) -> list[dict[str, Any]]:
+    """Every ``batchery_gpu*`` sample of some Prometheus endpoints: where from, name, labels, value."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    try:
-        text = requests.get(url, timeout=5).text
-    except requests.RequestException as exc:
-        log.warning("could not scrape %s: %s", url, exc)
-        return []
-    return [
-        {"name": sample.name, "labels": dict(sample.labels), "value": sample.value}
-        for family in text_string_to_metric_families(text)
-        if family.name.startswith(GPU_FAMILY_PREFIX)
-        for sample in family.samples
-    ]
+    samples = []
+    for url in urls:
+        try:
+            text = requests.get(url, timeout=5).text
+        except requests.RequestException as exc:
+            log.warning("could not scrape %s: %s", url, exc)
+            continue
+        samples += [
+            {"url": url, "name": sample.name, "labels": dict(sample.labels), "value": sample.value}
+            for family in text_string_to_metric_families(text)
+            if family.name.startswith(GPU_FAMILY_PREFIX)
+            for sample in family.samples
+        ]
+    return samples
 
 
 def summarize_gauges(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """The device names the gauges carry in their labels, and the largest value of each family."""
-    names = sorted({v for s in samples for k, v in s["labels"].items() if "name" in k and v})
+    names = sorted({v for s in samples for k, v in s["labels"].items() if k == "name" and v})
     largest: dict[str, float] = {}
     for sample in samples:
         largest[sample["name"]] = max(largest.get(sample["name"], float("-inf")), sample["value"])
-    return {"device_names": names, "max_by_sample": largest, "samples": len(samples)}
+    served_by = sorted({s["url"] for s in samples})
+    return {"device_names": names, "max_by_sample": largest, "samples": len(samples), "served_by": served_by}
 
 
 class Sampler:
-    """Reads NVML (5 times a second) and ``/metrics`` (once a second) in a thread while the load runs."""
+    """Reads NVML (5 times a second) and the metrics endpoints (once a second) in a thread while the load runs."""
 
-    def __init__(self, metrics_url: str, nvml_index: int | None) -> None:
-        self.metrics_url = metrics_url
+    def __init__(self, metrics_urls: list[str], nvml_index: int | None) -> None:
+        self.metrics_urls = metrics_urls
         self.nvml_index = nvml_index
         self.nvml: list[dict[str, Any]] = []
         self.gauges: list[list[dict[str, Any]]] = []
@@ -116,7 +123,7 @@ class Sampler:
                 self.nvml.append(reading)
             if time.monotonic() - last_scrape >= 1.0:
                 last_scrape = time.monotonic()
-                self.gauges.append(scrape(self.metrics_url))
+                self.gauges.append(scrape(self.metrics_urls))
 
     def summary(self) -> dict[str, Any]:
         rates = [r["utilization_pct"] for r in self.nvml]

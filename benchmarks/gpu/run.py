@@ -23,6 +23,7 @@ from benchmarks.cpu import CpuMeter, python_thread_names, thread_breakdown, thre
 from benchmarks.gpu import checks, device, plain, synthetic
 from benchmarks.gpu.load import LoadClient
 from benchmarks.gpu.profile import Recording
+from batchery.cli.redis_server import free_port
 from benchmarks.stack import Stack
 
 log = logging.getLogger("benchmarks.gpu")
@@ -117,15 +118,21 @@ def configure(stack: Stack, run_plan: Plan, args: Any) -> Any:
         api_threads=args.api_threads,
         max_items_per_job=max(args.job_size, args.oom_items, args.check_items, 1000),
         cache_enabled=False,  # every item computed: the warm-up's texts come round again in the load
+        worker_metrics_port=free_port(),
     )
     return load_registry(stack.settings.models_file).get("minilm")
+
+
+def metrics_urls(stack: Stack) -> list[str]:
+    """The API's ``/metrics`` and the running batchery worker's own exporter (one worker runs at a time)."""
+    return [f"{stack.api_url}/metrics", f"http://{stack.settings.host}:{stack.settings.worker_metrics_port}/metrics"]
 
 
 def timed_load(stack: Stack, client: LoadClient, model: str, texts: list[str], args: Any, worker: Any) -> dict[str, Any]:
     """The load, with NVML and ``/metrics`` sampled and, with ``--profile``, py-spy on the worker and the API."""
     gpu = stack.settings.worker_device.startswith("cuda")
     spied = {f"{worker.name}-worker": worker.process.pid, f"{worker.name}-api": stack.children["api"].process.pid}
-    sampler = device.Sampler(f"{stack.api_url}/metrics", 0 if gpu else None)
+    sampler = device.Sampler(metrics_urls(stack), 0 if gpu else None)
     meter = CpuMeter({"worker": worker.process.pid, "api": spied[f"{worker.name}-api"], "redis": stack.redis_pid})
     names = python_thread_names(worker.process.pid)
     with sampler, Recording(spied if args.profile else {}, args.out, stack.log_dir) as spy:
@@ -172,7 +179,6 @@ def gpu_phases(
 ) -> None:
     """minilm on the device: the worker's report, warm-up, the timed load, agreement and latency."""
     gpu = run_plan.device == "cuda"
-    metrics_url = f"{stack.api_url}/metrics"
     worker_started = time.perf_counter()
     worker = stack.start_worker(WORKER, ["minilm"], extra_env=run_plan.worker_env)
     try:
@@ -185,7 +191,7 @@ def gpu_phases(
         checks.embed_through_api(stack.api_url, texts[: args.warmup_items])
         results["after_warmup"] = {
             "nvml": device.nvml_reading(0) if gpu else None,
-            "metrics_gauges": device.summarize_gauges(device.scrape(metrics_url)),
+            "metrics_gauges": device.summarize_gauges(device.scrape(metrics_urls(stack))),
         }
         load = timed_load(stack, client, "minilm", texts, args, worker)
         samples = load.pop("samples")
