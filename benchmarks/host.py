@@ -1,15 +1,16 @@
 """``python -m benchmarks.host [--out FILE.json]``: the host side's costs per item, each against the plain way.
 
 At 50,000 items/s a microsecond per item is 5% of a core, and most of the host's work holds the GIL. Each
-row times one step of the path on the same inputs both ways, in one run, as CPU time of the calling thread
-(so other programs on the machine do not move the figures much; the tokenizer's own native threads are
-left out, since they run beside the GIL):
+row times one step of the path on the same inputs both ways, alternated, in one run, as the median CPU time
+of the calling thread (so other programs on the machine move the figures less; the tokenizer's own native
+threads are left out, since they run beside the GIL):
 
 - tokens to arrays: padding in numpy from the lengths, against the tokenizer's padding and ``np.array``;
 - pooling: what the torch runtime no longer does on the host thread that drives the GPU (numpy mean
   pooling of every token's hidden state, after copying all of them back);
 - one batch's Redis write: the script called by its hash, against a ``Script`` in the pipeline (which
-  makes redis-py send ``SCRIPT EXISTS`` first, a second round trip), as wall time against a private Redis;
+  makes redis-py send ``SCRIPT EXISTS`` first, a second round trip), as the median wall time of alternated
+  runs against a private Redis;
 - results at the API edge: binary frames against one JSON line per item.
 """
 
@@ -25,7 +26,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from batchery import keys
 from batchery.cli.redis_server import RedisServer
 from batchery.models import minilm
 from batchery.models.registry import BUILTINS
@@ -40,15 +40,26 @@ BATCH = 512
 DIMS = 384
 
 
-def per_item_us(step: Callable[[], Any], items: int, repeat: int, clock: Callable[[], float] = time.thread_time) -> float:
-    """The best of ``repeat`` runs of ``step`` (after one to warm up), in µs per item."""
+def per_item_us(step: Callable[[], Any], items: int, clock: Callable[[], float] = time.thread_time) -> float:
+    started = clock()
     step()
-    best = float("inf")
+    return (clock() - started) / items * 1e6
+
+
+def compare(
+    now: Callable[[], Any], plain: Callable[[], Any], items: int, repeat: int, clock: Callable[[], float] = time.thread_time
+) -> tuple[float, float]:
+    """Both ways, alternated ``repeat`` times after one warm-up each; the median of each, in µs per item.
+
+    Alternating keeps drift in the machine (other programs, caches, the server warming up) from favouring
+    whichever way ran first.
+    """
+    now(), plain()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        started = clock()
-        step()
-        best = min(best, clock() - started)
-    return best / items * 1e6
+        times[0].append(per_item_us(now, items, clock))
+        times[1].append(per_item_us(plain, items, clock))
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def tokens_to_arrays(texts: Sequence[str], repeat: int) -> tuple[float, float]:
@@ -62,7 +73,7 @@ def tokens_to_arrays(texts: Sequence[str], repeat: int) -> tuple[float, float]:
         for attribute in ("ids", "attention_mask", "type_ids"):
             np.array([getattr(e, attribute) for e in encodings], dtype=np.int64)
 
-    return per_item_us(lambda: encoder.encode(texts), len(texts), repeat), per_item_us(the_plain_way, len(texts), repeat)
+    return compare(lambda: encoder.encode(texts), the_plain_way, len(texts), repeat)
 
 
 def pooling(texts: Sequence[str], repeat: int) -> tuple[float, float, int]:
@@ -70,7 +81,7 @@ def pooling(texts: Sequence[str], repeat: int) -> tuple[float, float, int]:
     batch = TextEncoder(minilm.weights_dir(BUILTINS["minilm"]) / "tokenizer.json", 256).encode(texts)
     mask = batch["attention_mask"]
     hidden = np.random.default_rng(0).standard_normal((*mask.shape, DIMS)).astype(np.float32)
-    on_host = per_item_us(lambda: embeddings(hidden.copy(), mask, "mean", True), len(texts), repeat)
+    _, on_host = compare(lambda: None, lambda: embeddings(hidden.copy(), mask, "mean", True), len(texts), repeat)
     return 0.0, on_host, int(mask.shape[1])
 
 
@@ -92,14 +103,11 @@ def redis_write(repeat: int) -> tuple[float, float]:
 
             def with_script_object(records: list[ItemResult]) -> None:
                 pipe = store.redis.pipeline(transaction=False)
-                job_id = records[0].job_id
-                args = [a for r in records for a in (r.index, r.value, "1")]
-                job_keys = [keys.job(job_id), keys.job_outputs(job_id), keys.job_done(job_id)]
-                store._record(keys=job_keys, args=[600, time.time(), *args], client=pipe)
+                for job_keys, args in store.record_calls(records, time.time()).values():
+                    store._record(keys=job_keys, args=args, client=pipe)
                 pipe.execute()
 
-            by_hash = per_item_us(batch(store.record), BATCH, repeat, time.perf_counter)
-            script_object = per_item_us(batch(with_script_object), BATCH, repeat, time.perf_counter)
+            by_hash, script_object = compare(batch(store.record), batch(with_script_object), BATCH, repeat * 4, time.perf_counter)
         finally:
             server.stop()
     return by_hash, script_object
@@ -114,7 +122,7 @@ def results_edge(repeat: int) -> tuple[float, float]:
     def ndjson() -> bytes:
         return b"".join(dumps(result_record(i, raw)) + b"\n" for i, raw in enumerate(stored))
 
-    return per_item_us(frames, len(stored), repeat), per_item_us(ndjson, len(stored), repeat)
+    return compare(frames, ndjson, len(stored), repeat)
 
 
 def run(repeat: int) -> list[dict[str, Any]]:
@@ -125,7 +133,7 @@ def run(repeat: int) -> list[dict[str, Any]]:
     new, old, tokens = pooling(texts, repeat)
     rows.append({"step": f"pooling on the GPU thread ({tokens} token states/item come back)", "now_us": new, "plain_us": old})
     new, old = redis_write(repeat)
-    rows.append({"step": "one batch's Redis write (512 vectors, wall time)", "now_us": new, "plain_us": old})
+    rows.append({"step": "one batch's Redis write (512 vectors, median wall time)", "now_us": new, "plain_us": old})
     new, old = results_edge(repeat)
     rows.append({"step": "results at the API edge (frames vs NDJSON)", "now_us": new, "plain_us": old})
     for row in rows:
@@ -144,7 +152,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.host", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--repeat", type=int, default=5, help="runs of each step; the best is kept")
+    parser.add_argument("--repeat", type=int, default=9, help="runs of each step, each way; the median is kept")
     args = parser.parse_args(argv)
     rows = run(args.repeat)
     report.write_json(args.out, {"rows": rows, "batch": BATCH, "repeat": args.repeat, "machine": report.machine()})

@@ -222,21 +222,42 @@ class JobStore:
         more round trip per batch. Only when Redis has lost its scripts (a restart) is a job's call made
         again, by itself, which is safe because the script counts an item only once.
         """
+        results = list(results)
+        now = time.time()
+        calls = self.record_calls(results, now)
+        if not calls:
+            return {}
+        by_address: dict[tuple[str, int], ItemResult] = {}  # built only when a result has items waiting on it
+        counts = {}
+        for job_id, (ok, err, _cached, groups, done) in self._by_hash(calls, also).items():
+            counts[job_id] = (ok, err)
+            if done and self.on_finish is not None:
+                model, status, created_at = (v.decode() if v else "" for v in done)
+                self.on_finish(model, status, now - float(created_at or now))
+            if groups and not by_address:
+                by_address = {(r.job_id, r.index): r for r in results}
+            for group in groups:
+                self._share(by_address[(job_id, int(group[0]))], group[1].decode(), group[2], [w.decode() for w in group[3:]])
+        return counts
+
+    def record_calls(self, results: Sequence[ItemResult], now: float) -> dict[str, tuple[list[str], list[Any]]]:
+        """The record script's keys and arguments for each job among ``results``."""
         by_job: dict[str, list[Any]] = {}
-        by_address: dict[tuple[str, int], ItemResult] = {}
         for r in results:
             by_job.setdefault(r.job_id, []).extend((r.index, r.value, r.flag))
-            by_address[(r.job_id, r.index)] = r
-        if not by_job:
-            return {}
         head = [
-            self.job_ttl_s, time.time(), keys.cache_prefix(), self.cache_ttl_s, self.cache_max_entries,
+            self.job_ttl_s, now, keys.cache_prefix(), self.cache_ttl_s, self.cache_max_entries,
             keys.cache_index(), keys.backlog(""),
         ]
-        calls = {
+        return {
             job_id: ([keys.job(job_id), keys.job_outputs(job_id), keys.job_done(job_id), keys.job_owns(job_id)], [*head, *args])
             for job_id, args in by_job.items()
         }
+
+    def _by_hash(
+        self, calls: dict[str, tuple[list[str], list[Any]]], also: Callable[[redis.client.Pipeline], None] | None
+    ) -> dict[str, Any]:
+        """Each job's script reply, from one pipeline of EVALSHA calls (and ``also``'s commands)."""
         pipe = self.redis.pipeline(transaction=False)
         for job_keys, args in calls.values():
             pipe.evalsha(self._record.sha, len(job_keys), *job_keys, *args)
@@ -246,18 +267,10 @@ class JobStore:
         failed = next((r for r in replies if isinstance(r, Exception) and not isinstance(r, NoScriptError)), None)
         if failed is not None:
             raise failed
-        counts = {}
-        for job_id, reply in zip(by_job, replies):
-            if isinstance(reply, NoScriptError):
-                reply = self._record(keys=calls[job_id][0], args=calls[job_id][1])
-            ok, err, _cached, groups, done = reply
-            counts[job_id] = (ok, err)
-            if done and self.on_finish is not None:
-                model, status, created_at = (v.decode() if v else "" for v in done)
-                self.on_finish(model, status, head[1] - float(created_at or head[1]))
-            for group in groups:
-                self._share(by_address[(job_id, int(group[0]))], group[1].decode(), group[2], [w.decode() for w in group[3:]])
-        return counts
+        return {
+            job_id: self._record(keys=calls[job_id][0], args=calls[job_id][1]) if isinstance(reply, NoScriptError) else reply
+            for job_id, reply in zip(calls, replies)
+        }
 
     def _share(self, owner: ItemResult, key: str, input_json: bytes, waiters: list[str]) -> None:
         """Hand an owner's result to the items that waited on it, or have them computed anew."""
