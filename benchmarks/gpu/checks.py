@@ -15,7 +15,7 @@ import requests
 from batchery.models.registry import ModelSpec
 from batchery.store.codec import FRAMES, decode, read_frames
 from benchmarks import corpus, gpu_weights
-from benchmarks.gpu.load import _check, _wait
+from benchmarks.gpu.load import check_response, wait_job
 
 #: What :mod:`batchery.retry.isolate` logs when it splits a failing batch, and what the torch runtime
 #: raises for a CUDA out-of-memory error: together, the proof that a real one took the split path.
@@ -27,14 +27,14 @@ def predict_latency(api_url: str, texts: Sequence[str], warm: int = 20) -> dict[
     http = requests.Session()
     url = f"{api_url}/v1/models/minilm/predict"
     for text in texts[:warm]:
-        _check(http.post(url, data=orjson.dumps({"inputs": [text]}), headers={"content-type": "application/json"}))
+        check_response(http.post(url, data=orjson.dumps({"inputs": [text]}), headers={"content-type": "application/json"}))
     times_ms = []
     for text in texts:
         body = orjson.dumps({"inputs": [text]})
         started = time.perf_counter()
         response = http.post(url, data=body, headers={"content-type": "application/json"})
         times_ms.append((time.perf_counter() - started) * 1000)
-        _check(response)
+        check_response(response)
         if len(response.json()["outputs"][0]) != 384:
             raise RuntimeError(f"predict returned {response.text[:200]}")
     ordered = np.array(times_ms)
@@ -54,11 +54,11 @@ def embed_through_api(api_url: str, texts: Sequence[str], model: str = "minilm")
         f"{api_url}/v1/jobs", data=orjson.dumps({"model": model, "inputs": list(texts)}),
         headers={"content-type": "application/json"},
     )
-    _check(response)
+    check_response(response)
     job = response.json()
-    _wait(http, job["links"]["self"], require_success=False)
+    wait_job(http, job["links"]["self"], require_success=False)
     results = http.get(job["links"]["results"], headers={"Accept": FRAMES})
-    _check(results)
+    check_response(results)
     vectors = np.full((len(texts), 384), np.nan, dtype=np.float32)
     errors = []
     for index, raw in read_frames(results.content):

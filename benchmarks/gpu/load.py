@@ -51,7 +51,7 @@ def run_client(api_url: str, model: str, jobs: list[Job]) -> dict[str, Any]:
     for job in jobs:
         body = orjson.dumps({"model": model, "inputs": job.texts})
         response = http.post(f"{api_url}/v1/jobs", data=body, headers={"content-type": "application/json"})
-        _check(response)
+        check_response(response)
         submitted.append((job, response.json()))
     submitted_at = time.time()
     checked = [_fetch(http, job, accepted) for job, accepted in submitted]
@@ -69,9 +69,9 @@ def run_client(api_url: str, model: str, jobs: list[Job]) -> dict[str, Any]:
 
 
 def _fetch(http: requests.Session, job: Job, accepted: dict[str, Any]) -> dict[str, Any]:
-    polls = _wait(http, accepted["links"]["self"])
+    polls = wait_job(http, accepted["links"]["self"])
     response = http.get(accepted["links"]["results"], headers={"Accept": FRAMES})
-    _check(response)
+    check_response(response)
     vectors = np.empty((len(job.texts), DIMS), dtype=np.float32)
     seen = 0
     for index, raw in read_frames(response.content):
@@ -94,13 +94,13 @@ def _fetch(http: requests.Session, job: Job, accepted: dict[str, Any]) -> dict[s
     }
 
 
-def _wait(http: requests.Session, url: str, timeout_s: float = 1800.0, require_success: bool = True) -> int:
+def wait_job(http: requests.Session, url: str, timeout_s: float = 1800.0, require_success: bool = True) -> int:
     """Poll a job until it ends; returns the number of polls. With ``require_success``, a failed item raises."""
     started = time.perf_counter()
     polls = 0
     while True:
         response = http.get(url)
-        _check(response)
+        check_response(response)
         doc = response.json()
         polls += 1
         if doc["status"] in FINAL:
@@ -113,7 +113,7 @@ def _wait(http: requests.Session, url: str, timeout_s: float = 1800.0, require_s
         time.sleep(min(POLL_MAX_S, max(POLL_FIRST_S, POLL_BACKOFF * waited)))
 
 
-def _check(response: requests.Response) -> None:
+def check_response(response: requests.Response) -> None:
     if response.status_code >= 400:
         raise RuntimeError(f"HTTP {response.status_code} from {response.url}: {response.text[:300]}")
 
