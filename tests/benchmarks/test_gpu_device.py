@@ -38,3 +38,23 @@ def test_the_gauges_a_worker_serves_name_the_device_nvml_sees(fake_nvml):  # noq
 
 def test_without_nvml_the_device_is_the_cpu():
     assert device.gpu_count() == 0 and device.resolve("auto") == "cpu" and device.nvml_reading(0) is None
+
+
+def test_the_oom_check_finds_the_splits_the_batcher_logs(tmp_path, caplog):
+    import logging
+
+    from batchery.models import minilm
+    from batchery.models.registry import BUILTINS, ModelSpec
+    from batchery.retry import RetryPolicy, run_isolated
+    from batchery.runtimes.text import TextEncoder
+    from batchery.runtimes.torch import TorchRuntime
+    from benchmarks.gpu import checks
+    from tests.runtimes.test_torch import RunsOutOfMemory
+
+    encoder = TextEncoder(minilm.weights_dir(BUILTINS["minilm"]) / "tokenizer.json", 16)
+    runtime = TorchRuntime(ModelSpec(name="tight", runtime="torch"), "cpu", RunsOutOfMemory(), encoder)
+    with caplog.at_level(logging.INFO, logger="batchery.retry.isolate"):
+        run_isolated(lambda batch: runtime.run(runtime.prepare(batch)), ["a"] * 8, RetryPolicy(attempts=1))
+    log_file = tmp_path / "oom.log"
+    log_file.write_text("\n".join(caplog.messages) + "\nan unrelated line: a batch of 3 failed (boom)\n")
+    assert checks.splits_in_log(log_file) == [8, 4, 4]  # 8 and both its halves do not fit; quarters of 2 do
