@@ -73,18 +73,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     raise_on_signals()
     try:
-        results = run(args)
+        results = run(args, lambda partial: write(args, partial))
     except (KeyboardInterrupt, Terminated):
-        print("interrupted: every process this benchmark started has been stopped", file=sys.stderr)
+        print("interrupted: every process this benchmark started has been stopped; what was measured is in "
+              f"{args.out / 'gpu.json'}", file=sys.stderr)
         return 130
-    doc = document(args, results)
-    text = targets.text(results, doc["targets"])
-    report.write_json(args.out / "gpu.json", doc)
-    (args.out / "table.txt").write_text(text + "\n")
+    text = write(args, results)
     print()
     print(text)
     print(f"\n{results['total_s']:.0f}s in all; JSON in {args.out / 'gpu.json'}")
     return 0
+
+
+def write(args: argparse.Namespace, results: dict[str, Any]) -> str:
+    """gpu.json and table.txt as the results stand; the table's text."""
+    doc = document(args, results)
+    text = targets.text(results, doc["targets"])
+    report.write_json(args.out / "gpu.json", doc)
+    (args.out / "table.txt").write_text(text + "\n")
+    return text
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def predict_latency(api_url: str, texts: Sequence[str], warm: int = 20) -> dict[
     }
 
 
-def embed_through_api(api_url: str, texts: Sequence[str], model: str = "minilm") -> tuple[np.ndarray, list[Any]]:
+def embed_through_api(
+    api_url: str, texts: Sequence[str], model: str = "minilm", timeout_s: float = 300.0
+) -> tuple[np.ndarray, list[Any]]:
     """One job, waited for, its results fetched as frames: (len(texts), 384) float32 in input order, NaN
     where an item failed, and the errors of the items that did."""
     http = requests.Session()
@@ -56,7 +58,7 @@ def embed_through_api(api_url: str, texts: Sequence[str], model: str = "minilm")
     )
     check_response(response)
     job = response.json()
-    wait_job(http, job["links"]["self"], require_success=False)
+    wait_job(http, job["links"]["self"], timeout_s, require_success=False)
     results = http.get(job["links"]["results"], headers={"Accept": FRAMES})
     check_response(results)
     vectors = np.full((len(texts), 384), np.nan, dtype=np.float32)

@@ -73,29 +73,33 @@ def guarded(results: dict[str, Any], name: str, body: Callable[[], Any]) -> Any:
     return results[name]
 
 
-def run(args: Any) -> dict[str, Any]:
+def run(args: Any, save: Callable[[dict[str, Any]], None] = lambda results: None) -> dict[str, Any]:
+    """Every phase, the most wanted first; ``save`` gets the results after each, so a run cut short keeps them."""
     started = time.perf_counter()
     run_plan = plan(device.resolve(args.device), args.weights)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"device_kind": run_plan.device}
     texts = corpus.texts(args.items)
-    with Stack(args.out / "logs", args.data_dir) as stack, LoadClient(args.clients) as client:
+    # The stack closes first on the way out: a client still waiting on a job then fails at once.
+    with LoadClient(args.clients) as client, Stack(args.out / "logs", args.data_dir) as stack:
         spec = configure(stack, run_plan, args)
         results["settings"] = {k: v for k, v in dataclasses.asdict(stack.settings).items() if k != "redis_url"}
         results["model"] = spec.describe() | {"options": dict(spec.options)}
         stack.start_api()
-        if "host" not in args.skip:
-            guarded(results, "host", lambda: host_phase(stack, client, run_plan, args, texts))
         if "minilm" not in args.skip:
-            gpu_phases(stack, client, spec, run_plan, args, texts, results)
+            gpu_phases(stack, client, spec, run_plan, args, texts, results, save)
+        if "plain" not in args.skip:
+            guarded(results, "plain", lambda: plain_phase(stack, run_plan, args))
+            save(results)
         if "oom" in args.skip:
             results["oom"] = {"skipped": "--skip oom"}
         elif run_plan.device != "cuda":
             results["oom"] = {"skipped": "no CUDA device: a real CUDA out-of-memory error needs one"}
         else:
             guarded(results, "oom", lambda: oom_phase(stack, spec, run_plan, args))
-        if "plain" not in args.skip:
-            guarded(results, "plain", lambda: plain_phase(stack, run_plan, args))
+            save(results)
+        if "host" not in args.skip:
+            guarded(results, "host", lambda: host_phase(stack, client, run_plan, args, texts))
     results["total_s"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -175,7 +179,14 @@ def host_phase(stack: Stack, client: LoadClient, run_plan: Plan, args: Any, text
 
 
 def gpu_phases(
-    stack: Stack, client: LoadClient, spec: Any, run_plan: Plan, args: Any, texts: list[str], results: dict[str, Any]
+    stack: Stack,
+    client: LoadClient,
+    spec: Any,
+    run_plan: Plan,
+    args: Any,
+    texts: list[str],
+    results: dict[str, Any],
+    save: Callable[[dict[str, Any]], None],
 ) -> None:
     """minilm on the device: the worker's report, warm-up, the timed load, agreement and latency."""
     gpu = run_plan.device == "cuda"
@@ -197,6 +208,7 @@ def gpu_phases(
         samples = load.pop("samples")
         results["during_load"] = load.pop("during")
         results["load"] = load
+        save(results)
         if "agreement" not in args.skip:
             guarded(results, "agreement", lambda: agreement_phase(stack.api_url, spec, run_plan, args, texts, samples))
         if "predict" not in args.skip:
@@ -204,6 +216,7 @@ def gpu_phases(
             predict_texts = corpus.texts(args.predict_requests, seed=PREDICT_SEED)
             guarded(results, "predict", lambda: checks.predict_latency(stack.api_url, predict_texts))
         results["after_load"] = {"nvml": device.nvml_reading(0) if gpu else None}
+        save(results)
     finally:
         stack.stop(worker.name)
 
