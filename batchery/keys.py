@@ -9,6 +9,8 @@
     batchery:cancellations      channel job ids, published on cancel      (pub/sub: nothing stored)
     batchery:idempotency:<sha>  string  Idempotency-Key -> first job id    settings.job_ttl_s
     batchery:dead-letters       list    items that exhausted their retries trimmed to DEAD_LETTERS_MAX
+    batchery:activity:<model>:<second>
+                                hash    items stored, batches, batch fill  ACTIVITY_TTL_S
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import hashlib
 PREFIX = "batchery"
 RECENT_JOBS = 1000
 DEAD_LETTERS_MAX = 100_000
+#: Activity buckets are read over the last minute at most; a bucket outlives that, then Redis drops it.
+ACTIVITY_TTL_S = 120
 
 
 def job(job_id: str) -> str:
@@ -55,3 +59,8 @@ def idempotency(client_key: str) -> str:
 
 def dead_letters() -> str:
     return f"{PREFIX}:dead-letters"
+
+
+def activity(model: str, second: int) -> str:
+    """One model's counters for one wall-clock second (Unix time), summed over every worker."""
+    return f"{PREFIX}:activity:{model}:{second}"

@@ -59,7 +59,8 @@ def up(host: str | None, port: int | None, flower_port: int | None, redis_url: s
         supervisor.spawn("api", api_argv(settings), api_env())
         if not no_flower:
             supervisor.spawn("flower", flower_argv(settings))
-        click.echo(f"batchery is up:\n  API     http://{settings.host}:{settings.port}/v1/models\n"
+        click.echo(f"batchery is up:\n  jobs    http://{settings.host}:{settings.port}/\n"
+                   f"  API     http://{settings.host}:{settings.port}/v1/models\n"
                    f"  metrics http://{settings.host}:{settings.port}/metrics\n  Redis   {settings.effective_redis_url}")
         if not no_flower:
             click.echo(f"  Flower  http://{settings.host}:{settings.flower_port}/")
