@@ -19,6 +19,8 @@ from batchery import keys
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
+#: The longest one blocking read waits before the job's status is read again.
+MAX_BLOCK_S = 2.0
 
 _RECORD = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, -1} end
@@ -199,10 +201,23 @@ class JobStore:
             yield from self.outputs(job_id, start, min(start + page, total))
 
     def wait_done(self, job_id: str, timeout_s: float) -> bool:
-        """Block until the job completes or ``timeout_s`` passes; True when it completed."""
-        if self.status(job_id) in FINAL_STATUSES:
-            return True
-        return self.redis.blpop([keys.job_done(job_id)], timeout=timeout_s) is not None
+        """Block until the job completes or ``timeout_s`` passes; True when it completed.
+
+        One BLPOP may block no longer than the client's socket timeout (redis-py's default is 5 s), past
+        which the client gives up with a TimeoutError; so the wait is cut into slices shorter than that.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.status(job_id) not in FINAL_STATUSES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self.redis.blpop([keys.job_done(job_id)], timeout=min(remaining, self._block_slice_s())) is not None:
+                return True
+        return True
+
+    def _block_slice_s(self) -> float:
+        socket_timeout = self.redis.connection_pool.connection_kwargs.get("socket_timeout")
+        return min(socket_timeout / 2, MAX_BLOCK_S) if socket_timeout else MAX_BLOCK_S
 
 
 def _parse(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
