@@ -48,6 +48,7 @@ def job_summary(job: dict[str, Any]) -> dict[str, Any]:
         "total": job["total"],
         "succeeded": job["succeeded"],
         "failed": job["failed"],
+        "cached": job["cached"],
         "progress": round(done / job["total"], 4) if job["total"] else 1.0,
         "created_at": iso(job["created_at"]),
         "started_at": iso(job["started_at"]),
