@@ -1,9 +1,10 @@
 """Closed-loop load: a fixed number of clients, each sending its next predict request when the last answers.
 
 Each request's items are answered together, so an item's end-to-end latency (HTTP in, queue, batcher, model,
-Redis, HTTP out) is its request's. Only requests that end inside the measured window count, for throughput
-and latency alike. The window opens once every client has had an answer (and ``warmup_s`` has passed): all
-clients start at once, so the first answers come from an empty queue and are faster than the steady state.
+Redis, HTTP out) is its request's. Every input is unique, so the result cache never answers one. Only
+requests that end inside the measured window count, for throughput and latency alike. The window opens
+once every client has had an answer (and ``warmup_s`` has passed): all clients start at once, so the first
+answers come from an empty queue and are faster than the steady state.
 """
 
 from __future__ import annotations

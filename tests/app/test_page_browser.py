@@ -82,9 +82,9 @@ def wait_running(http, api, job_url: str, timeout_s: float = 20.0) -> None:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium)")
 def test_the_page_shows_a_running_job_in_a_real_browser(http, api, tmp_path):
-    finished = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": list(range(500))}).json()
+    finished = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": list(range(500)), "cache": False}).json()
     wait_for_job(http, finished["links"]["self"])
-    response = http.post(f"{api.url}/v1/jobs", json={"model": "echo-slow", "inputs": list(range(12_000))})
+    response = http.post(f"{api.url}/v1/jobs", json={"model": "echo-slow", "inputs": list(range(12_000)), "cache": False})
     assert response.status_code == 202, response.text
     job = response.json()
     job_path = f"/v1/jobs/{job['id']}"
