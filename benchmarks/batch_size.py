@@ -24,9 +24,10 @@ from typing import Any, Sequence
 import requests
 
 from benchmarks import report
+from benchmarks.cpu import CpuMeter
 from benchmarks.load import LoadRun, closed_loop
 from benchmarks.pipeline import DEFAULT_DATA_DIR
-from benchmarks.stack import Stack, Terminated, raise_on_signals
+from benchmarks.stack import Child, Stack, Terminated, raise_on_signals
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "batch_size.json"
@@ -83,14 +84,20 @@ def activity(api_url: str, model: str, seconds: float) -> dict[str, Any]:
     return next(m for m in doc["models"] if m["name"] == model)
 
 
-def measure(stack: Stack, args: argparse.Namespace, size: int) -> dict[str, Any]:
+def measure(stack: Stack, args: argparse.Namespace, size: int, processes: dict[str, Child]) -> dict[str, Any]:
+    """One size under load, with the CPU seconds of every process group (and of the rest of the machine)."""
     model = model_name(size)
     log.info("max_batch_size %d: %d clients × %d items for %.0f s", size, args.clients, args.items_per_request, args.seconds)
+    groups = {name: child.process.pid for name, child in processes.items()} | {"redis": stack.redis_pid}
+    meter = CpuMeter(groups).start()
+    started = time.perf_counter()
     run = closed_loop(
         f"{stack.api_url}/v1/models/{model}/predict", args.clients, args.items_per_request, args.warmup, args.seconds
     )
-    seen = activity(stack.api_url, model, args.warmup + args.seconds)
-    return result(args, size, run, seen)
+    wall_s = time.perf_counter() - started
+    cores_busy = {name: round(cpu_s / wall_s, 2) for name, cpu_s in meter.stop().items()}
+    seen = activity(stack.api_url, model, wall_s)
+    return result(args, size, run, seen) | {"cores_busy": cores_busy}
 
 
 def result(args: argparse.Namespace, size: int, run: LoadRun, seen: dict[str, Any]) -> dict[str, Any]:
@@ -178,9 +185,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.settings = dataclasses.replace(
             stack.settings, models_file=str(models_file), worker_concurrency=args.clients, api_threads=args.clients
         )
-        stack.start_api()
-        stack.start_worker("curve", [model_name(size) for size in args.sizes])
-        results = [measure(stack, args, size) for size in args.sizes]
+        processes = {"api": stack.start_api(), "worker": stack.start_worker("curve", [model_name(s) for s in args.sizes])}
+        results = [measure(stack, args, size, processes) for size in args.sizes]
         settings = {k: getattr(stack.settings, k) for k in ("worker_concurrency", "api_workers", "api_threads", "chunk_size")}
     return {
         "command": " ".join(["python -m benchmarks.batch_size", *sys.argv[1:]]),
@@ -215,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     chart(document, args.chart)
     print()
     print(table(document["results"]))
+    print(report.noise_line({f"max_batch_size {r['max_batch_size']}": r["cores_busy"]["others"] for r in document["results"]}))
     print(f"\n{document['total_s']:.0f}s in all; JSON in {args.out}, chart in {args.chart}")
     return 0
 
