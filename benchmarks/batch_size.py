@@ -144,17 +144,22 @@ def chart(document: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     results = document["results"]
     sizes = [r["max_batch_size"] for r in results]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     left.plot(sizes, [r["items_per_s"] for r in results], "o-", color="#2f6fdd", label="measured, end to end")
     left.plot(sizes, [r["model_ceiling_items_per_s"] for r in results], "--", color="#9aa3b5", label="model alone, full batches")
-    left.set(title="throughput", ylabel="items/s", ylim=(0, None))
+    left.set(title="throughput (labels: mean items per batch)", ylabel="items/s", ylim=(0, None))
+    for r in results:
+        if r["items_per_batch"] is not None:
+            left.annotate(f"{r['items_per_batch']:.0f}", (r["max_batch_size"], r["items_per_s"]),
+                          textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8, color="#2f6fdd")
     for percentile, style in (("p50", "o--"), ("p95", "o-")):
         right.plot(sizes, [r["latency_ms"][percentile] for r in results], style, color="#d64545", label=percentile)
     right.set(title="end-to-end latency per item", ylabel="ms", yscale="log")
+    right.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     right.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
     right.yaxis.set_minor_formatter(NullFormatter())
     for axes in (left, right):
