@@ -66,6 +66,8 @@ class Settings:
     retry_after_s: int = defaults.RETRY_AFTER_S
     api_workers: int = defaults.API_WORKERS
     api_threads: int = defaults.API_THREADS
+    worker_metrics_port: int = defaults.WORKER_METRICS_PORT
+    log_format: str = defaults.LOG_FORMAT
 
     @property
     def effective_redis_url(self) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask import Flask
 
 from batchery.app import dead_letters, health, jobs, models, overview, page
+from batchery.app.access import register_request_log
 from batchery.app.errors import register_error_handlers
 from batchery.app.services import Services
 from batchery.models.registry import load_registry
+from batchery.monitoring.metrics import record_job_finished
 from batchery.settings import Settings, get_settings
 from batchery.tasks.celery_app import create_celery
 from batchery.tasks.enqueue import Enqueuer
@@ -22,8 +24,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = create_celery(settings)
     enqueuer = Enqueuer(celery, store, settings, registry)
     store.on_release = enqueuer.release
+    store.on_finish = record_job_finished
     app.extensions["batchery"] = Services(settings=settings, registry=registry, store=store, celery=celery, enqueuer=enqueuer)
     for blueprint in (jobs.bp, models.bp, dead_letters.bp, overview.bp, health.bp, page.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    register_request_log(app)
     return app

@@ -11,6 +11,7 @@ from batchery.app.requests import NDJSON, read_job_request
 from batchery.app.services import services
 from batchery.app.views import job_document, job_links
 from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, Unavailable
+from batchery.monitoring.logs import bind
 from batchery.monitoring.metrics import record_submission
 from batchery.store.codec import dumps, encode_error, result_record
 from batchery.tasks.enqueue import new_job_id
@@ -31,10 +32,12 @@ def create_job() -> Response:
     job = read_job_request(request, svc.registry, svc.settings)
     svc.require_worker(job.spec)
     job_id = new_job_id()
+    bind(job_id)
     client_key = idempotency_key()
     if client_key is not None:
         owner = svc.store.claim_idempotency_key(client_key, job_id)
         if owner != job_id:
+            bind(owner)
             return _replay(owner)
     svc.enqueuer.submit(
         job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache

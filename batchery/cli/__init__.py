@@ -14,6 +14,7 @@ from batchery import defaults
 from batchery.cli.processes import Supervisor, api_argv, api_env, flower_argv, worker_argv
 from batchery.cli.redis_server import RedisServer, answers
 from batchery.models.registry import load_registry
+from batchery.monitoring.logs import configure as configure_logging
 from batchery.settings import Settings
 
 log = logging.getLogger("batchery")
@@ -27,7 +28,7 @@ def _settings(**overrides: object) -> Settings:
 @click.group()
 def main() -> None:
     """batchery: asynchronous batch inference over Celery."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(Settings.from_env())
 
 
 def ensure_redis(settings: Settings, probe_url: str = defaults.LOCAL_REDIS_URL) -> tuple[Settings, RedisServer | None]:
@@ -62,6 +63,8 @@ def up(host: str | None, port: int | None, flower_port: int | None, redis_url: s
         click.echo(f"batchery is up:\n  jobs    http://{settings.host}:{settings.port}/\n"
                    f"  API     http://{settings.host}:{settings.port}/v1/models\n"
                    f"  metrics http://{settings.host}:{settings.port}/metrics\n  Redis   {settings.effective_redis_url}")
+        if settings.worker_metrics_port:
+            click.echo(f"  worker metrics http://{settings.host}:{settings.worker_metrics_port}/metrics")
         if not no_flower:
             click.echo(f"  Flower  http://{settings.host}:{settings.flower_port}/")
         click.echo("Ctrl-C stops everything.")
@@ -149,13 +152,14 @@ def dlq_list(limit: int, model: str | None) -> None:
 
 @dlq.command("retry")
 @click.option("--limit", type=int, default=1000, show_default=True)
-def dlq_retry(limit: int) -> None:
+@click.option("--model", help="only this model's")
+def dlq_retry(limit: int, model: str | None) -> None:
     """Put dead items back into their jobs and queue them again."""
     from batchery.tasks import app as celery
     from batchery.tasks.enqueue import retry_dead_letters
 
     settings = _settings()
-    retried = retry_dead_letters(celery, _dead_letters(settings), load_registry(settings.models_file), limit)
+    retried = retry_dead_letters(celery, _dead_letters(settings), load_registry(settings.models_file), limit, model)
     click.echo(f"{retried} dead letters queued again")
 
 

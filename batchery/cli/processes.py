@@ -44,7 +44,7 @@ def api_argv(settings: Settings) -> list[str]:
         "--worker-class=gthread",
         f"--threads={settings.api_threads}",
         "--timeout=120",
-        "--access-logfile=-",
+        "--config=python:batchery.app.gunicorn_conf",
         "batchery.app:create_app()",
     ]
 

@@ -17,6 +17,7 @@ from kombu import Queue
 
 from batchery import defaults
 from batchery.models.registry import load_registry
+from batchery.monitoring.logs import connect_celery_signals
 from batchery.settings import Settings
 from batchery.workers.bootstep import ModelHostStep
 
@@ -54,4 +55,5 @@ def create_celery(settings: Settings) -> Celery:
         task_default_queue=next(iter(registry)).queue,
     )
     app.steps["worker"].add(ModelHostStep)
+    connect_celery_signals()
     return app

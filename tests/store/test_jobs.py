@@ -103,3 +103,17 @@ def test_get_many_reads_existing_jobs_in_order(store, job_id):
     found = store.get_many([other, "no-such-job", job_id])
     assert [job["id"] for job in found] == [other, job_id]
     assert found[1] == store.get(job_id)
+
+
+def test_the_write_that_ends_a_job_reports_it_once_with_its_model_status_and_duration(store, job_id):
+    started = store.start(job_id)
+    assert (started.status, started.deadline, started.created_at) == ("running", None, store.get(job_id)["created_at"])
+    finished = []
+    reporting = JobStore(store.redis, store.job_ttl_s)
+    reporting.on_finish = lambda *job: finished.append(job)
+    reporting.record([ok(job_id, 0), ok(job_id, 1), ok(job_id, 2)])
+    assert finished == [], "not finished yet"
+    reporting.record([ok(job_id, 3), ok(job_id, 2)])
+    reporting.record([ok(job_id, 3)])
+    job = store.get(job_id)
+    assert finished == [("echo", "completed", pytest.approx(job["finished_at"] - job["created_at"]))]
