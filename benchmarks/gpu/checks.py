@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from pathlib import Path
@@ -97,10 +96,6 @@ def cpu_reference(spec: ModelSpec, weights: Path, texts: Sequence[str]) -> np.nd
 def long_texts(count: int) -> list[str]:
     """Texts cut at 256 tokens: a full batch of them needs far more memory than one of them."""
     return [" ".join(corpus.texts(16, seed=90_000 + i)) for i in range(count)]
-
-
-def with_memory_fraction(spec: ModelSpec, fraction: float) -> ModelSpec:
-    return dataclasses.replace(spec, options={**spec.options, "cuda_memory_fraction": fraction})
 
 
 def splits_in_log(log_path: Path) -> list[int]:

@@ -17,13 +17,13 @@ from typing import Any, Callable
 import yaml
 from tokenizers import Tokenizer
 
+from batchery.cli.redis_server import free_port
 from batchery.models.registry import load_registry
 from benchmarks import corpus, gpu_weights
 from benchmarks.cpu import CpuMeter, python_thread_names, thread_breakdown, thread_cpu_s
 from benchmarks.gpu import checks, device, plain, synthetic
 from benchmarks.gpu.load import LoadClient
 from benchmarks.gpu.profile import Recording
-from batchery.cli.redis_server import free_port
 from benchmarks.stack import Stack
 
 log = logging.getLogger("benchmarks.gpu")
