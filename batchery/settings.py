@@ -51,6 +51,7 @@ class Settings:
     retry_attempts: int = defaults.RETRY_ATTEMPTS
     retry_base_s: float = defaults.RETRY_BASE_S
     retry_max_s: float = defaults.RETRY_MAX_S
+    oom_cooldown_s: float = defaults.OOM_COOLDOWN_S
     api_workers: int = defaults.API_WORKERS
     api_threads: int = defaults.API_THREADS
 

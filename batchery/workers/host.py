@@ -49,7 +49,8 @@ class ModelHost:
             runtime = load_runtime(spec, self.device, self.settings)
             runtime.warm_up()
             runtime = with_faults(runtime, self.settings)
-            self.batchers[spec.name] = Batcher(runtime, self.store, self.cancelled, self.retry).start()
+            batcher = Batcher(runtime, self.store, self.cancelled, self.retry, self.settings.oom_cooldown_s)
+            self.batchers[spec.name] = batcher.start()
             log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
 
     def announce(self) -> None:
