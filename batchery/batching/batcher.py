@@ -117,7 +117,7 @@ class Batcher:
     def _take(self) -> list[Item] | None:
         spec = self.spec
         return self.queue.take(
-            self.batch_size.current,
+            lambda: self.batch_size.current,
             spec.max_wait_ms / 1000,
             max_tokens=spec.max_batch_tokens,
             by_length=spec.bucket_by_length,

@@ -70,11 +70,19 @@ class ItemQueue:
             self._cond.notify_all()
 
     def take(
-        self, max_size: int, max_wait_s: float, *, max_tokens: int = 0, by_length: bool = False
+        self,
+        max_size: int | Callable[[], int],
+        max_wait_s: float,
+        *,
+        max_tokens: int = 0,
+        by_length: bool = False,
     ) -> list[Item] | None:
         """The next batch: up to ``max_size`` items (and ``max_tokens`` padded tokens), once a batch is full or
-        once the oldest item has waited ``max_wait_s``; with ``by_length``, items of like length together."""
-        limits = Limits(max_size, max_tokens, by_length)
+        once the oldest item has waited ``max_wait_s``; with ``by_length``, items of like length together.
+
+        ``max_size`` may be a function, read each time a batch is chosen: the size a device takes can drop
+        while the batcher waits for items.
+        """
         with self._cond:
             while True:
                 while not self._items:
@@ -82,6 +90,7 @@ class ItemQueue:
                         return None
                     self._cond.wait()
                 remaining = self._items[0].enqueued_at + max_wait_s - self.clock()
+                limits = Limits(max_size() if callable(max_size) else max_size, max_tokens, by_length)
                 batch = self._select(limits, due=self._closed or remaining <= 0)
                 if batch is not None:
                     return batch

@@ -2,8 +2,8 @@
 
 A text batch is padded to its longest item, so a batch of one long and many short texts spends most of its
 device time on padding. With ``by_length``, the waiting items (the oldest ``LOOKAHEAD_BATCHES`` batches' worth)
-are ordered by length and cut into consecutive groups, so each group holds texts of like length; without it,
-groups are cut in arrival order. A group ends at ``max_items`` or where the next item would take its padded
+are ordered from the longest and cut into consecutive groups, so each group holds texts of like length;
+without it, groups are cut in arrival order. A group ends at ``max_items`` or where the next item would take its padded
 size (items × longest) past ``max_tokens``; one item alone always makes a group, however long.
 
 A group is *full* when it ended because the next item did not fit, or when no item of its longest length
@@ -62,7 +62,9 @@ def partition(lengths: Sequence[int | None], limits: Limits) -> list[Group]:
     measured = lengths[0] is not None
     if not measured:
         return _by_count(len(lengths), limits.max_items)
-    order = sorted(range(len(lengths)), key=lengths.__getitem__) if limits.by_length else range(len(lengths))
+    order = range(len(lengths))
+    if limits.by_length:  # longest first: what is left over at the end is the short texts, where padding is cheap
+        order = sorted(order, key=lengths.__getitem__, reverse=True)
     groups = [Group([])]
     for index in order:
         length = int(lengths[index] or 0)

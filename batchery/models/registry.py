@@ -87,6 +87,7 @@ BUILTINS: dict[str, ModelSpec] = {
         input="text",
         max_batch_size=64,
         max_wait_ms=5.0,
+        max_batch_tokens=4096,
         description="all-MiniLM-L6-v2 sentence embeddings: 384 dims, mean pooling, L2-normalised",
         options={"source": "minilm", "max_length": 256, "pooling": "mean", "normalize": True},
     ),

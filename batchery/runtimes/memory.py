@@ -27,11 +27,16 @@ PATTERNS = re.compile(
 
 
 def out_of_memory_message(exc: BaseException) -> str | None:
-    """A one-line account of ``exc`` if it is an out-of-memory error, else None."""
+    """A one-line account of ``exc`` if it is an out-of-memory error, else None.
+
+    The line quoted is the one that names the failure: TorchScript, for one, leads with a generic line.
+    """
     torch = sys.modules.get("torch")
     oom_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
     text = str(exc)
-    if not ((oom_type is not None and isinstance(exc, oom_type)) or PATTERNS.search(text)):
+    found = PATTERNS.search(text)
+    if not (found or (oom_type is not None and isinstance(exc, oom_type))):
         return None
-    first_line = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(exc).__name__}: {first_line[:300]}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [""]
+    line = next((line for line in lines if PATTERNS.search(line)), lines[0]) if found else lines[0]
+    return f"{type(exc).__name__}: {line[:500]}"
