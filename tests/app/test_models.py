@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.conftest import ApiServer, WorkerProcess
@@ -31,7 +33,7 @@ def test_predict_goes_through_the_batcher_and_answers_outputs(http, api):
 def test_predict_past_its_timeout_is_504(http, settings_with):
     impatient = settings_with(predict_timeout_s=0.05)
     with ApiServer(impatient) as server:
-        response = http.post(f"{server.url}/v1/models/echo-slow/predict", json={"inputs": list(range(64))})
+        response = http.post(f"{server.url}/v1/models/echo-slow/predict", json={"inputs": [f"{uuid.uuid4()}" for _ in range(64)]})
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "timeout"
 
@@ -46,7 +48,7 @@ def test_readyz_names_models_without_a_live_worker(http, api, echo_worker):
 
 
 def test_readyz_is_200_when_every_model_is_served(http, settings, session_dir, echo_worker, minilm_worker):
-    orphan = WorkerProcess(settings, ["echo-orphan", "echo-chaos", "echo-flaky", "echo-oom"], "orphan", session_dir / "orphan-worker.log").start()
+    orphan = WorkerProcess(settings, ["echo-orphan", "echo-chaos", "echo-flaky", "echo-store", "echo-oom"], "orphan", session_dir / "orphan-worker.log").start()
     try:
         with ApiServer(settings) as server:
             response = http.get(f"{server.url}/readyz")
