@@ -33,6 +33,7 @@ from batchery.runtimes import Runtime, load_runtime
 from batchery.store import JobStore
 from batchery.store.codec import decode
 from benchmarks import corpus, report
+from benchmarks.cpu import machine_cpu_s, self_cpu_s
 from benchmarks.stack import Stack, Terminated, raise_on_signals
 
 log = logging.getLogger("benchmarks")
@@ -78,10 +79,11 @@ def run_once(runtime: Runtime, store: JobStore, texts: Sequence[str]) -> tuple[d
     hook = add_hook(Shapes())
     batcher = Batcher(runtime, store).start()
     try:
-        started = time.perf_counter()
+        started, machine_before, self_before = time.perf_counter(), machine_cpu_s(), self_cpu_s()
         with ThreadPoolExecutor(defaults.WORKER_CONCURRENCY) as pool:
             tickets = list(pool.map(lambda pairs: _submit_and_wait(batcher, job_id, pairs), chunks))
         seconds = time.perf_counter() - started
+        others_s = (machine_cpu_s() - machine_before) - (self_cpu_s() - self_before)
     finally:
         batcher.stop()
         remove_hook(hook)
@@ -99,6 +101,8 @@ def run_once(runtime: Runtime, store: JobStore, texts: Sequence[str]) -> tuple[d
         "padded_tokens": padded,
         "padded_fraction": round(1 - tokens / padded, 4),
         "largest_batch_padded_tokens": max(s.padded_tokens or 0 for s in hook.shapes),
+        "cpu_s": round(self_cpu_s() - self_before, 2),
+        "others_cores_busy": round(max(others_s, 0.0) / seconds, 2),  # other programs (and Redis) meanwhile
     }
     return figures, job_id
 
@@ -196,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(document))
     verdict = "met" if padding <= PADDING_TARGET else "MISSED"
     print(f"\npadded fraction after / before: target at most {PADDING_TARGET:.1f}× ({verdict})")
+    print(report.noise_line({mode: r["others_cores_busy"] for mode, r in document["results"].items()}))
     print(f"{document['total_s']:.0f}s in all; JSON in {args.out}")
     return 0
 

@@ -3,8 +3,8 @@
 A text batch is padded to its longest item, so a batch of one long and many short texts spends most of its
 device time on padding. With ``by_length``, the waiting items (the oldest ``LOOKAHEAD_BATCHES`` batches' worth)
 are ordered from the longest and cut into consecutive groups, so each group holds texts of like length;
-without it, groups are cut in arrival order. A group ends at ``max_items`` or where the next item would take its padded
-size (items × longest) past ``max_tokens``; one item alone always makes a group, however long.
+without it, groups are cut in arrival order. A group ends at ``max_items`` or where the next item would take
+its padded size (items × longest) past ``max_tokens``; one item alone always makes a group, however long.
 
 A group is *full* when it ended because the next item did not fit, or when no item of its longest length
 could join it. A full group leaves at once; otherwise the batch waits until it is *due* (its oldest item has
@@ -37,13 +37,11 @@ class Limits:
 
 @dataclass
 class Group:
+    """A batch in the making: indices of waiting items, its longest length, whether it can grow."""
+
     indices: list[int]
     longest: int = 0
     full: bool = False
-
-    @property
-    def padded_tokens(self) -> int:
-        return len(self.indices) * self.longest
 
 
 def select(lengths: Sequence[int | None], limits: Limits, due: bool) -> list[int] | None:
