@@ -27,6 +27,9 @@ CELERY_RESULT_EXPIRES_S = 3600
 API_WORKERS = 2
 API_THREADS = 8
 
+WORKER_METRICS_PORT = 9100  # each worker process serves its own /metrics here; 0 turns it off
+LOG_FORMAT = "json"  # json | text
+
 RETRY_ATTEMPTS = 3
 RETRY_BASE_S = 0.05
 RETRY_MAX_S = 2.0

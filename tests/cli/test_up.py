@@ -47,7 +47,7 @@ def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 240) -> N
         try:
             if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
                 return
-        except (requests.ConnectionError, requests.Timeout):
+        except requests.RequestException:
             pass
         time.sleep(0.5)
     raise AssertionError("batchery up did not become ready")
