@@ -31,6 +31,7 @@ class Settings:
     port: int = defaults.PORT
     flower_port: int = defaults.FLOWER_PORT
     flower_basic_auth: str = field(default="", repr=False)
+    flower_url: str = ""
     models_file: str = ""
     data_dir: str = defaults.DATA_DIR
     chunk_size: int = defaults.CHUNK_SIZE

@@ -13,10 +13,11 @@ import socket
 import time
 from typing import Any, Sequence
 
-from batchery.batching import Batcher
+from batchery.batching import Batcher, add_hook, remove_hook
 from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, ModelNotFound, StoreUnavailable
 from batchery.models.registry import ModelSpec
 from batchery.monitoring import metrics
+from batchery.monitoring.activity import ActivityHook
 from batchery.retry import RetryPolicy
 from batchery.retry.dead_letters import DeadLetter, DeadLetters
 from batchery.retry.faults import with_faults, with_store_faults
@@ -44,10 +45,12 @@ class ModelHost:
         self.cancelled = CancellationListener(store.redis)
         self.retry = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
         self.chunk_retry = RetryPolicy(settings.chunk_retry_attempts, settings.chunk_retry_base_s, settings.chunk_retry_max_s)
+        self.activity = ActivityHook(store.redis)
 
     def start(self) -> None:
         """Load and warm every model and start the batchers; :meth:`announce` follows once consuming."""
         self.cancelled.start()
+        add_hook(self.activity)
         for spec in self.specs.values():
             started = time.perf_counter()
             runtime = load_runtime(spec, self.device, self.settings)
@@ -73,6 +76,7 @@ class ModelHost:
         for batcher in self.batchers.values():
             batcher.stop()
             batcher.runtime.close()
+        remove_hook(self.activity)
         self.cancelled.stop()
 
     def describe(self) -> dict[str, Any]:
