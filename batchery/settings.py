@@ -56,6 +56,7 @@ class Settings:
     retry_attempts: int = defaults.RETRY_ATTEMPTS
     retry_base_s: float = defaults.RETRY_BASE_S
     retry_max_s: float = defaults.RETRY_MAX_S
+    oom_cooldown_s: float = defaults.OOM_COOLDOWN_S
     chunk_retry_attempts: int = defaults.CHUNK_RETRY_ATTEMPTS
     chunk_retry_base_s: float = defaults.CHUNK_RETRY_BASE_S
     chunk_retry_max_s: float = defaults.CHUNK_RETRY_MAX_S

@@ -10,6 +10,7 @@ fields it gives (for example ``[models.minilm] runtime = "torch"`` on a GPU box)
     input = "text"              # text | tensor | json
     max_batch_size = 128
     max_wait_ms = 10
+    max_batch_tokens = 8192     # padded tokens (items x longest) per batch; 0: no budget
     [models.sentiment.options]  # read by the runtime
     tokenizer = "/models/tokenizer.json"
     pooling = "cls"
@@ -40,6 +41,10 @@ class ModelSpec:
     input: str = "text"
     max_batch_size: int = 64
     max_wait_ms: float = 5.0
+    #: Padded tokens (items x longest) a batch may hold; 0: only ``max_batch_size`` counts.
+    max_batch_tokens: int = 0
+    #: Group texts of like length into a batch, so that short ones are not padded to a long one.
+    bucket_by_length: bool = True
     devices: tuple[str, ...] = ()
     description: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -65,6 +70,8 @@ class ModelSpec:
             "input": self.input,
             "max_batch_size": self.max_batch_size,
             "max_wait_ms": self.max_wait_ms,
+            "max_batch_tokens": self.max_batch_tokens,
+            "bucket_by_length": self.bucket_by_length,
             "devices": list(self.devices) or ["all"],
             "synthetic": self.synthetic,
             "description": self.description,
@@ -80,6 +87,7 @@ BUILTINS: dict[str, ModelSpec] = {
         input="text",
         max_batch_size=64,
         max_wait_ms=5.0,
+        max_batch_tokens=4096,
         description="all-MiniLM-L6-v2 sentence embeddings: 384 dims, mean pooling, L2-normalised",
         options={"source": "minilm", "max_length": 256, "pooling": "mean", "normalize": True},
     ),
@@ -172,7 +180,7 @@ def _spec_from_table(name: str, table: Mapping[str, Any], base: ModelSpec | None
 def _check(spec: ModelSpec) -> None:
     if spec.input not in INPUT_KINDS:
         raise ConfigError(f"model {spec.name!r}: input must be one of {INPUT_KINDS}, not {spec.input!r}")
-    if spec.max_batch_size < 1 or spec.max_wait_ms < 0:
-        raise ConfigError(f"model {spec.name!r}: max_batch_size must be >= 1 and max_wait_ms >= 0")
+    if spec.max_batch_size < 1 or spec.max_wait_ms < 0 or spec.max_batch_tokens < 0:
+        raise ConfigError(f"model {spec.name!r}: max_batch_size must be >= 1, max_wait_ms and max_batch_tokens >= 0")
     if not spec.name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"model name {spec.name!r}: use letters, digits, '-' and '_' only")

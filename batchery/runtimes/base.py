@@ -1,8 +1,11 @@
 """The runtime interface: what the batcher needs from a loaded model, and nothing more.
 
-A runtime turns a list of inputs into a list of outputs in two steps, so that the host-side work of the
-next batch (tokenising, stacking) can overlap the device work of the current one: :meth:`Runtime.prepare`
-runs on the batcher's preparing thread, :meth:`Runtime.run` on the one thread that owns the model.
+A runtime turns a list of inputs into a list of outputs in three steps, so that host-side work overlaps the
+device work: :meth:`Runtime.preprocess` handles each item as it arrives (tokenising, on the submitting chunk's
+thread, which also tells the batcher each item's length), :meth:`Runtime.prepare` makes a batch of them on
+the batcher's preparing thread (padding, stacking), and :meth:`Runtime.run` runs it on the one thread that
+owns the model. :meth:`Runtime.infer` is what the batcher calls: :meth:`run`, with the framework's
+out-of-memory errors turned into :class:`DeviceOutOfMemory`.
 A new runtime is one new module that subclasses :class:`Runtime` and registers itself by name.
 """
 
@@ -12,7 +15,8 @@ import importlib
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
-from batchery.errors import ConfigError
+from batchery.errors import BatcheryError, ConfigError, DeviceOutOfMemory
+from batchery.runtimes.memory import out_of_memory_message
 
 if TYPE_CHECKING:
     from batchery.models.registry import ModelSpec
@@ -50,8 +54,22 @@ class Runtime(ABC):
         """Load the model on ``device`` ("cpu" or "cuda:N"); the default just constructs the class."""
         return cls(spec, device)
 
+    def preprocess(self, inputs: Sequence[Any]) -> list[Any]:
+        """Per-item host work, done as items arrive; :meth:`prepare` gets what this returns.
+
+        It must not raise for a bad input: keep the input as it is and let :meth:`prepare` reject it.
+        """
+        return list(inputs)
+
+    def lengths(self, preprocessed: Sequence[Any]) -> list[int] | None:
+        """Each item's length in what a batch is padded to (tokens), or None where batches are not padded.
+
+        The batcher uses it to group items of like length and to hold a batch to ``max_batch_tokens``.
+        """
+        return None
+
     def prepare(self, inputs: Sequence[Any]) -> Any:
-        """Host-side work for one batch (tokenising, stacking); runs beside the device thread."""
+        """Host-side work for one batch (padding, stacking) of raw or preprocessed inputs, beside the device thread."""
         return list(inputs)
 
     def token_counts(self, prepared: Any) -> tuple[int, int] | None:
@@ -67,6 +85,26 @@ class Runtime(ABC):
     @abstractmethod
     def run(self, prepared: Any) -> Sequence[Any]:
         """Run one prepared batch; return one output per input, in order (numpy arrays or JSON values)."""
+
+    def infer(self, prepared: Any) -> Sequence[Any]:
+        """:meth:`run`, with the framework's own out-of-memory errors raised as :class:`DeviceOutOfMemory`.
+
+        The batcher answers that error by splitting the batch, so the framework's error, and the tensors its
+        traceback holds, are let go before the halves run; :meth:`release_memory` then returns cached blocks.
+        """
+        try:
+            return self.run(prepared)
+        except BatcheryError:
+            raise
+        except Exception as exc:
+            message = out_of_memory_message(exc)
+            if message is None:
+                raise
+        self.release_memory()
+        raise DeviceOutOfMemory(f"model {self.spec.name}: {message}")
+
+    def release_memory(self) -> None:
+        """Hand cached device memory back after an out-of-memory error; the default has nothing cached."""
 
     def example_input(self) -> Any:
         """A valid input for warm-up: text, zeros of ``options["shape"]`` for tensors, a string for JSON."""

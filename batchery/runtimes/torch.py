@@ -4,8 +4,7 @@ On CUDA the preparing thread puts each batch in pinned memory, so the copy to th
 is asynchronous and the model thread spends its time on the device, not on host copies. Text models are
 pooled where they ran: only one vector per input comes back to the host, not every token's hidden state
 (for MiniLM a batch of 512 short texts is 0.8 MB instead of some 30 MB, and no numpy pooling on the
-thread that drives the device). A CUDA out-of-memory error becomes :class:`DeviceOutOfMemory`, which the
-batcher answers by running the batch again in halves.
+thread that drives the device).
 """
 
 from __future__ import annotations
@@ -18,9 +17,16 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from batchery.errors import ConfigError, DeviceOutOfMemory
+from batchery.errors import ConfigError
 from batchery.runtimes.base import Runtime, register_runtime
-from batchery.runtimes.text import TEXT_INPUTS, TextEncoder, check_text_options, embeddings, stack_tensors
+from batchery.runtimes.text import (
+    TEXT_INPUTS,
+    TextEncoder,
+    check_text_options,
+    embeddings,
+    stack_tensors,
+    token_lengths,
+)
 
 if TYPE_CHECKING:
     from batchery.models.registry import ModelSpec
@@ -63,22 +69,22 @@ class TorchRuntime(Runtime):
         fp16 = bool(spec.options.get("fp16")) and target.type == "cuda"
         return cls(spec, str(target), place(load_module(spec, torch.device("cpu")), target, fp16), encoder)
 
+    def preprocess(self, inputs: Sequence[Any]) -> list[Any]:
+        return self.encoder.tokenize(inputs) if self.encoder is not None else list(inputs)
+
+    def lengths(self, preprocessed: Sequence[Any]) -> list[int] | None:
+        return token_lengths(preprocessed) if self.encoder is not None else None
+
     def prepare(self, inputs: Sequence[Any]) -> dict[str, torch.Tensor]:
-        arrays = self.encoder.encode(inputs) if self.encoder is not None else {"input": stack_tensors(inputs)}
+        arrays = self.encoder.pad(inputs) if self.encoder is not None else {"input": stack_tensors(inputs)}
         tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
         if self.target.type == "cuda":
             tensors = {name: tensor.pin_memory() for name, tensor in tensors.items()}
         return tensors
 
     def run(self, prepared: dict[str, torch.Tensor]) -> list[np.ndarray]:
-        try:
-            with torch.inference_mode():
-                return self._run_text(prepared) if self.encoder is not None else self._run_tensor(prepared)
-        except torch.cuda.OutOfMemoryError as exc:
-            message = str(exc).splitlines()[0]
-        # Outside the handler, so the traceback's frames no longer hold the batch's tensors when the cache is emptied.
-        torch.cuda.empty_cache()
-        raise DeviceOutOfMemory(f"model {self.spec.name} on {self.target}: {message}")
+        with torch.inference_mode():
+            return self._run_text(prepared) if self.encoder is not None else self._run_tensor(prepared)
 
     def _run_tensor(self, prepared: dict[str, torch.Tensor]) -> list[np.ndarray]:
         batch = prepared["input"].to(self.target, non_blocking=True)
@@ -95,10 +101,14 @@ class TorchRuntime(Runtime):
             return list(pool(hidden, mask, self.pooling, self.normalize).cpu().numpy())
         return embeddings(hidden.float().cpu().numpy(), prepared["attention_mask"].numpy(), self.pooling, self.normalize)
 
-    def close(self) -> None:
-        self.module = None
+    def release_memory(self) -> None:
+        """After a CUDA out-of-memory error, return the caching allocator's free blocks so the halves can fit."""
         if self.target.type == "cuda":
             torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        self.module = None
+        self.release_memory()
 
 
 def torch_device(device: str) -> torch.device:

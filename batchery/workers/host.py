@@ -58,7 +58,8 @@ class ModelHost:
             runtime = with_faults(runtime, self.settings)
             store = with_store_faults(self.store, spec, self.settings)
             retry = dataclasses.replace(self.retry, on_retry=metrics.RETRIES.labels(spec.name).inc)
-            self.batchers[spec.name] = Batcher(runtime, store, self.cancelled, retry).start()
+            batcher = Batcher(runtime, store, self.cancelled, retry, self.settings.oom_cooldown_s)
+            self.batchers[spec.name] = batcher.start()
             log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
 
     def announce(self) -> None:

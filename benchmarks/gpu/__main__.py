@@ -37,7 +37,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--check-items", type=int, default=512, help="texts of the reference set checked")
     parser.add_argument("--predict-requests", type=int, default=500)
     parser.add_argument("--oom-items", type=int, default=1024, help="long texts in the out-of-memory job")
-    parser.add_argument("--oom-limit-mb", type=float, default=256.0, help="the OOM worker's cap on GPU memory")
+    parser.add_argument("--oom-limit-mb", type=float, default=160.0, help="the OOM worker's cap on GPU memory")
     parser.add_argument("--oom-fraction", type=float, help="cuda_memory_fraction itself, instead of --oom-limit-mb")
     parser.add_argument("--plain-pool", default="prefork")
     parser.add_argument("--plain-concurrency", type=int, default=max(1, min(8, cores)))

@@ -250,7 +250,8 @@ def oom_phase(stack: Stack, spec: Any, run_plan: Plan, args: Any) -> dict[str, A
     """A worker whose share of the GPU is capped low: a full batch of long texts raises a real CUDA OOM."""
     reading = device.nvml_reading(0)
     fraction = args.oom_fraction or args.oom_limit_mb / reading["memory_total_mb"]
-    models = {**run_plan.models, "minilm": {**run_plan.models["minilm"]}}
+    # No token budget here: a full batch of 512 long texts is what must not fit.
+    models = {**run_plan.models, "minilm": {**run_plan.models["minilm"], "max_batch_tokens": 0}}
     models["minilm"]["options"] = {**models["minilm"]["options"], "cuda_memory_fraction": fraction}
     settings = dataclasses.replace(stack.settings, models_file=str(write_models(stack.log_dir / "models-oom.yaml", models)))
     worker = stack.start_worker("oom", ["minilm"], settings, extra_env=run_plan.worker_env)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 NAME = "synthetic-embed"
+BATCHING = ("max_batch_size", "max_batch_tokens", "bucket_by_length", "max_wait_ms")
 DIMS = 384
 SEED = 0
 
@@ -43,8 +44,7 @@ def models_entry(model_path: Path, minilm: dict[str, Any]) -> dict[str, Any]:
         "runtime": "torch",
         "path": str(model_path),
         "input": "text",
-        "max_batch_size": minilm.get("max_batch_size", 64),
-        "max_wait_ms": minilm.get("max_wait_ms", 5),
+        **{field: minilm[field] for field in BATCHING if field in minilm},
         "description": "synthetic: a bag of random token vectors, for the host path's ceiling",
         "options": {
             "tokenizer": options["tokenizer"],

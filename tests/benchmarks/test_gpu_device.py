@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from batchery.cli.redis_server import free_port
 from batchery.monitoring.exporter import WorkerExporter
 from benchmarks.gpu import device, targets
@@ -40,6 +42,15 @@ def test_without_nvml_the_device_is_the_cpu():
     assert device.gpu_count() == 0 and device.resolve("auto") == "cpu" and device.nvml_reading(0) is None
 
 
+class RunsOutOfMemory(torch.nn.Module):
+    """A text model whose device has room for two items: a larger batch raises what CUDA raises."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return torch.stack([attention_mask.sum(1), input_ids[:, 1]], dim=1).float()
+
+
 def test_the_oom_check_finds_the_splits_the_batcher_logs(tmp_path, caplog):
     import logging
 
@@ -49,12 +60,11 @@ def test_the_oom_check_finds_the_splits_the_batcher_logs(tmp_path, caplog):
     from batchery.runtimes.text import TextEncoder
     from batchery.runtimes.torch import TorchRuntime
     from benchmarks.gpu import checks
-    from tests.runtimes.test_torch import RunsOutOfMemory
 
     encoder = TextEncoder(minilm.weights_dir(BUILTINS["minilm"]) / "tokenizer.json", 16)
     runtime = TorchRuntime(ModelSpec(name="tight", runtime="torch"), "cpu", RunsOutOfMemory(), encoder)
     with caplog.at_level(logging.INFO, logger="batchery.retry.isolate"):
-        run_isolated(lambda batch: runtime.run(runtime.prepare(batch)), ["a"] * 8, RetryPolicy(attempts=1))
+        run_isolated(lambda batch: runtime.infer(runtime.prepare(batch)), ["a"] * 8, RetryPolicy(attempts=1))
     log_file = tmp_path / "oom.log"
     log_file.write_text("\n".join(caplog.messages) + "\nan unrelated line: a batch of 3 failed (boom)\n")
     assert checks.splits_in_log(log_file) == [8, 4, 4]  # 8 and both its halves do not fit; quarters of 2 do

@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from batchery.errors import ConfigError
-from batchery.models.registry import BUILTINS, ModelSpec
+from batchery.models.registry import ModelSpec
 from batchery.runtimes.base import load_runtime
 from batchery.runtimes.torch import TorchRuntime
 from batchery.settings import Settings
 
-BUILTINS_MINILM = BUILTINS["minilm"]
 #: The tests build models with exporters torch calls deprecated; the runtimes under test are not.
 pytestmark = [
     pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning"),
@@ -110,6 +109,18 @@ def test_a_path_or_a_source_is_required(data_settings: Settings) -> None:
         load_runtime(ModelSpec(name="none", runtime="torch", input="tensor"), "cpu", data_settings)
 
 
+def test_texts_tokenised_on_arrival_make_the_same_batch_and_the_same_embeddings(
+    torch_spec: ModelSpec, data_settings: Settings, sentences: list[str], reference_embeddings: np.ndarray
+) -> None:
+    runtime = load_runtime(torch_spec, "cpu", data_settings)
+    tokenised = runtime.preprocess(sentences)
+    whole = runtime.prepare(sentences)
+    assert runtime.lengths(tokenised) == whole["attention_mask"].sum(dim=1).tolist()
+    prepared = runtime.prepare(tokenised)
+    assert all(torch.equal(prepared[k], v) for k, v in whole.items())
+    assert np.abs(np.stack(runtime.infer(prepared)) - reference_embeddings).max() < 1e-5
+
+
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 @pytest.mark.parametrize("normalize", [True, False])
 def test_pooling_in_torch_matches_pooling_in_numpy(pooling: str, normalize: bool) -> None:
@@ -123,35 +134,6 @@ def test_pooling_in_torch_matches_pooling_in_numpy(pooling: str, normalize: bool
     in_numpy = np.stack(embeddings(hidden.astype(np.float16).astype(np.float32), mask, pooling, normalize))
     assert on_torch.dtype == np.float32 and on_torch.shape == (5, 16)
     assert np.abs(on_torch - in_numpy).max() < 1e-5
-
-
-class RunsOutOfMemory(torch.nn.Module):
-    """A text model whose device has room for two items: a larger batch raises what CUDA raises."""
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if input_ids.shape[0] > 2:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return torch.stack([attention_mask.sum(1), input_ids[:, 1]], dim=1).float()
-
-
-def test_a_cuda_out_of_memory_error_splits_the_batch_until_it_fits(data_settings: Settings) -> None:
-    from batchery.errors import DeviceOutOfMemory
-    from batchery.models import minilm
-    from batchery.retry import RetryPolicy, run_isolated
-    from batchery.runtimes.text import TextEncoder
-
-    spec = ModelSpec(name="tight", runtime="torch", input="text", options={"max_length": 16})
-    encoder = TextEncoder(minilm.weights_dir(BUILTINS_MINILM) / "tokenizer.json", 16)
-    runtime = TorchRuntime(spec, "cpu", RunsOutOfMemory(), encoder)
-    texts = ["one", "one two", "one two three", "a", "b c", "d e f g"]
-    with pytest.raises(DeviceOutOfMemory, match="out of memory"):
-        runtime.run(runtime.prepare(texts))
-
-    outputs = run_isolated(lambda batch: runtime.run(runtime.prepare(batch)), texts, RetryPolicy(attempts=1))
-
-    expected = [runtime.run(runtime.prepare([text]))[0] for text in texts]
-    assert all(isinstance(out, np.ndarray) for out in outputs)
-    assert np.array_equal(np.stack(outputs), np.stack(expected))
 
 
 @pytest.mark.parametrize("fraction", [0, 1.5, "half", True])
