@@ -74,9 +74,23 @@ class Runtime(ABC):
             return _zeros(self.spec.options.get("shape", [1]))
         return "warm up"
 
-    def warm_up(self) -> None:
-        """Run a batch of one before serving, so the first client batch pays no lazy initialisation."""
-        self.run(self.prepare([self.example_input()]))
+    def warm_up_batch_sizes(self) -> list[int]:
+        """``max_batch_size`` and the smaller sizes in ``options.warm_up_batch_sizes``, smallest first."""
+        configured = self.spec.options.get("warm_up_batch_sizes", ())
+        sizes = {self.spec.max_batch_size, *(int(size) for size in configured)}
+        return sorted(size for size in sizes if 1 <= size <= self.spec.max_batch_size)
+
+    def warm_up(self) -> list[int]:
+        """Run one batch at each warm-up size before serving; returns the sizes.
+
+        Runtimes allocate, plan and tune per shape on first sight (CUDA kernels and memory pools, ORT's
+        arena): a batch at the largest size makes that happen, and runs out of memory if it must, before
+        the worker is counted live rather than on a client's first full batch.
+        """
+        sizes = self.warm_up_batch_sizes()
+        for size in sizes:
+            self.run(self.prepare([self.example_input()] * size))
+        return sizes
 
     def close(self) -> None:
         """Release device memory and sessions; the default has nothing to release."""
