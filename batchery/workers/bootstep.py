@@ -30,13 +30,17 @@ class ModelHostStep(bootsteps.StartStopStep):
     def start(self, worker) -> None:  # noqa: ANN001
         settings = get_settings()
         consumed = worker.app.amqp.queues.consume_from
-        specs = [s for s in load_registry(settings.models_file) if consumed is None or s.queue in consumed]
+        specs = [
+            spec.on_device(settings.worker_device)
+            for spec in load_registry(settings.models_file)
+            if consumed is None or spec.queue in consumed
+        ]
         store = JobStore.from_url(settings.effective_redis_url, settings.job_ttl_s)
         self.host = ModelHost(specs, settings, worker.hostname, store)
         self.host.start()
         set_host(self.host)
         worker_ready.connect(self._announce, weak=False)
-        log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in specs], settings.worker_device)
+        log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in specs], self.host.describe()["device"])
 
     def _announce(self, sender=None, **kwargs) -> None:  # noqa: ANN001
         """The consumer is taking messages now: only then is the worker live."""
