@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from batchery.app import dead_letters, health, jobs, models
+from batchery.app import dead_letters, health, jobs, models, workers
 from batchery.app.errors import register_error_handlers
 from batchery.app.services import Services
 from batchery.models.registry import load_registry
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         store=JobStore.from_url(settings.effective_redis_url, settings.job_ttl_s),
         celery=create_celery(settings),
     )
-    for blueprint in (jobs.bp, models.bp, dead_letters.bp, health.bp):
+    for blueprint in (jobs.bp, models.bp, workers.bp, dead_letters.bp, health.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app
