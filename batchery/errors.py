@@ -25,6 +25,11 @@ class BatcheryError(Exception):
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the JSON error (``Retry-After``, say)."""
+        return {}
+
 
 class BadRequest(BatcheryError):
     """The request body is malformed."""
@@ -73,6 +78,21 @@ class InvalidInput(BatcheryError):
     code = "invalid_input"
 
 
+class TooManyRequests(BatcheryError):
+    """The model's backlog of queued items is full; come back after ``Retry-After`` seconds."""
+
+    status = 429
+    code = "backlog_full"
+
+    def __init__(self, message: str = "", *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class Unavailable(BatcheryError):
     """A dependency (Redis, the broker, a worker) cannot serve the request now."""
 
@@ -111,6 +131,12 @@ class DeviceOutOfMemory(TransientError):
     """The device ran out of memory for this batch; a smaller batch may fit."""
 
     code = "out_of_memory"
+
+
+class StoreUnavailable(TransientError):
+    """Redis would not take this item's output, on every retry of its chunk."""
+
+    code = "store_unavailable"
 
 
 class DeadlineExceeded(BatcheryError):

@@ -9,6 +9,16 @@
     batchery:cancellations      channel job ids, published on cancel      (pub/sub: nothing stored)
     batchery:idempotency:<sha>  string  Idempotency-Key -> first job id    settings.job_ttl_s
     batchery:dead-letters       list    items that exhausted their retries trimmed to DEAD_LETTERS_MAX
+    batchery:job:<id>:owns      hash    index -> cache key it computes     settings.job_ttl_s
+    batchery:cache:<key>        string  encoded output of a cached item    settings.cache_ttl_s
+    batchery:cache:<key>:inflight string the input being computed        settings.job_ttl_s, deleted when done
+    batchery:cache:<key>:waiters list   "<job id>|<index>" sharing it      settings.job_ttl_s, deleted when done
+    batchery:cache-index        zset    cache key -> written at            trimmed to settings.cache_max_entries
+    batchery:backlog:<model>    string  items sent to workers, not done    none (a counter)
+
+A cache key is ``<model>@<version>:<digest>`` (:func:`batchery.cache.cache_key`). The record script derives the
+cache, in-flight and waiter keys from the cache key it finds in a job's ``owns`` hash, so those keys are not
+declared to Redis up front: batchery runs on one Redis (or one hash slot), not a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -55,3 +65,24 @@ def idempotency(client_key: str) -> str:
 
 def dead_letters() -> str:
     return f"{PREFIX}:dead-letters"
+
+
+def job_owns(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:owns"
+
+
+def cache_prefix() -> str:
+    """What the Lua scripts put before a cache key (they build the entry, in-flight and waiter keys)."""
+    return f"{PREFIX}:cache:"
+
+
+def cache_entry(key: str) -> str:
+    return f"{cache_prefix()}{key}"
+
+
+def cache_index() -> str:
+    return f"{PREFIX}:cache-index"
+
+
+def backlog(model: str) -> str:
+    return f"{PREFIX}:backlog:{model}"

@@ -11,9 +11,12 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from batchery import defaults
+
+if TYPE_CHECKING:
+    from batchery.store import JobStore
 
 PREFIX = "BATCHERY_"
 
@@ -53,9 +56,18 @@ class Settings:
     fault_oom_rate: float = 0.0
     fault_latency_rate: float = 0.0
     fault_latency_ms: float = 0.0
+    fault_store_rate: float = 0.0
     retry_attempts: int = defaults.RETRY_ATTEMPTS
     retry_base_s: float = defaults.RETRY_BASE_S
     retry_max_s: float = defaults.RETRY_MAX_S
+    chunk_retry_attempts: int = defaults.CHUNK_RETRY_ATTEMPTS
+    chunk_retry_base_s: float = defaults.CHUNK_RETRY_BASE_S
+    chunk_retry_max_s: float = defaults.CHUNK_RETRY_MAX_S
+    cache_enabled: bool = True
+    cache_ttl_s: int = defaults.CACHE_TTL_S
+    cache_max_entries: int = defaults.CACHE_MAX_ENTRIES
+    max_queued_items: int = defaults.MAX_QUEUED_ITEMS
+    retry_after_s: int = defaults.RETRY_AFTER_S
     api_workers: int = defaults.API_WORKERS
     api_threads: int = defaults.API_THREADS
 
@@ -70,6 +82,12 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
+
+    def job_store(self) -> "JobStore":
+        """The job store on this configuration's Redis, with its TTLs and cache bounds."""
+        from batchery.store import JobStore
+
+        return JobStore.from_url(self.effective_redis_url, self.job_ttl_s, self.cache_ttl_s, self.cache_max_entries)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -56,6 +56,13 @@ MODELS_TOML = textwrap.dedent(
     max_wait_ms = 1
     description = "synthetic: served only by the dead-letter tests' workers, with faults injected by setting"
 
+    [models.echo-store]
+    runtime = "echo"
+    input = "json"
+    max_batch_size = 16
+    max_wait_ms = 1
+    description = "synthetic: served only by the chunk-retry tests' workers, whose writes fail on purpose"
+
     [models.echo-orphan]
     runtime = "echo"
     input = "json"
@@ -107,7 +114,7 @@ def settings(redis_server: RedisServer, session_dir: Path, data_settings: Settin
 
 @pytest.fixture(scope="session")
 def store(settings: Settings) -> JobStore:
-    return JobStore.from_url(settings.effective_redis_url, settings.job_ttl_s)
+    return settings.job_store()
 
 
 @pytest.fixture(scope="session")

@@ -15,15 +15,17 @@ from batchery.store.codec import dumps
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, code: str, message: str, **extra: object) -> Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: object
+) -> Response:
     body = {"error": {"code": code, "message": message}, **extra}
-    return Response(dumps(body), status=status, mimetype="application/json")
+    return Response(dumps(body), status=status, mimetype="application/json", headers=headers)
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(BatcheryError)
     def batchery_error(exc: BatcheryError) -> Response:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -13,7 +13,7 @@ from batchery.app.views import job_document, job_links
 from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, Unavailable
 from batchery.monitoring.metrics import record_submission
 from batchery.store.codec import dumps, encode_error, result_record
-from batchery.tasks.enqueue import new_job_id, submit_job
+from batchery.tasks.enqueue import new_job_id
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -36,9 +36,8 @@ def create_job() -> Response:
         owner = svc.store.claim_idempotency_key(client_key, job_id)
         if owner != job_id:
             return _replay(owner)
-    submit_job(
-        svc.celery, svc.store, job.spec, job.inputs,
-        chunk_size=svc.settings.chunk_size, metadata=job.metadata, job_id=job_id, timeout_s=job.timeout_s,
+    svc.enqueuer.submit(
+        job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache
     )
     record_submission(job.spec.name, len(job.inputs))
     return _accepted(job_id, "queued", job.spec.ref, len(job.inputs))

@@ -14,7 +14,6 @@ from batchery.errors import Timeout
 from batchery.models.registry import ModelSpec
 from batchery.monitoring.metrics import record_submission
 from batchery.store.codec import decode
-from batchery.tasks.enqueue import submit_job
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -38,7 +37,7 @@ def predict(name: str) -> Response:
     spec = svc.registry.get(name)
     inputs = read_predict_request(request, spec, svc.settings)
     svc.require_worker(spec)
-    job_id = submit_job(svc.celery, svc.store, spec, inputs, chunk_size=svc.settings.chunk_size, ttl_s=_predict_ttl(svc))
+    job_id = svc.enqueuer.submit(spec, inputs, ttl_s=_predict_ttl(svc))
     record_submission(spec.name, len(inputs))
     if not svc.store.wait_done(job_id, svc.settings.predict_timeout_s):
         svc.store.cancel(job_id)

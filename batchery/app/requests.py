@@ -22,6 +22,7 @@ class JobRequest:
     inputs: list[Any]
     metadata: dict[str, Any] | None = None
     timeout_s: float | None = None
+    cache: bool = True
 
 
 def read_job_request(request: Request, registry: Registry, settings: Settings) -> JobRequest:
@@ -31,6 +32,8 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
         if not model:
             raise BadRequest("an NDJSON body needs the model as a query parameter: ?model=NAME")
         body: dict[str, Any] = {"model": model, "inputs": _ndjson_lines(request.get_data())}
+        if "cache" in request.args:
+            body["cache"] = _query_bool("cache", request.args["cache"])
     else:
         body = _json_object(request)
         model = body.get("model")
@@ -39,8 +42,19 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise BadRequest("'metadata' must be an object")
+    cache = body.get("cache", True)
+    if not isinstance(cache, bool):
+        raise BadRequest("'cache' must be true or false")
     spec = registry.get(model)
-    return JobRequest(spec, read_inputs(body, spec, settings), metadata, _timeout(body.get("timeout_s"), settings))
+    return JobRequest(spec, read_inputs(body, spec, settings), metadata, _timeout(body.get("timeout_s"), settings), cache)
+
+
+def _query_bool(name: str, raw: str) -> bool:
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise BadRequest(f"'{name}' must be true or false, not {raw!r}")
 
 
 def _timeout(value: Any, settings: Settings) -> float | None:

@@ -17,6 +17,7 @@ from batchery.errors import NoLiveWorker
 from batchery.models.registry import ModelSpec, Registry
 from batchery.settings import Settings
 from batchery.store import JobStore
+from batchery.tasks.enqueue import Enqueuer
 from batchery.workers.heartbeat import live_workers
 
 LIVE_WORKERS_CACHE_S = 1.0
@@ -28,6 +29,7 @@ class Services:
     registry: Registry
     store: JobStore
     celery: Celery
+    enqueuer: Enqueuer
     _workers: tuple[float, list[dict[str, Any]]] = field(default=(0.0, []), repr=False)
 
     def live_workers(self, fresh: bool = False) -> list[dict[str, Any]]:

@@ -23,7 +23,12 @@ def job_document(job: dict[str, Any]) -> dict[str, Any]:
         "version": job["version"],
         "status": job["status"],
         "total": job["total"],
-        "counts": {"succeeded": job["succeeded"], "failed": job["failed"], "pending": max(job["total"] - done, 0)},
+        "counts": {
+            "succeeded": job["succeeded"],
+            "failed": job["failed"],
+            "pending": max(job["total"] - done, 0),
+            "cached": job["cached"],
+        },
         "created_at": iso(job["created_at"]),
         "started_at": iso(job["started_at"]),
         "finished_at": iso(job["finished_at"]),

@@ -16,12 +16,17 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+import redis
 
 from batchery.errors import ConfigError, DeviceOutOfMemory, TransientError
 from batchery.models.registry import ModelSpec
 from batchery.runtimes.base import Runtime
 from batchery.settings import Settings
+
+if TYPE_CHECKING:
+    from batchery.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ class FaultPlan:
     oom_rate: float = 0.0
     latency_rate: float = 0.0
     latency_ms: float = 0.0
+    store_rate: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -93,3 +99,31 @@ def with_faults(runtime: Runtime, settings: Settings) -> Runtime:
     """The runtime itself when no fault is configured for its model, else wrapped."""
     plan = FaultPlan.for_model(settings, runtime.spec)
     return FaultyRuntime(runtime, plan) if plan.active else runtime
+
+
+class FaultyStore:
+    """Wraps the job store a batcher writes through: a drawn fault makes storing a batch fail like a lost
+    connection, which proves the chunk-level retry (the chunk task is retried and redoes what is missing)."""
+
+    def __init__(self, inner: "JobStore", spec: ModelSpec, rate: float, rng: random.Random | None = None) -> None:
+        self.inner = inner
+        self.spec = spec
+        self.rate = rate
+        self.rng = rng or random.Random()
+        self.injected = 0
+
+    def record(self, *args: Any, **kwargs: Any) -> Any:
+        if self.rng.random() < self.rate:
+            self.injected += 1
+            log.warning("injected store fault in model %s (%d so far)", self.spec.name, self.injected)
+            raise redis.ConnectionError(f"injected store fault in model {self.spec.name}")
+        return self.inner.record(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def with_store_faults(store: "JobStore", spec: ModelSpec, settings: Settings) -> "JobStore":
+    """The store itself unless the model's plan has a ``store_rate``; then a :class:`FaultyStore`."""
+    rate = FaultPlan.for_model(settings, spec).store_rate
+    return FaultyStore(store, spec, rate) if rate > 0 else store  # type: ignore[return-value]

@@ -6,6 +6,7 @@ time, and retrying it would only delay its batch-mates.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -38,3 +39,7 @@ class RetryPolicy:
             reraise=True,
         )
         return retrying(fn)
+
+    def delay(self, attempt: int) -> float:
+        """How long to wait before retry number ``attempt`` (1-based): the same curve as :meth:`call`'s."""
+        return min(self.max_s, self.base_s * 2 ** (attempt - 1) + random.uniform(0, self.base_s))

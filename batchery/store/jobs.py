@@ -21,17 +21,47 @@ STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 _RECORD = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, -1} end
-local ok, err = 0, 0
-for i = 3, #ARGV, 3 do
-  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
-    if ARGV[i + 2] == '1' then ok = ok + 1 else err = err + 1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, -1, 0, {}} end
+local prefix, cache_ttl, cache_max = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local owns = redis.call('EXISTS', KEYS[4]) == 1
+local ok, err, cached, shared = 0, 0, 0, {}
+for i = 8, #ARGV, 3 do
+  local index, value, flag = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('HSETNX', KEYS[2], index, value) == 1 then
+    if flag == '1' or flag == 'C' then ok = ok + 1 else err = err + 1 end
+    if flag == 'C' or flag == 'E' then cached = cached + 1 end
+    local key = owns and redis.call('HGET', KEYS[4], index)
+    if key then
+      redis.call('HDEL', KEYS[4], index)
+      local entry = prefix .. key
+      if flag == '1' and cache_ttl > 0 then
+        redis.call('SET', entry, value, 'EX', cache_ttl)
+        redis.call('ZADD', ARGV[6], ARGV[2], key)
+      end
+      local group = {index, key, redis.call('GET', entry .. ':inflight') or ''}
+      redis.call('DEL', entry .. ':inflight')
+      for _, waiter in ipairs(redis.call('LRANGE', entry .. ':waiters', 0, -1)) do group[#group + 1] = waiter end
+      redis.call('DEL', entry .. ':waiters')
+      if #group > 3 then shared[#shared + 1] = group end
+    end
   end
 end
-if ok + err == 0 then return {0, 0} end
+if cache_max > 0 then
+  local over = redis.call('ZCARD', ARGV[6]) - cache_max
+  if over > 0 then
+    local oldest = redis.call('ZPOPMIN', ARGV[6], over)
+    for j = 1, #oldest, 2 do redis.call('DEL', prefix .. oldest[j]) end
+  end
+end
+if ok + err == 0 then return {0, 0, 0, shared} end
+if ok + err > cached then
+  local backlog = ARGV[7] .. redis.call('HGET', KEYS[1], 'model')
+  if redis.call('DECRBY', backlog, ok + err - cached) < 0 then redis.call('SET', backlog, 0) end
+end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 local s = redis.call('HINCRBY', KEYS[1], 'succeeded', ok)
 local f = redis.call('HINCRBY', KEYS[1], 'failed', err)
+if cached > 0 then redis.call('HINCRBY', KEYS[1], 'cached', cached) end
 if s + f >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[2])
   if redis.call('HGET', KEYS[1], 'status') ~= 'cancelled' then
@@ -40,7 +70,7 @@ if s + f >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('RPUSH', KEYS[3], '1')
   redis.call('EXPIRE', KEYS[3], ARGV[1])
 end
-return {ok, err}
+return {ok, err, cached, shared}
 """
 
 _START = """
@@ -70,30 +100,55 @@ return status
 """
 
 
+#: Errors that belong to one job, not to its input: an item waiting on an owner that ends so is computed anew.
+JOB_SCOPED_ERRORS = frozenset({"cancelled", "deadline_exceeded"})
+
+
 @dataclass(frozen=True)
 class ItemResult:
-    """One finished item on its way to Redis: ``ok`` is False when ``value`` is an encoded error."""
+    """One finished item on its way to Redis: ``ok`` is False when ``value`` is an encoded error.
+
+    ``cached`` marks an item this job did not compute: a cache hit, or an identical item's result shared.
+    """
 
     job_id: str
     index: int
     value: bytes
     ok: bool
+    cached: bool = False
+
+    @property
+    def flag(self) -> str:
+        """How the record script counts it: ok, error, error that releases its waiters, cached ok or error."""
+        if self.cached:
+            return "C" if self.ok else "E"
+        if self.ok:
+            return "1"
+        return "R" if orjson.loads(self.value[1:]).get("code") in JOB_SCOPED_ERRORS else "0"
+
+
+#: Called with (cache key, ["<job id>|<index>", ...], input JSON) when an item others waited on ended with
+#: an error of its own job's making; the waiters must be computed anew (see :mod:`batchery.cache`).
+ReleaseHook = Callable[[str, list[str], bytes], None]
 
 
 class JobStore:
     """Reads and writes jobs; safe to share between threads (redis-py pools its connections)."""
 
-    def __init__(self, client: redis.Redis, job_ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, job_ttl_s: int, cache_ttl_s: int = 0, cache_max_entries: int = 0) -> None:
         self.redis = client
         self.job_ttl_s = job_ttl_s
+        self.cache_ttl_s = cache_ttl_s
+        self.cache_max_entries = cache_max_entries
+        self.on_release: ReleaseHook | None = None
         self._record = client.register_script(_RECORD)
         self._start = client.register_script(_START)
         self._missing = client.register_script(_MISSING)
         self._cancel = client.register_script(_CANCEL)
 
     @classmethod
-    def from_url(cls, url: str, job_ttl_s: int) -> "JobStore":
-        return cls(redis.Redis.from_url(url), job_ttl_s)
+    def from_url(cls, url: str, job_ttl_s: int, cache_ttl_s: int = 0, cache_max_entries: int = 0) -> "JobStore":
+        return cls(redis.Redis.from_url(url), job_ttl_s, cache_ttl_s, cache_max_entries)
 
     def create(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> None:
         now = time.time()
@@ -145,24 +200,42 @@ class JobStore:
     ) -> dict[str, tuple[int, int]]:
         """Store finished items of any number of jobs in one round trip; returns (new ok, new errors) per job.
 
-        ``also`` adds its own commands to the same pipeline (the batch's dead letters, say).
+        ``also`` adds its own commands to the same pipeline (the batch's dead letters, say). An item that
+        others waited on (see :mod:`batchery.cache`) hands its result to them in a second round trip.
         """
         by_job: dict[str, list[Any]] = {}
+        by_address: dict[tuple[str, int], ItemResult] = {}
         for r in results:
-            by_job.setdefault(r.job_id, []).extend((r.index, r.value, "1" if r.ok else "0"))
+            by_job.setdefault(r.job_id, []).extend((r.index, r.value, r.flag))
+            by_address[(r.job_id, r.index)] = r
         if not by_job:
             return {}
-        now = time.time()
+        head = [
+            self.job_ttl_s, time.time(), keys.cache_prefix(), self.cache_ttl_s, self.cache_max_entries,
+            keys.cache_index(), keys.backlog(""),
+        ]
         pipe = self.redis.pipeline(transaction=False)
         for job_id, args in by_job.items():
             self._record(
-                keys=[keys.job(job_id), keys.job_outputs(job_id), keys.job_done(job_id)],
-                args=[self.job_ttl_s, now, *args],
+                keys=[keys.job(job_id), keys.job_outputs(job_id), keys.job_done(job_id), keys.job_owns(job_id)],
+                args=[*head, *args],
                 client=pipe,
             )
         if also is not None:
             also(pipe)
-        return {job_id: tuple(counts) for job_id, counts in zip(by_job, pipe.execute())}
+        counts = {}
+        for job_id, (ok, err, _cached, groups) in zip(by_job, pipe.execute()):
+            counts[job_id] = (ok, err)
+            for group in groups:
+                self._share(by_address[(job_id, int(group[0]))], group[1].decode(), group[2], [w.decode() for w in group[3:]])
+        return counts
+
+    def _share(self, owner: ItemResult, key: str, input_json: bytes, waiters: list[str]) -> None:
+        """Hand an owner's result to the items that waited on it, or have them computed anew."""
+        if owner.flag == "R" and self.on_release is not None and input_json:
+            self.on_release(key, waiters, input_json)
+            return
+        self.record(ItemResult(job, int(index), owner.value, owner.ok, cached=True) for job, index in map(_address, waiters))
 
     def fail_items(self, job_id: str, indices: Sequence[int], error: bytes) -> int:
         """Give the items at ``indices`` the (encoded) ``error`` unless they have a result; returns how many did."""
@@ -205,6 +278,11 @@ class JobStore:
         if self.status(job_id) in FINAL_STATUSES:
             return True
         return self.redis.blpop([keys.job_done(job_id)], timeout=timeout_s) is not None
+
+
+def _address(waiter: str) -> tuple[str, str]:
+    job_id, _, index = waiter.rpartition("|")
+    return job_id, index
 
 
 def _field(value: Any) -> bytes | str | int | float:

@@ -14,7 +14,7 @@ from celery.signals import worker_ready
 
 from batchery.models.registry import load_registry
 from batchery.settings import get_settings
-from batchery.store import JobStore
+from batchery.tasks.enqueue import Enqueuer
 from batchery.workers.host import ModelHost, set_host
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,10 @@ class ModelHostStep(bootsteps.StartStopStep):
     def start(self, worker) -> None:  # noqa: ANN001
         settings = get_settings()
         consumed = worker.app.amqp.queues.consume_from
-        specs = [
-            spec.on_device(settings.worker_device)
-            for spec in load_registry(settings.models_file)
-            if consumed is None or spec.queue in consumed
-        ]
-        store = JobStore.from_url(settings.effective_redis_url, settings.job_ttl_s)
+        registry = load_registry(settings.models_file)
+        specs = [s.on_device(settings.worker_device) for s in registry if consumed is None or s.queue in consumed]
+        store = settings.job_store()
+        store.on_release = Enqueuer(worker.app, store, settings, registry).release
         self.host = ModelHost(specs, settings, worker.hostname, store)
         self.host.start()
         set_host(self.host)

@@ -13,13 +13,14 @@ import time
 from typing import Any, Sequence
 
 from batchery.batching import Batcher
-from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, ModelNotFound
+from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, ModelNotFound, StoreUnavailable
 from batchery.models.registry import ModelSpec
 from batchery.retry import RetryPolicy
-from batchery.retry.faults import with_faults
+from batchery.retry.dead_letters import DeadLetter, DeadLetters
+from batchery.retry.faults import with_faults, with_store_faults
 from batchery.runtimes import load_runtime
 from batchery.settings import Settings
-from batchery.store import JobStore
+from batchery.store import ItemResult, JobStore
 from batchery.store.codec import encode_error
 from batchery.workers.cancellations import CancellationListener
 from batchery.workers.devices import physical_device
@@ -42,6 +43,7 @@ class ModelHost:
         self.heartbeat: Heartbeat | None = None
         self.cancelled = CancellationListener(store.redis)
         self.retry = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
+        self.chunk_retry = RetryPolicy(settings.chunk_retry_attempts, settings.chunk_retry_base_s, settings.chunk_retry_max_s)
 
     def start(self) -> None:
         """Load and warm every model and start the batchers; :meth:`announce` follows once consuming."""
@@ -51,7 +53,8 @@ class ModelHost:
             runtime = load_runtime(spec, self.device, self.settings)
             self.warm_batch_sizes[spec.name] = runtime.warm_up()
             runtime = with_faults(runtime, self.settings)
-            self.batchers[spec.name] = Batcher(runtime, self.store, self.cancelled, self.retry).start()
+            store = with_store_faults(self.store, spec, self.settings)
+            self.batchers[spec.name] = Batcher(runtime, store, self.cancelled, self.retry).start()
             log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
 
     def announce(self) -> None:
@@ -89,13 +92,14 @@ class ModelHost:
             "started_at": time.time(),
         }
 
-    def run_chunk(self, job_id: str, model: str, start: int, inputs: Sequence[Any]) -> dict[str, Any]:
+    def run_chunk(self, job_id: str, model: str, indices: Sequence[int], inputs: Sequence[Any]) -> dict[str, Any]:
         """Run the items of one chunk that have no result yet; returns once all are stored."""
         started = self.store.start(job_id)
         if started is None:
             return {"job_id": job_id, "skipped": "job no longer exists"}
         status, deadline = started
-        todo = self.store.missing(job_id, range(start, start + len(inputs)))
+        by_index = dict(zip(indices, inputs))
+        todo = self.store.missing(job_id, indices)
         if status == "cancelled":
             self._fail_items(job_id, todo, Cancelled())
             return {"job_id": job_id, "cancelled": len(todo)}
@@ -106,11 +110,24 @@ class ModelHost:
         if batcher is None:
             self._fail_items(job_id, todo, ModelNotFound(f"worker {self.hostname} does not serve model {model!r}"))
             return {"job_id": job_id, "failed": len(todo)}
-        ticket = batcher.submit(job_id, [(i, inputs[i - start]) for i in todo], deadline)
+        ticket = batcher.submit(job_id, [(i, by_index[i]) for i in todo], deadline)
         ticket.wait()
         if ticket.error is not None:
             raise ticket.error
         return {"job_id": job_id, "items": len(todo), "succeeded": ticket.succeeded, "failed": ticket.failed}
+
+    def give_up(self, job_id: str, model: str, indices: Sequence[int], inputs: Sequence[Any], cause: BaseException) -> int:
+        """A chunk that exhausted its retries: its items still without a result end with an error and become
+        dead letters (``batchery dlq retry`` runs them again). Returns how many; Redis may refuse this too."""
+        todo = self.store.missing(job_id, indices)
+        error = StoreUnavailable(f"could not store this item's output after {self.chunk_retry.attempts} retries: {cause}")
+        by_index = dict(zip(indices, inputs))
+        letters = [DeadLetter(job_id, i, model, by_index[i], error.as_dict(), self.chunk_retry.attempts + 1) for i in todo]
+        self.store.record(
+            (ItemResult(job_id, i, encode_error(error), False) for i in todo),
+            also=lambda pipe: DeadLetters(self.store.redis).add(pipe, letters),
+        )
+        return len(todo)
 
     def _fail_items(self, job_id: str, indices: Sequence[int], error: BatcheryError) -> None:
         """End items that will not reach a model with an explicit error, so the job still completes."""

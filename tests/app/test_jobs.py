@@ -30,7 +30,7 @@ def test_job_completes_with_outputs_in_index_order(http, api):
     job = submit(http, api, "echo", inputs, metadata={"owner": "tests"})
     status = wait_for_job(http, job["links"]["self"])
     assert status["status"] == "completed"
-    assert status["counts"] == {"succeeded": 5, "failed": 0, "pending": 0}
+    assert status["counts"] == {"succeeded": 5, "failed": 0, "pending": 0, "cached": 0}
     assert status["metadata"] == {"owner": "tests"}
     assert status["created_at"] <= status["started_at"] <= status["finished_at"]
     results = http.get(job["links"]["results"]).json()
@@ -41,7 +41,7 @@ def test_ten_thousand_items_each_index_exactly_once(http, api):
     inputs = [{"i": i} for i in range(10_000)]
     job = submit(http, api, "echo@1", inputs)
     status = wait_for_job(http, job["links"]["self"], timeout_s=120)
-    assert status["counts"] == {"succeeded": 10_000, "failed": 0, "pending": 0}
+    assert status["counts"] == {"succeeded": 10_000, "failed": 0, "pending": 0, "cached": 0}
     seen = []
     url = job["links"]["results"] + "?limit=3000"
     while url:
@@ -127,7 +127,7 @@ def test_items_still_pending_past_the_jobs_deadline_end_with_deadline_exceeded(h
 def test_a_job_no_worker_reaches_still_finishes_at_its_deadline(http, api, store):
     store.create("stranded", {"model": "echo-orphan", "version": "1", "total": 3, "deadline": 1.0})
     status = http.get(f"{api.url}/v1/jobs/stranded").json()
-    assert status["status"] == "completed" and status["counts"] == {"succeeded": 0, "failed": 3, "pending": 0}
+    assert status["status"] == "completed" and status["counts"] == {"succeeded": 0, "failed": 3, "pending": 0, "cached": 0}
     results = http.get(f"{api.url}/v1/jobs/stranded/results").json()["results"]
     assert [r["error"]["code"] for r in results] == ["deadline_exceeded"] * 3
 

@@ -23,7 +23,7 @@ def test_minilm_job_gives_unit_length_embeddings_that_make_sense(http, api):
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["model"] == "minilm@l6-v2"
-    assert wait_for_job(http, job["links"]["self"], timeout_s=120)["counts"] == {"succeeded": 5, "failed": 0, "pending": 0}
+    assert wait_for_job(http, job["links"]["self"], timeout_s=120)["counts"] == {"succeeded": 5, "failed": 0, "pending": 0, "cached": 0}
     results = http.get(job["links"]["results"]).json()["results"]
     vectors = np.array([r["output"] for r in results], dtype=np.float32)
     assert vectors.shape == (5, 384)

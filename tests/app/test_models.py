@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.conftest import ApiServer, WorkerProcess
@@ -31,7 +33,7 @@ def test_predict_goes_through_the_batcher_and_answers_outputs(http, api):
 def test_predict_past_its_timeout_is_504(http, settings_with):
     impatient = settings_with(predict_timeout_s=0.05)
     with ApiServer(impatient) as server:
-        response = http.post(f"{server.url}/v1/models/echo-slow/predict", json={"inputs": list(range(64))})
+        response = http.post(f"{server.url}/v1/models/echo-slow/predict", json={"inputs": [f"{uuid.uuid4()}" for _ in range(64)]})
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "timeout"
 

@@ -46,7 +46,7 @@ def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 240) -> N
     while time.monotonic() < deadline:
         assert process.poll() is None, "batchery up exited early"
         try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
                 return
         except (requests.ConnectionError, requests.Timeout):  # gunicorn's workers still booting
             pass

@@ -46,7 +46,7 @@ def test_exhausted_items_are_dead_lettered_then_retried_into_their_job(settings,
             retried = dlq(settings, "retry")
             assert retried.returncode == 0 and "20 dead letters queued again" in retried.stdout, retried.stderr
             status = wait_for_job(http, job["links"]["self"], timeout_s=60, statuses=("completed",))
-            assert status["counts"] == {"succeeded": 20, "failed": 0, "pending": 0}
+            assert status["counts"] == {"succeeded": 20, "failed": 0, "pending": 0, "cached": 0}
             outputs = [r["output"] for r in http.get(job["links"]["results"]).json()["results"]]
             assert outputs == list(range(20))
         finally:

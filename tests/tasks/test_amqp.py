@@ -70,9 +70,9 @@ def test_a_job_runs_over_an_amqp_broker(amqp_url, settings, session_dir):
     try:
         with ApiServer(amqp) as api:
             http = requests.Session()
-            job = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": list(range(500))}).json()
+            job = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": list(range(500)), "cache": False}).json()
             status = wait_for_job(http, job["links"]["self"], timeout_s=60)
-            assert status["counts"] == {"succeeded": 500, "failed": 0, "pending": 0}
+            assert status["counts"] == {"succeeded": 500, "failed": 0, "pending": 0, "cached": 0}
             results = http.get(job["links"]["results"], params={"limit": 500}).json()["results"]
             assert [r["output"] for r in results] == list(range(500))
     finally:

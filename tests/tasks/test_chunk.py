@@ -8,7 +8,7 @@ import pytest
 
 from batchery.models.registry import load_registry
 from batchery.tasks import create_celery
-from batchery.tasks.enqueue import chunk_bounds, send_job, submit_job
+from batchery.tasks.enqueue import Enqueuer, chunk_bounds, send_job
 from batchery.store.codec import decode
 
 
@@ -41,7 +41,8 @@ def test_a_chunk_delivered_twice_counts_each_item_once(celery, store, settings, 
 
 def test_a_job_becomes_one_task_per_chunk(celery, store, settings, echo_worker, redis_client):
     spec = load_registry(settings.models_file).get("echo")
-    job_id = submit_job(celery, store, spec, list(range(1000)), chunk_size=settings.chunk_size)
+    registry = load_registry(settings.models_file)
+    job_id = Enqueuer(celery, store, settings, registry).submit(spec, list(range(1000)), cache=False)
     wait_completed(store, job_id)
     assert store.get(job_id)["succeeded"] == 1000
     received = echo_worker.log_path.read_text().count(f"Task batchery.run_chunk[{job_id}.")

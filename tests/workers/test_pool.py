@@ -197,7 +197,7 @@ def test_a_job_on_a_gpu_placed_model_runs_in_that_gpus_process(pool: Pool, pool_
     before = pool.celery("inspect", "stats")
     job = http.post(f"{pool_api.url}/v1/jobs", json={"model": "echo-gpu1", "inputs": list(range(300))}).json()
     status = wait_for_job(http, job["links"]["self"], timeout_s=30)
-    assert status["counts"] == {"succeeded": 300, "failed": 0, "pending": 0}
+    assert status["counts"] == {"succeeded": 300, "failed": 0, "pending": 0, "cached": 0}
     after = pool.celery("inspect", "stats")
 
     def chunks(stats: dict, node: str) -> int:
@@ -250,6 +250,6 @@ def test_sigterm_drains_the_pool_and_a_new_one_finishes_the_job(pool: Pool, pool
         status = wait_for_job(http, job["links"]["self"], timeout_s=60)
     finally:
         again.terminate()
-    assert status["counts"] == {"succeeded": total, "failed": 0, "pending": 0}
+    assert status["counts"] == {"succeeded": total, "failed": 0, "pending": 0, "cached": 0}
     results = http.get(job["links"]["results"], params={"limit": total}).json()["results"]
     assert [r["output"] for r in results] == list(range(total))
