@@ -61,7 +61,8 @@ def up(
 ) -> None:
     """Run everything on this machine: Redis (if none), the worker pool, the API and Flower. Ctrl-C stops all."""
     settings, redis_server = ensure_redis(_settings(
-        host=host, port=port, flower_port=flower_port, redis_url=redis_url, models_file=models_file, worker_devices=devices
+        host=host, port=port, flower_port=flower_port, redis_url=redis_url, models_file=models_file,
+        worker_devices=devices,
     ))
     supervisor = Supervisor({**os.environ, **settings.as_env()})
     supervisor.handle_signals()
@@ -106,7 +107,7 @@ def api(host: str | None, port: int | None) -> None:
 
 @main.command()
 @click.option("--devices", help=DEVICES_HELP)
-@click.option("--processes", type=int, help="processes of a CPU pool (default: one per core) [BATCHERY_WORKER_PROCESSES]")
+@click.option("--processes", type=int, help="processes of a CPU pool (0: one per core) [BATCHERY_WORKER_PROCESSES]")
 @click.option("--models", default="", help="comma-separated models to serve (default: all placed on each device)")
 @click.option("--concurrency", type=int, help="chunk tasks in flight in each worker process")
 @click.option("--name", help="run one unsupervised process named NAME@host on BATCHERY_WORKER_DEVICE instead of a pool")

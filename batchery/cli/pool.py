@@ -49,7 +49,8 @@ class Slot:
     def env(self, base: Settings, threads: int) -> dict[str, str]:
         """Environment for the process: its settings, and the one GPU it may see (none for a CPU slot)."""
         visible = "" if self.gpu_index is None else str(self.gpu_index)
-        return {**self.settings(base, threads).as_env(), "CUDA_VISIBLE_DEVICES": visible, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+        cuda = {"CUDA_VISIBLE_DEVICES": visible, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+        return {**self.settings(base, threads).as_env(), **cuda}
 
 
 def pool_devices(devices: str, gpus: Sequence[Gpu], cpu_processes: int) -> list[tuple[str, str]]:

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 TICK_S = 0.2
 
 
-def restart_delay(failures: int, min_s: float = defaults.RESTART_BACKOFF_MIN_S, max_s: float = defaults.RESTART_BACKOFF_MAX_S) -> float:
+def restart_delay(
+    failures: int, min_s: float = defaults.RESTART_BACKOFF_MIN_S, max_s: float = defaults.RESTART_BACKOFF_MAX_S
+) -> float:
     """The wait before restart number ``failures`` of a child that keeps dying: min, 2·min, 4·min... max."""
     return min(max_s, min_s * 2 ** max(0, failures - 1))
 
@@ -137,7 +139,8 @@ class Supervisor:
                 _kill_group(child.process.pid)
                 child.process.wait()
             else:
-                log.info("%s (pid %d) stopped: %s", child.name, child.process.pid, exit_reason(child.process.returncode))
+                reason = exit_reason(child.process.returncode)
+                log.info("%s (pid %d) stopped: %s", child.name, child.process.pid, reason)
 
 
 def _kill_group(pid: int) -> None:

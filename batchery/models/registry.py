@@ -237,7 +237,7 @@ def _overrides(name: str, on: Any) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"model {name!r}: 'on.{kind}': the device kinds are {DEVICE_KINDS}")
         unknown = set(table) - set(DEVICE_OVERRIDES)
         if unknown:
-            raise ConfigError(f"model {name!r}: 'on.{kind}' cannot set {sorted(unknown)} (it can set {DEVICE_OVERRIDES})")
+            raise ConfigError(f"model {name!r}: 'on.{kind}' cannot set {sorted(unknown)}; it can set {DEVICE_OVERRIDES}")
     return {kind: dict(table) for kind, table in on.items()}
 
 

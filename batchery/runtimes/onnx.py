@@ -58,9 +58,8 @@ class OnnxRuntime(Runtime):
                 raise ConfigError(f"model {spec.name!r}: a text model needs options.tokenizer (a tokenizer.json)")
             encoder = TextEncoder(tokenizer_path, spec.options.get("max_length"))
         try:
-            session = onnxruntime.InferenceSession(
-                str(model_path), sess_options=session_options(spec, settings.worker_threads), providers=providers(device)
-            )
+            options = session_options(spec, settings.worker_threads)
+            session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=providers(device))
         except Exception as exc:
             raise ConfigError(f"model {spec.name!r}: cannot load {model_path}: {exc}") from exc
         if device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():

@@ -48,7 +48,9 @@ def test_devices_that_are_not_there_are_config_errors(devices, fragment):
 
 def test_each_slot_takes_the_queues_of_the_models_placed_on_its_device(registry):
     slots = plan_pool(registry, pool_devices("auto", GPUS, 1) + [("cpu0", "cpu")])
-    assert [(s.number, s.name, s.device) for s in slots] == [(0, "gpu0", "cuda:0"), (1, "gpu1", "cuda:1"), (2, "cpu0", "cpu")]
+    assert [(s.number, s.name, s.device) for s in slots] == [
+        (0, "gpu0", "cuda:0"), (1, "gpu1", "cuda:1"), (2, "cpu0", "cpu")
+    ]
     assert slots[0].models == ("echo", "echo-gpu")
     assert slots[1].queues == ("batchery.echo", "batchery.echo-gpu1", "batchery.echo-gpu")
     assert slots[2].models == ("minilm", "echo")

@@ -86,7 +86,9 @@ class Pool:
     def start(self, timeout_s: float = 120.0) -> "Pool":
         argv = [sys.executable, "-m", "batchery", "worker", "--devices", "auto"]
         out = self.log_path.open("ab")
-        self.process = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.wait_for(lambda: {"gpu0", "gpu1"} <= set(self.workers()), timeout_s)
         return self
 
@@ -177,7 +179,10 @@ def test_one_threads_pool_process_per_gpu_each_pinned_to_its_own(pool: Pool, poo
 
 def test_celery_sees_each_gpu_worker_on_its_queues(pool: Pool):
     queues = {node: {q["name"] for q in qs} for node, qs in pool.celery("inspect", "active_queues").items()}
-    assert queues == {"gpu0": {"batchery.echo-gpu0", "batchery.echo-pool"}, "gpu1": {"batchery.echo-gpu1", "batchery.echo-pool"}}
+    assert queues == {
+        "gpu0": {"batchery.echo-gpu0", "batchery.echo-pool"},
+        "gpu1": {"batchery.echo-gpu1", "batchery.echo-pool"},
+    }
 
 
 def test_the_api_counts_live_workers_per_model_and_per_gpu(pool: Pool, pool_api: ApiServer, http):
@@ -187,7 +192,8 @@ def test_the_api_counts_live_workers_per_model_and_per_gpu(pool: Pool, pool_api:
     assert models["echo-pool"]["live_workers_by_device"] == {f"cuda:0@{HOST}": 1, f"cuda:1@{HOST}": 1}
     assert models["echo-gpu1"]["device"] == ["cuda:1"] and models["echo-gpu1"]["live_workers"] == 1
     listed = http.get(f"{pool_api.url}/v1/workers").json()
-    assert {w["hostname"]: w["cuda_visible_devices"] for w in listed["workers"]} == {f"gpu0@{HOST}": "0", f"gpu1@{HOST}": "1"}
+    pinned = {w["hostname"]: w["cuda_visible_devices"] for w in listed["workers"]}
+    assert pinned == {f"gpu0@{HOST}": "0", f"gpu1@{HOST}": "1"}
     ready = http.get(f"{pool_api.url}/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["live_workers"] == {"echo-gpu0": 1, "echo-gpu1": 1, "echo-pool": 2}
