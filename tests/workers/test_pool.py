@@ -93,8 +93,8 @@ class Pool:
         return self
 
     def workers(self) -> dict[str, dict]:
-        """Live heartbeats of this machine's pool, by node name (``gpu0``)."""
-        return {w["hostname"].split("@")[0]: w for w in live_workers(self.redis) if w["hostname"].endswith("@" + HOST)}
+        """Live heartbeats of this machine's pool, by node name (``gpu0``); the session's other workers aside."""
+        return _by_node(live_workers(self.redis))
 
     def wait_for(self, condition, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -113,7 +113,7 @@ class Pool:
         )
         assert done.returncode == 0, done.stderr
         replies = json.loads(done.stdout.strip().splitlines()[-1])
-        return {node.split("@")[0]: reply for node, reply in replies.items() if node.endswith("@" + HOST)}
+        return {node: reply for node, (_, reply) in _by_node(replies.items(), lambda item: item[0]).items()}
 
     def terminate(self, timeout_s: float = 60.0) -> int:
         if self.process.poll() is None:
@@ -126,6 +126,16 @@ class Pool:
         for worker in self.workers().values():  # nothing may outlive the test
             os.kill(worker["pid"], signal.SIGKILL)
         return self.process.returncode
+
+
+def _by_node(items, hostname=lambda worker: worker["hostname"]) -> dict:  # noqa: ANN001
+    """``gpu0``, ``gpu1``... of this host: the pool's processes, not the other tests' ``echo@host`` and such."""
+    found = {}
+    for item in items:
+        node, _, host = hostname(item).partition("@")
+        if host == HOST and node.startswith("gpu"):
+            found[node] = item
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +202,9 @@ def test_the_api_counts_live_workers_per_model_and_per_gpu(pool: Pool, pool_api:
     assert models["echo-pool"]["live_workers_by_device"] == {f"cuda:0@{HOST}": 1, f"cuda:1@{HOST}": 1}
     assert models["echo-gpu1"]["device"] == ["cuda:1"] and models["echo-gpu1"]["live_workers"] == 1
     listed = http.get(f"{pool_api.url}/v1/workers").json()
-    pinned = {w["hostname"]: w["cuda_visible_devices"] for w in listed["workers"]}
-    assert pinned == {f"gpu0@{HOST}": "0", f"gpu1@{HOST}": "1"}
+    pinned = {node: w["cuda_visible_devices"] for node, w in _by_node(listed["workers"]).items()}
+    assert pinned == {"gpu0": "0", "gpu1": "1"}
+    assert listed["devices"][f"cuda:0@{HOST}"] == listed["devices"][f"cuda:1@{HOST}"] == 1
     ready = http.get(f"{pool_api.url}/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["live_workers"] == {"echo-gpu0": 1, "echo-gpu1": 1, "echo-pool": 2}
