@@ -38,6 +38,17 @@ class BadRequest(BatcheryError):
     code = "bad_request"
 
 
+class Unauthorized(BatcheryError):
+    """The request carries no valid API key (only when API keys are configured)."""
+
+    status = 401
+    code = "unauthorized"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="batchery"'}
+
+
 class UnsupportedMediaType(BatcheryError):
     """The request body's content type is not one the endpoint reads."""
 

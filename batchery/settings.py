@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -30,7 +30,7 @@ class Settings:
     host: str = defaults.HOST
     port: int = defaults.PORT
     flower_port: int = defaults.FLOWER_PORT
-    flower_basic_auth: str = ""
+    flower_basic_auth: str = field(default="", repr=False)
     models_file: str = ""
     data_dir: str = defaults.DATA_DIR
     chunk_size: int = defaults.CHUNK_SIZE
@@ -48,7 +48,6 @@ class Settings:
     worker_devices: str = defaults.WORKER_DEVICES
     worker_processes: int = 0
     worker_threads: int = 0
-    worker_metrics_port: int = defaults.WORKER_METRICS_PORT
     worker_drain_timeout_s: float = defaults.WORKER_DRAIN_TIMEOUT_S
     visibility_timeout_s: int = defaults.VISIBILITY_TIMEOUT_S
     fault_transient_rate: float = 0.0
@@ -70,6 +69,11 @@ class Settings:
     retry_after_s: int = defaults.RETRY_AFTER_S
     api_workers: int = defaults.API_WORKERS
     api_threads: int = defaults.API_THREADS
+    worker_metrics_port: int = defaults.WORKER_METRICS_PORT
+    log_format: str = defaults.LOG_FORMAT
+    api_keys: str = field(default="", repr=False)
+    api_keys_file: str = ""
+    api_key: str = field(default="", repr=False)
 
     @property
     def effective_redis_url(self) -> str:
@@ -78,6 +82,20 @@ class Settings:
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.effective_redis_url
+
+    @property
+    def api_key_list(self) -> tuple[str, ...]:
+        """The keys the API accepts from ``api_keys`` (comma-separated); the keys file adds its own."""
+        return tuple(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def api_keys_configured(self) -> bool:
+        return bool(self.api_key_list or self.api_keys_file)
+
+    @property
+    def client_api_key(self) -> str:
+        """The key a client command sends: ``api_key``, else the first key the API accepts (one machine)."""
+        return self.api_key or next(iter(self.api_key_list), "")
 
     @property
     def data_path(self) -> Path:

@@ -109,6 +109,7 @@ def settings(redis_server: RedisServer, session_dir: Path, data_settings: Settin
         predict_timeout_s=10.0,
         worker_heartbeat_s=0.5,
         worker_heartbeat_ttl_s=2.0,
+        worker_metrics_port=0,
     )
 
 

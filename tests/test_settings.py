@@ -24,3 +24,12 @@ def test_a_bad_value_names_the_variable():
 def test_settings_round_trip_through_the_environment():
     settings = Settings(port=8123, chunk_size=64, models_file="/m.toml")
     assert Settings.from_env(settings.as_env()) == settings
+
+
+def test_api_keys_are_a_comma_list_and_the_client_key_falls_back_to_the_first():
+    settings = Settings.from_env({"BATCHERY_API_KEYS": " k1 , k2,, "})
+    assert settings.api_key_list == ("k1", "k2") and settings.api_keys_configured
+    assert settings.client_api_key == "k1"
+    assert Settings(api_key="mine", api_keys="k1").client_api_key == "mine"
+    assert not Settings().api_keys_configured and Settings(api_keys_file="/k").api_keys_configured
+    assert "k1" not in repr(settings), "secrets stay out of the settings' repr"

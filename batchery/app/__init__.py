@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from batchery.app import dead_letters, health, jobs, models, workers
+from batchery.app import auth, dead_letters, discovery, health, jobs, models, workers
+from batchery.app.access import register_request_log
 from batchery.app.errors import register_error_handlers
 from batchery.app.services import Services
 from batchery.models.registry import load_registry
+from batchery.monitoring.metrics import record_job_finished
 from batchery.settings import Settings, get_settings
 from batchery.tasks.celery_app import create_celery
 from batchery.tasks.enqueue import Enqueuer
@@ -15,15 +17,18 @@ from batchery.tasks.enqueue import Enqueuer
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
-    app = Flask("batchery")
+    app = Flask("batchery", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     registry = load_registry(settings.models_file)
     store = settings.job_store()
     celery = create_celery(settings)
     enqueuer = Enqueuer(celery, store, settings, registry)
     store.on_release = enqueuer.release
+    store.on_finish = record_job_finished
     app.extensions["batchery"] = Services(settings=settings, registry=registry, store=store, celery=celery, enqueuer=enqueuer)
-    for blueprint in (jobs.bp, models.bp, workers.bp, dead_letters.bp, health.bp):
+    for blueprint in (jobs.bp, models.bp, workers.bp, dead_letters.bp, health.bp, discovery.bp):
         app.register_blueprint(blueprint)
+    auth.install(app, settings)
     register_error_handlers(app)
+    register_request_log(app)
     return app

@@ -8,7 +8,7 @@ from batchery.app.errors import error_response
 from batchery.app.jobs import json_response
 from batchery.app.services import services
 from batchery.app.workers import by_device
-from batchery.monitoring.metrics import scrape
+from batchery.monitoring.exporter import api_collectors, scrape
 
 bp = Blueprint("health", __name__)
 
@@ -46,5 +46,7 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    body, content_type = scrape()
+    """Every API process's counts, plus queue depths and live workers read now from the broker and Redis."""
+    svc = services()
+    body, content_type = scrape(api_collectors(svc.celery, svc.registry, svc.store.redis))
     return Response(body, content_type=content_type)

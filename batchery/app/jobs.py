@@ -11,6 +11,7 @@ from batchery.app.requests import NDJSON, read_job_request
 from batchery.app.services import services
 from batchery.app.views import job_document, job_links
 from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, Unavailable
+from batchery.monitoring.logs import bind
 from batchery.monitoring.metrics import record_submission
 from batchery.store.codec import dumps, encode_error, result_record
 from batchery.tasks.enqueue import new_job_id
@@ -18,6 +19,7 @@ from batchery.tasks.enqueue import new_job_id
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 REPLAY_WAIT_S = 2.0
+MAX_OFFSET = 10**9  # past a job's last item a page is empty, as past the end of any list
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -31,10 +33,12 @@ def create_job() -> Response:
     job = read_job_request(request, svc.registry, svc.settings)
     svc.require_worker(job.spec)
     job_id = new_job_id()
+    bind(job_id)
     client_key = idempotency_key()
     if client_key is not None:
         owner = svc.store.claim_idempotency_key(client_key, job_id)
         if owner != job_id:
+            bind(owner)
             return _replay(owner)
     svc.enqueuer.submit(
         job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache
@@ -87,7 +91,7 @@ def get_results(job_id: str) -> Response:
     if NDJSON in request.headers.get("Accept", ""):
         return Response(stream_with_context(_ndjson(job_id, job["total"])), mimetype=NDJSON)
     settings = services().settings
-    offset = int_arg("offset", 0, 0, job["total"])
+    offset = int_arg("offset", 0, 0, MAX_OFFSET)
     limit = int_arg("limit", settings.results_page_limit, 1, settings.results_page_max)
     stop = min(offset + limit, job["total"])
     results = [result_record(i, raw) for i, raw in services().store.outputs(job_id, offset, stop)]

@@ -12,6 +12,7 @@ from batchery.app.services import Services, services
 from batchery.app.workers import by_device
 from batchery.errors import Timeout
 from batchery.models.registry import ModelSpec
+from batchery.monitoring.logs import bind
 from batchery.monitoring.metrics import record_submission
 from batchery.store.codec import decode
 
@@ -38,6 +39,7 @@ def predict(name: str) -> Response:
     inputs = read_predict_request(request, spec, svc.settings)
     svc.require_worker(spec)
     job_id = svc.enqueuer.submit(spec, inputs, ttl_s=_predict_ttl(svc))
+    bind(job_id)
     record_submission(spec.name, len(inputs))
     if not svc.store.wait_done(job_id, svc.settings.predict_timeout_s):
         svc.store.cancel(job_id)

@@ -46,6 +46,7 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
     if not isinstance(cache, bool):
         raise BadRequest("'cache' must be true or false")
     spec = registry.get(model)
+    _check_query_agrees(request, registry, spec, cache)
     return JobRequest(spec, read_inputs(body, spec, settings), metadata, _timeout(body.get("timeout_s"), settings), cache)
 
 
@@ -55,6 +56,15 @@ def _query_bool(name: str, raw: str) -> bool:
     if raw.lower() in ("false", "0"):
         return False
     raise BadRequest(f"'{name}' must be true or false, not {raw!r}")
+
+
+def _check_query_agrees(request: Request, registry: Registry, spec: ModelSpec, cache: bool) -> None:
+    """A ``?model=`` or ``?cache=`` beside a JSON body must say what the body says: which was meant is otherwise a guess."""
+    named = request.args.get("model")
+    if named is not None and registry.get(named) != spec:
+        raise BadRequest(f"?model={named!r} and the body's 'model' name different models; send one")
+    if "cache" in request.args and _query_bool("cache", request.args["cache"]) != cache:
+        raise BadRequest(f"?cache={request.args['cache']!r} contradicts the body's 'cache'; send one")
 
 
 def _timeout(value: Any, settings: Settings) -> float | None:

@@ -20,8 +20,8 @@ from batchery.batching import hooks
 from batchery.batching.queue import Item, ItemQueue
 from batchery.batching.ticket import Ticket
 from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded
-from batchery.retry import RetryPolicy, as_error, is_transient, run_isolated
-from batchery.retry.dead_letters import DeadLetter, DeadLetters
+from batchery.retry import RetryPolicy, as_error, run_isolated
+from batchery.retry.dead_letters import DeadLetter, DeadLetters, is_dead_letter
 from batchery.store import ItemResult
 from batchery.store.codec import encode_error, encode_output
 
@@ -158,14 +158,14 @@ class Batcher:
             for item in items:
                 item.ticket.abort(exc)
             return
+        hooks.call("after_store", self.spec, items, results, reverse=True)
         _settle(items, records)
 
     def _dead_letters(self, items: Sequence[Item], results: Sequence[Any]) -> list[DeadLetter]:
-        """Items whose error survived every retry; permanent errors were never retried and are not letters."""
         return [
             DeadLetter(item.job_id, item.index, self.spec.name, item.input, r.as_dict(), self.retry.attempts)
             for item, r in zip(items, results)
-            if isinstance(r, BatcheryError) and is_transient(r)
+            if is_dead_letter(r)
         ]
 
 

@@ -53,6 +53,13 @@ class BatchHook:
     def after_write(self, spec: "ModelSpec", items: Sequence["Item"], seconds: float) -> None:
         """The batch's outputs are stored in Redis."""
 
+    def after_store(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any]) -> None:
+        """Every item's final result is in Redis: an output or a :class:`BatcheryError`, one per item.
+
+        Unlike :meth:`after_batch` this sees items that never reached the model too (cancelled, or past
+        their deadline, while they waited), and only results that were stored.
+        """
+
 
 _HOOKS: list[BatchHook] = []
 

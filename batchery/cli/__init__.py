@@ -11,12 +11,14 @@ from pathlib import Path
 import click
 
 from batchery import defaults
-from batchery.cli.pool import single_slot, start_pool
-from batchery.cli.processes import api_argv, api_env, flower_argv, worker_argv
+from batchery.cli.pool import Slot, single_slot, start_pool
+from batchery.cli.processes import api_argv, api_env, flower_argv, flower_env, worker_argv
 from batchery.cli.redis_server import RedisServer, answers
 from batchery.cli.supervisor import Supervisor
 from batchery.errors import ConfigError
 from batchery.models.registry import load_registry
+from batchery.monitoring.logs import configure as configure_logging
+from batchery.redis_urls import masked, redis_client
 from batchery.settings import Settings
 
 log = logging.getLogger("batchery")
@@ -30,7 +32,7 @@ def _settings(**overrides: object) -> Settings:
 @click.group()
 def main() -> None:
     """batchery: asynchronous batch inference over Celery."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(Settings.from_env())
 
 
 def ensure_redis(settings: Settings, probe_url: str = defaults.LOCAL_REDIS_URL) -> tuple[Settings, RedisServer | None]:
@@ -68,15 +70,11 @@ def up(
     supervisor.handle_signals()
     code = 1
     try:
-        _start_pool(supervisor, settings)
+        slots = _start_pool(supervisor, settings)
         supervisor.spawn("api", api_argv(settings), api_env())
         if not no_flower:
-            supervisor.spawn("flower", flower_argv(settings))
-        click.echo(f"batchery is up:\n  API     http://{settings.host}:{settings.port}/v1/models\n"
-                   f"  metrics http://{settings.host}:{settings.port}/metrics\n  Redis   {settings.effective_redis_url}")
-        if not no_flower:
-            click.echo(f"  Flower  http://{settings.host}:{settings.flower_port}/")
-        click.echo("Ctrl-C stops everything.")
+            supervisor.spawn("flower", flower_argv(settings), flower_env(settings))
+        click.echo(banner(settings, flower=not no_flower, workers=len(slots)))
         code = supervisor.run()
     finally:
         click.echo("stopping...")
@@ -87,11 +85,35 @@ def up(
     sys.exit(code)
 
 
-def _start_pool(supervisor: Supervisor, settings: Settings, models: list[str] | None = None) -> None:
+def _start_pool(supervisor: Supervisor, settings: Settings, models: list[str] | None = None) -> list[Slot]:
     try:
-        start_pool(supervisor, settings, models or ())
+        return start_pool(supervisor, settings, models or ())
     except ConfigError as exc:
         raise click.ClickException(exc.message)
+
+
+def banner(settings: Settings, flower: bool = True, workers: int = 1) -> str:
+    """What `batchery up` prints: where everything is, with passwords in URLs masked."""
+    lines = [
+        "batchery is up:",
+        f"  API     http://{settings.host}:{settings.port}/v1/models",
+        f"  OpenAPI http://{settings.host}:{settings.port}/openapi.json",
+        f"  metrics http://{settings.host}:{settings.port}/metrics",
+        f"  Redis   {masked(settings.effective_redis_url)}",
+    ]
+    if settings.broker_url:
+        lines.append(f"  broker  {masked(settings.broker_url)}")
+    if flower:
+        behind = " (basic auth)" if settings.flower_basic_auth else ""
+        lines.append(f"  Flower  http://{settings.host}:{settings.flower_port}/{behind}")
+    if settings.worker_metrics_port:
+        first, last = settings.worker_metrics_port, settings.worker_metrics_port + workers - 1
+        more = f" to :{last}, one port per worker process" if last > first else ""
+        lines.append(f"  worker metrics http://{settings.host}:{first}/metrics{more}")
+    if settings.api_keys_configured:
+        lines.append("  API keys are required: send 'Authorization: Bearer <key>'")
+    lines.append("Ctrl-C stops everything.")
+    return "\n".join(lines)
 
 
 @main.command()
@@ -160,7 +182,9 @@ def submit(input_file: Path, model: str, output: Path | None, url: str | None, l
     base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
     out = output.open("wb") if output else sys.stdout.buffer
     try:
-        counts = submit_file(base, input_file, model, out, lines_per_job=lines_per_job, progress=not quiet)
+        counts = submit_file(
+            base, input_file, model, out, lines_per_job=lines_per_job, progress=not quiet, api_key=settings.client_api_key
+        )
     except RuntimeError as exc:
         raise click.ClickException(str(exc))
     finally:
@@ -175,11 +199,9 @@ def dlq() -> None:
 
 
 def _dead_letters(settings: Settings):  # noqa: ANN202
-    import redis
-
     from batchery.retry.dead_letters import DeadLetters
 
-    return DeadLetters(redis.Redis.from_url(settings.effective_redis_url))
+    return DeadLetters(redis_client(settings.effective_redis_url))
 
 
 @dlq.command("list")
@@ -197,13 +219,14 @@ def dlq_list(limit: int, model: str | None) -> None:
 
 @dlq.command("retry")
 @click.option("--limit", type=int, default=1000, show_default=True)
-def dlq_retry(limit: int) -> None:
+@click.option("--model", help="only this model's")
+def dlq_retry(limit: int, model: str | None) -> None:
     """Put dead items back into their jobs and queue them again."""
     from batchery.tasks import app as celery
     from batchery.tasks.enqueue import retry_dead_letters
 
     settings = _settings()
-    retried = retry_dead_letters(celery, _dead_letters(settings), load_registry(settings.models_file), limit)
+    retried = retry_dead_letters(celery, _dead_letters(settings), load_registry(settings.models_file), limit, model)
     click.echo(f"{retried} dead letters queued again")
 
 

@@ -35,7 +35,7 @@ def api_argv(settings: Settings) -> list[str]:
         "--worker-class=gthread",
         f"--threads={settings.api_threads}",
         "--timeout=120",
-        "--access-logfile=-",
+        "--config=python:batchery.app.gunicorn_conf",
         "batchery.app:create_app()",
     ]
 
@@ -46,7 +46,9 @@ def api_env() -> dict[str, str]:
 
 
 def flower_argv(settings: Settings) -> list[str]:
-    argv = celery_argv("flower", f"--port={settings.flower_port}", f"--address={settings.host}")
-    if settings.flower_basic_auth:
-        argv.append(f"--basic-auth={settings.flower_basic_auth}")
-    return argv
+    return celery_argv("flower", f"--port={settings.flower_port}", f"--address={settings.host}")
+
+
+def flower_env(settings: Settings) -> dict[str, str]:
+    """Flower's basic auth goes in its environment, never its command line, which any local user can read."""
+    return {"FLOWER_BASIC_AUTH": settings.flower_basic_auth} if settings.flower_basic_auth else {}

@@ -27,10 +27,13 @@ def read_lines(path: Path, lines_per_job: int) -> Iterator[bytes]:
 
 
 def submit_file(
-    url: str, path: Path, model: str, out: IO[bytes], *, lines_per_job: int = 100_000, poll_s: float = 0.5, progress: bool = True
+    url: str, path: Path, model: str, out: IO[bytes], *, lines_per_job: int = 100_000, poll_s: float = 0.5,
+    progress: bool = True, api_key: str = "",
 ) -> dict[str, int]:
     """Submit every job, wait for all, then write their results in input order; returns the counts."""
     session = requests.Session()
+    if api_key:
+        session.headers["Authorization"] = f"Bearer {api_key}"
     jobs = [_post(session, url, model, body) for body in read_lines(path, lines_per_job)]
     total = sum(job["total"] for job in jobs)
     with tqdm(total=total, unit="item", disable=not progress) as bar:

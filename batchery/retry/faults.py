@@ -22,6 +22,7 @@ import redis
 
 from batchery.errors import ConfigError, DeviceOutOfMemory, TransientError
 from batchery.models.registry import ModelSpec
+from batchery.monitoring.metrics import FAULTS_INJECTED
 from batchery.runtimes.base import Runtime
 from batchery.settings import Settings
 
@@ -91,6 +92,7 @@ class FaultyRuntime(Runtime):
         if rate <= 0 or self.rng.random() >= rate:
             return False
         self.injected[fault] += 1
+        FAULTS_INJECTED.labels(self.spec.name, fault).inc()
         log.warning("injected %s fault in model %s (%d so far)", fault, self.spec.name, self.injected[fault])
         return True
 
@@ -115,6 +117,7 @@ class FaultyStore:
     def record(self, *args: Any, **kwargs: Any) -> Any:
         if self.rng.random() < self.rate:
             self.injected += 1
+            FAULTS_INJECTED.labels(self.spec.name, "store").inc()
             log.warning("injected store fault in model %s (%d so far)", self.spec.name, self.injected)
             raise redis.ConnectionError(f"injected store fault in model {self.spec.name}")
         return self.inner.record(*args, **kwargs)

@@ -7,7 +7,7 @@ time, and retrying it would only delay its batch-mates.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -24,11 +24,15 @@ def is_transient(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Attempt ``n`` waits ``base_s * 2**(n-1)`` plus up to ``base_s`` of jitter, never more than ``max_s``."""
+    """Attempt ``n`` waits ``base_s * 2**(n-1)`` plus up to ``base_s`` of jitter, never more than ``max_s``.
+
+    ``on_retry`` is called once before each retry (the worker counts retries per model with it).
+    """
 
     attempts: int = 3
     base_s: float = 0.05
     max_s: float = 2.0
+    on_retry: Callable[[], None] | None = field(default=None, compare=False)
 
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()``, retried on transient errors; the last error is raised as it was."""
@@ -37,9 +41,14 @@ class RetryPolicy:
             wait=wait_exponential_jitter(multiplier=self.base_s, jitter=self.base_s, max=self.max_s),
             retry=retry_if_exception(is_transient),
             reraise=True,
+            before_sleep=self._before_sleep,
         )
         return retrying(fn)
 
     def delay(self, attempt: int) -> float:
         """How long to wait before retry number ``attempt`` (1-based): the same curve as :meth:`call`'s."""
         return min(self.max_s, self.base_s * 2 ** (attempt - 1) + random.uniform(0, self.base_s))
+
+    def _before_sleep(self, state: object) -> None:
+        if self.on_retry is not None:
+            self.on_retry()

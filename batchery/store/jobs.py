@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import orjson
 import redis
 
 from batchery import keys
+from batchery.redis_urls import redis_client
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 _RECORD = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, -1, 0, {}} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, -1, 0, {}, {}} end
 local prefix, cache_ttl, cache_max = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local owns = redis.call('EXISTS', KEYS[4]) == 1
 local ok, err, cached, shared = 0, 0, 0, {}
@@ -53,7 +54,7 @@ if cache_max > 0 then
     for j = 1, #oldest, 2 do redis.call('DEL', prefix .. oldest[j]) end
   end
 end
-if ok + err == 0 then return {0, 0, 0, shared} end
+if ok + err == 0 then return {0, 0, 0, shared, {}} end
 if ok + err > cached then
   local backlog = ARGV[7] .. redis.call('HGET', KEYS[1], 'model')
   if redis.call('DECRBY', backlog, ok + err - cached) < 0 then redis.call('SET', backlog, 0) end
@@ -62,6 +63,7 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 local s = redis.call('HINCRBY', KEYS[1], 'succeeded', ok)
 local f = redis.call('HINCRBY', KEYS[1], 'failed', err)
 if cached > 0 then redis.call('HINCRBY', KEYS[1], 'cached', cached) end
+local done = {}
 if s + f >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[2])
   if redis.call('HGET', KEYS[1], 'status') ~= 'cancelled' then
@@ -69,15 +71,16 @@ if s + f >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
   end
   redis.call('RPUSH', KEYS[3], '1')
   redis.call('EXPIRE', KEYS[3], ARGV[1])
+  done = redis.call('HMGET', KEYS[1], 'model', 'status', 'created_at')
 end
-return {ok, err, cached, shared}
+return {ok, err, cached, shared, done}
 """
 
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
 if redis.call('HGET', KEYS[1], 'status') == 'queued' then redis.call('HSET', KEYS[1], 'status', 'running') end
-return redis.call('HMGET', KEYS[1], 'status', 'deadline')
+return redis.call('HMGET', KEYS[1], 'status', 'deadline', 'created_at')
 """
 
 _MISSING = """
@@ -98,6 +101,14 @@ if status == 'queued' or status == 'running' then
 end
 return status
 """
+
+
+class Started(NamedTuple):
+    """A job as a chunk finds it when it starts: its status, deadline (epoch s) and submission time."""
+
+    status: str
+    deadline: float | None
+    created_at: float
 
 
 #: Errors that belong to one job, not to its input: an item waiting on an owner that ends so is computed anew.
@@ -130,6 +141,8 @@ class ItemResult:
 #: Called with (cache key, ["<job id>|<index>", ...], input JSON) when an item others waited on ended with
 #: an error of its own job's making; the waiters must be computed anew (see :mod:`batchery.cache`).
 ReleaseHook = Callable[[str, list[str], bytes], None]
+#: Called with (model, final status, seconds from submission) by the one write that ends a job's last item.
+FinishHook = Callable[[str, str, float], None]
 
 
 class JobStore:
@@ -141,6 +154,7 @@ class JobStore:
         self.cache_ttl_s = cache_ttl_s
         self.cache_max_entries = cache_max_entries
         self.on_release: ReleaseHook | None = None
+        self.on_finish: FinishHook | None = None
         self._record = client.register_script(_RECORD)
         self._start = client.register_script(_START)
         self._missing = client.register_script(_MISSING)
@@ -148,7 +162,7 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str, job_ttl_s: int, cache_ttl_s: int = 0, cache_max_entries: int = 0) -> "JobStore":
-        return cls(redis.Redis.from_url(url), job_ttl_s, cache_ttl_s, cache_max_entries)
+        return cls(redis_client(url), job_ttl_s, cache_ttl_s, cache_max_entries)
 
     def create(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> None:
         now = time.time()
@@ -183,13 +197,13 @@ class JobStore:
     def recent(self, limit: int) -> list[str]:
         return [m.decode() for m in self.redis.zrevrange(keys.recent_jobs(), 0, limit - 1)]
 
-    def start(self, job_id: str) -> tuple[str, float | None] | None:
-        """Mark the job running (once); returns its status and deadline, or None when it no longer exists."""
+    def start(self, job_id: str) -> Started | None:
+        """Mark the job running (once); returns its status, deadline and creation time, or None when it is gone."""
         found = self._start(keys=[keys.job(job_id)], args=[time.time()])
         if not found:
             return None
-        status, deadline = found
-        return status.decode(), float(deadline) if deadline else None
+        status, deadline, created_at = found
+        return Started(status.decode(), float(deadline) if deadline else None, float(created_at or 0))
 
     def missing(self, job_id: str, indices: Sequence[int]) -> list[int]:
         """The indices among ``indices`` that have no output or error yet."""
@@ -201,7 +215,8 @@ class JobStore:
         """Store finished items of any number of jobs in one round trip; returns (new ok, new errors) per job.
 
         ``also`` adds its own commands to the same pipeline (the batch's dead letters, say). An item that
-        others waited on (see :mod:`batchery.cache`) hands its result to them in a second round trip.
+        others waited on (see :mod:`batchery.cache`) hands its result to them in a second round trip. A job
+        whose last item this call stores is reported to :attr:`on_finish`, exactly once.
         """
         by_job: dict[str, list[Any]] = {}
         by_address: dict[tuple[str, int], ItemResult] = {}
@@ -224,8 +239,11 @@ class JobStore:
         if also is not None:
             also(pipe)
         counts = {}
-        for job_id, (ok, err, _cached, groups) in zip(by_job, pipe.execute()):
+        for job_id, (ok, err, _cached, groups, done) in zip(by_job, pipe.execute()):
             counts[job_id] = (ok, err)
+            if done and self.on_finish is not None:
+                model, status, created_at = (v.decode() if v else "" for v in done)
+                self.on_finish(model, status, head[1] - float(created_at or head[1]))
             for group in groups:
                 self._share(by_address[(job_id, int(group[0]))], group[1].decode(), group[2], [w.decode() for w in group[3:]])
         return counts

@@ -8,6 +8,7 @@ Delivery choices (see the README's operations section):
 - kombu sweeps for such chunks every ``unacked_restore_interval * unacked_restore_throttle`` seconds (100 by
   default, which would add up to 100 s to the timeout); batchery sweeps every tenth of the timeout (1-10 s).
 - ``worker_prefetch_multiplier = 1``: reserved-but-unstarted chunks are invisible to other workers.
+- A ``rediss://`` broker or result backend gets its TLS options from its URL (:mod:`batchery.redis_urls`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from kombu import Queue
 
 from batchery import defaults
 from batchery.models.registry import load_registry
+from batchery.monitoring.logs import connect_celery_signals
+from batchery.redis_urls import ssl_options
 from batchery.settings import Settings
 from batchery.workers.bootstep import ModelHostStep
 
@@ -29,6 +32,12 @@ def create_celery(settings: Settings) -> Celery:
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
         "unacked_restore_throttle": 1,
     }
+    broker_ssl = ssl_options(settings.effective_broker_url)
+    if broker_ssl is not None:
+        app.conf.broker_use_ssl = broker_ssl
+    backend_ssl = ssl_options(settings.effective_redis_url)
+    if backend_ssl is not None:
+        app.conf.redis_backend_use_ssl = backend_ssl
     app.conf.update(
         broker_url=settings.effective_broker_url,
         result_backend=settings.effective_redis_url,
@@ -54,4 +63,5 @@ def create_celery(settings: Settings) -> Celery:
         task_default_queue=next(iter(registry)).queue,
     )
     app.steps["worker"].add(ModelHostStep)
+    connect_celery_signals()
     return app

@@ -16,6 +16,7 @@ from celery import Task, shared_task
 from celery.exceptions import Reject
 
 from batchery.batching import QueueClosed
+from batchery.monitoring import metrics
 from batchery.workers.host import current_host
 
 CHUNK_TASK = "batchery.run_chunk"
@@ -41,4 +42,5 @@ def run_chunk(
             gave_up = host.give_up(job_id, model, indices, inputs, exc)
             log.error("chunk %s: gave up after %d retries, %d items dead-lettered: %s", self.request.id, attempt - 1, gave_up, exc)
             return {"job_id": job_id, "gave_up": gave_up}
+        metrics.CHUNK_RETRIES.labels(model).inc()
         raise self.retry(exc=exc, countdown=host.chunk_retry.delay(attempt), max_retries=host.chunk_retry.attempts)

@@ -18,6 +18,7 @@ from celery import Celery
 from batchery.cache import ResultCache
 from batchery.errors import TooManyRequests, Unavailable
 from batchery.models.registry import ModelSpec, Registry
+from batchery.monitoring.metrics import record_cache, record_job_finished
 from batchery.retry.dead_letters import DeadLetters
 from batchery.settings import Settings
 from batchery.store import ItemResult, JobStore
@@ -146,6 +147,7 @@ class Enqueuer:
 
     def _claim(self, spec: ModelSpec, job_id: str, inputs: Sequence[Any]) -> list[int]:
         claim = self.cache.claim(job_id, spec, inputs)
+        record_cache(spec.name, hits=len(claim.hits) + claim.waiting, misses=len(claim.owned))
         self._record_hits(job_id, claim.hits)
         return claim.owned
 
@@ -161,13 +163,16 @@ class Enqueuer:
         except Exception as exc:
             self.backlog.release(spec.name, len(todo))
             self.store.fail(job_id, f"could not queue the job: {exc}")
+            record_job_finished(spec.name, "failed", None)
             raise Unavailable(f"the broker did not take the job: {exc}") from exc
 
 
-def retry_dead_letters(celery: Celery, dead_letters: DeadLetters, registry: Registry, limit: int = 1000) -> int:
-    """Put up to ``limit`` dead items back into their own jobs and queue each again; returns how many."""
+def retry_dead_letters(
+    celery: Celery, dead_letters: DeadLetters, registry: Registry, limit: int = 1000, model: str | None = None
+) -> int:
+    """Put up to ``limit`` dead items (of ``model``, or all) back into their own jobs and queue each again."""
     retried = 0
-    for entry in dead_letters.list(0, limit):
+    for entry in dead_letters.list(0, limit, model):
         if entry["model"] not in registry.names() or not dead_letters.take(entry):
             continue
         spec = registry.get(entry["model"])

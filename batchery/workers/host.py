@@ -6,6 +6,7 @@ host per process, created by the worker bootstep before the consumer starts taki
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ from typing import Any, Sequence
 from batchery.batching import Batcher
 from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, ModelNotFound, StoreUnavailable
 from batchery.models.registry import ModelSpec
+from batchery.monitoring import metrics
 from batchery.retry import RetryPolicy
 from batchery.retry.dead_letters import DeadLetter, DeadLetters
 from batchery.retry.faults import with_faults, with_store_faults
@@ -54,7 +56,8 @@ class ModelHost:
             self.warm_batch_sizes[spec.name] = runtime.warm_up()
             runtime = with_faults(runtime, self.settings)
             store = with_store_faults(self.store, spec, self.settings)
-            self.batchers[spec.name] = Batcher(runtime, store, self.cancelled, self.retry).start()
+            retry = dataclasses.replace(self.retry, on_retry=metrics.RETRIES.labels(spec.name).inc)
+            self.batchers[spec.name] = Batcher(runtime, store, self.cancelled, retry).start()
             log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
 
     def announce(self) -> None:
@@ -97,20 +100,21 @@ class ModelHost:
         started = self.store.start(job_id)
         if started is None:
             return {"job_id": job_id, "skipped": "job no longer exists"}
-        status, deadline = started
+        metrics.QUEUE_WAIT.labels(model, "broker").observe(max(time.time() - started.created_at, 0.0))
         by_index = dict(zip(indices, inputs))
         todo = self.store.missing(job_id, indices)
-        if status == "cancelled":
-            self._fail_items(job_id, todo, Cancelled())
+        if started.status == "cancelled":
+            self._fail_items(job_id, model, todo, Cancelled())
             return {"job_id": job_id, "cancelled": len(todo)}
-        if deadline is not None and time.time() > deadline:
-            self._fail_items(job_id, todo, DeadlineExceeded())
+        if started.deadline is not None and time.time() > started.deadline:
+            self._fail_items(job_id, model, todo, DeadlineExceeded())
             return {"job_id": job_id, "deadline_exceeded": len(todo)}
         batcher = self.batchers.get(model)
         if batcher is None:
-            self._fail_items(job_id, todo, ModelNotFound(f"worker {self.hostname} does not serve model {model!r}"))
+            missing = ModelNotFound(f"worker {self.hostname} does not serve model {model!r}")
+            self._fail_items(job_id, model, todo, missing)
             return {"job_id": job_id, "failed": len(todo)}
-        ticket = batcher.submit(job_id, [(i, by_index[i]) for i in todo], deadline)
+        ticket = batcher.submit(job_id, [(i, by_index[i]) for i in todo], started.deadline)
         ticket.wait()
         if ticket.error is not None:
             raise ticket.error
@@ -127,11 +131,15 @@ class ModelHost:
             (ItemResult(job_id, i, encode_error(error), False) for i in todo),
             also=lambda pipe: DeadLetters(self.store.redis).add(pipe, letters),
         )
+        metrics.record_items(model, error.code, len(todo))
+        if todo:
+            metrics.DEAD_LETTERS.labels(model).inc(len(todo))
         return len(todo)
 
-    def _fail_items(self, job_id: str, indices: Sequence[int], error: BatcheryError) -> None:
+    def _fail_items(self, job_id: str, model: str, indices: Sequence[int], error: BatcheryError) -> None:
         """End items that will not reach a model with an explicit error, so the job still completes."""
-        self.store.fail_items(job_id, indices, encode_error(error))
+        ended = self.store.fail_items(job_id, indices, encode_error(error))
+        metrics.record_items(model, error.code, ended)
 
 
 def set_host(host: ModelHost | None) -> None:

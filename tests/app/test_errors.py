@@ -96,3 +96,24 @@ def test_redis_down_is_503(http, settings_with):
         error_of(http.get(f"{down.url}/v1/jobs/abc"), 503, "unavailable")
         error_of(http.get(f"{down.url}/readyz"), 503, "redis_unavailable")
         assert http.get(f"{down.url}/healthz").status_code == 200
+
+
+def test_a_wrong_method_is_405_with_the_allowed_methods(http, api):
+    response = http.put(f"{api.url}/v1/jobs")
+    error_of(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+    assert set(http.patch(f"{api.url}/v1/jobs/abc").headers["Allow"].split(", ")) >= {"GET", "DELETE"}
+
+
+def test_a_query_model_that_contradicts_the_json_body_is_400(http, api):
+    body = {"model": "echo", "inputs": [1]}
+    assert "different models" in error_of(http.post(f"{api.url}/v1/jobs?model=echo-slow", json=body), 400, "bad_request")
+    error_of(http.post(f"{api.url}/v1/jobs?model=null", json=body), 404, "model_not_found")
+    assert http.post(f"{api.url}/v1/jobs?model=echo@1", json=body).status_code == 202
+
+
+def test_a_query_cache_that_contradicts_the_json_body_is_400(http, api):
+    body = {"model": "echo", "inputs": [1], "cache": False}
+    assert "contradicts" in error_of(http.post(f"{api.url}/v1/jobs?cache=true", json=body), 400, "bad_request")
+    error_of(http.post(f"{api.url}/v1/jobs?cache=maybe", json=body), 400, "bad_request")
+    assert http.post(f"{api.url}/v1/jobs?cache=0", json=body).status_code == 202

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.helpers import wait_for_job
 
@@ -132,7 +135,24 @@ def test_a_job_no_worker_reaches_still_finishes_at_its_deadline(http, api, store
     assert [r["error"]["code"] for r in results] == ["deadline_exceeded"] * 3
 
 
+def test_a_job_the_api_ends_at_its_deadline_is_counted_finished_once(http, api, store):
+    labels = {"model": "echo-orphan", "status": "completed"}
+    before = REGISTRY.get_sample_value("batchery_jobs_finished_total", labels) or 0
+    job_id = uuid.uuid4().hex
+    store.create(job_id, {"model": "echo-orphan", "version": "1", "total": 2, "deadline": 1.0})
+    for _ in range(3):
+        assert http.get(f"{api.url}/v1/jobs/{job_id}").json()["status"] == "completed"
+    assert REGISTRY.get_sample_value("batchery_jobs_finished_total", labels) == before + 1
+
+
 @pytest.mark.parametrize("timeout", [0, -1, "soon", True, 10**9])
 def test_a_bad_timeout_is_400(http, api, timeout):
     response = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [1], "timeout_s": timeout})
     assert response.status_code == 400 and "timeout_s" in response.json()["error"]["message"]
+
+
+def test_a_results_page_past_the_last_item_is_empty(http, api):
+    job = submit(http, api, "echo", [1, 2, 3])
+    wait_for_job(http, job["links"]["self"])
+    assert http.get(job["links"]["results"], params={"offset": 3}).json() == {"results": [], "next": None}
+    assert http.get(job["links"]["results"], params={"offset": 4797}).json() == {"results": [], "next": None}

@@ -143,3 +143,29 @@ def test_after_prepare_sees_each_batch_fill_against_its_capacity(store):
     assert [(s.items, s.capacity, s.tokens) for s in hook.shapes] == [(5, 8, None)]
     assert hook.shapes[0].fill == pytest.approx(5 / 8)
     assert hook.shapes[0].padding_fraction is None
+
+
+class Stored(BatchHook):
+    def __init__(self) -> None:
+        self.results: dict[tuple[str, int], Any] = {}
+
+    def after_store(self, spec, items, results):
+        self.results.update({(item.job_id, item.index): r for item, r in zip(items, results)})
+
+
+def test_after_store_sees_every_stored_result_even_of_items_that_never_ran(store):
+    hook = add_hook(Stored())
+    cancelled: set[str] = set()
+    try:
+        batcher = Batcher(echo(max_batch_size=4, max_wait_ms=1, batch_latency_ms=30), store, cancelled).start()
+        keep, drop = new_job(store, 12), new_job(store, 12)
+        first = batcher.submit(keep, [(i, i) for i in range(12)])
+        second = batcher.submit(drop, [(i, i) for i in range(12)])
+        cancelled.add(drop)
+        assert first.wait(10) and second.wait(10)
+        batcher.stop()
+    finally:
+        remove_hook(hook)
+    assert [hook.results[(keep, i)] for i in range(12)] == list(range(12))
+    dropped = [hook.results[(drop, i)] for i in range(12)]
+    assert len(dropped) == 12 and sum(getattr(r, "code", None) == "cancelled" for r in dropped) == second.failed >= 8

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import orjson
 import pytest
+
+from tests.conftest import ApiServer
 
 pytestmark = pytest.mark.usefixtures("echo_worker")
 
@@ -35,3 +38,17 @@ def test_submit_reports_a_bad_line_clearly(api, tmp_path, settings):
     )
     assert done.returncode != 0
     assert "HTTP 400" in done.stderr and "line 2" in done.stderr
+
+
+def test_submit_sends_the_api_key_from_the_environment(tmp_path, settings):
+    source = tmp_path / "inputs.jsonl"
+    source.write_text('"a"\n"b"\n')
+    argv = [sys.executable, "-m", "batchery", "submit", str(source), "--model", "echo", "--quiet"]
+    with ApiServer(dataclasses.replace(settings, api_keys="submit-key-1")) as keyed:
+        env = {**settings.as_env(), "PATH": ""}
+        refused = subprocess.run([*argv, "--url", keyed.url], capture_output=True, text=True, timeout=60, env=env)
+        assert refused.returncode != 0 and "HTTP 401" in refused.stderr and "submit-key-1" not in refused.stderr
+        env["BATCHERY_API_KEY"] = "submit-key-1"
+        done = subprocess.run([*argv, "--url", keyed.url], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert [orjson.loads(line) for line in done.stdout.splitlines()] == [{"index": 0, "output": "a"}, {"index": 1, "output": "b"}]

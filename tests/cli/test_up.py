@@ -48,7 +48,7 @@ def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 240) -> N
         try:
             if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
                 return
-        except (requests.ConnectionError, requests.Timeout):  # gunicorn's workers still booting
+        except requests.RequestException:
             pass
         time.sleep(0.5)
     raise AssertionError("batchery up did not become ready")

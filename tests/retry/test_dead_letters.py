@@ -43,7 +43,7 @@ def test_exhausted_items_are_dead_lettered_then_retried_into_their_job(settings,
 
         healthy = WorkerProcess(settings, ["echo-flaky"], "healthy", session_dir / "healthy-worker.log").start()
         try:
-            retried = dlq(settings, "retry")
+            retried = dlq(settings, "retry", "--model", "echo-flaky")
             assert retried.returncode == 0 and "20 dead letters queued again" in retried.stdout, retried.stderr
             status = wait_for_job(http, job["links"]["self"], timeout_s=60, statuses=("completed",))
             assert status["counts"] == {"succeeded": 20, "failed": 0, "pending": 0, "cached": 0}

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from batchery.errors import ModelError
-from batchery.store import ItemResult
+from batchery.store import ItemResult, JobStore
 from batchery.store.codec import decode, encode_error, encode_output
 
 
@@ -74,3 +74,17 @@ def test_cancel_keeps_cancelled_after_the_last_item(store, job_id):
 def test_cancel_does_not_undo_a_completed_job(store, job_id):
     store.record([ok(job_id, i) for i in range(4)])
     assert store.cancel(job_id) == "completed"
+
+
+def test_the_write_that_ends_a_job_reports_it_once_with_its_model_status_and_duration(store, job_id):
+    started = store.start(job_id)
+    assert (started.status, started.deadline, started.created_at) == ("running", None, store.get(job_id)["created_at"])
+    finished = []
+    reporting = JobStore(store.redis, store.job_ttl_s)
+    reporting.on_finish = lambda *job: finished.append(job)
+    reporting.record([ok(job_id, 0), ok(job_id, 1), ok(job_id, 2)])
+    assert finished == [], "not finished yet"
+    reporting.record([ok(job_id, 3), ok(job_id, 2)])
+    reporting.record([ok(job_id, 3)])
+    job = store.get(job_id)
+    assert finished == [("echo", "completed", pytest.approx(job["finished_at"] - job["created_at"]))]

@@ -17,6 +17,10 @@ import pytest
 import requests
 
 from batchery.cli.redis_server import free_port
+from batchery.models.registry import load_registry
+from batchery.monitoring.collectors import QueueDepth
+from batchery.tasks.celery_app import create_celery
+from batchery.tasks.enqueue import send_job
 from tests.conftest import ApiServer, WorkerProcess
 from tests.helpers import wait_for_job
 
@@ -77,3 +81,24 @@ def test_a_job_runs_over_an_amqp_broker(amqp_url, settings, session_dir):
             assert [r["output"] for r in results] == list(range(500))
     finally:
         assert worker.stop() == 0, worker.log_tail()
+
+
+def test_queue_depth_is_read_from_an_amqp_broker_and_an_undeclared_queue_is_empty(amqp_url, settings, tmp_path):
+    models = tmp_path / "models.toml"
+    models.write_text('[models.echo-amqp-idle]\nruntime = "echo"\ninput = "json"\n\n[models.echo-amqp-never]\nruntime = "echo"\ninput = "json"\n')
+    amqp = dataclasses.replace(settings, broker_url=amqp_url, models_file=str(models))
+    celery, registry = create_celery(amqp), load_registry(amqp.models_file)
+    idle = registry.get("echo-amqp-idle")
+    send_job(celery, idle, "never-run", list(range(300)), 128)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            depth = {s.labels["model"]: s.value for f in QueueDepth(celery, registry).collect() for s in f.samples}
+            if depth.get("echo-amqp-idle") == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert depth["echo-amqp-idle"] == 3, "three chunks of 128, 128 and 44 items"
+        assert depth["echo-amqp-never"] == 0 and depth["echo"] == depth["minilm"] == 0
+    finally:
+        with celery.connection_for_write() as conn:
+            conn.default_channel.queue_delete(idle.queue)

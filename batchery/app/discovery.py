@@ -1,0 +1,28 @@
+"""What a client reads first: the index at ``/`` and the OpenAPI description at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, url_for
+
+from batchery import __version__
+from batchery.app.jobs import json_response
+from batchery.app.openapi import describe
+from batchery.app.services import services
+
+bp = Blueprint("discovery", __name__)
+
+
+@bp.get("/")
+def index() -> Response:
+    links = {name: url_for(endpoint, _external=True) for name, endpoint in (
+        ("openapi", "discovery.openapi"), ("models", "models.list_models"), ("jobs", "jobs.create_job"),
+        ("workers", "workers.list_workers"),
+        ("healthz", "health.healthz"), ("readyz", "health.readyz"), ("metrics", "health.metrics"),
+    )}
+    return json_response({"name": "batchery", "version": __version__, "links": links})
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    svc = services()
+    return json_response(describe(svc.settings, svc.registry))

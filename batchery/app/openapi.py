@@ -1,0 +1,393 @@
+"""The OpenAPI 3.1 description of the HTTP API, as data.
+
+It is built from the settings and the registry so that it describes the running instance: the models it
+serves, its size limits, and its API key schemes (and 401 answers) only when keys are configured.
+``tests/app/test_openapi.py`` checks it against the Flask routes and the specification; ``tests/app/test_fuzz.py``
+checks every answer against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchery import __version__
+from batchery.app.auth import OPEN_RULES
+from batchery.app.jobs import MAX_OFFSET
+from batchery.models.registry import Registry
+from batchery.settings import Settings
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+Schema = dict[str, Any]
+
+STATUSES = ["queued", "running", "completed", "failed", "cancelled"]
+ERROR_CODES = {
+    400: "`bad_request`: malformed JSON or NDJSON, a missing or empty `inputs`, a bad query parameter or header.",
+    401: "`unauthorized`: no valid API key (only when API keys are configured).",
+    404: "`job_not_found`, `model_not_found` or `not_found`.",
+    413: "`payload_too_large` (items or characters over the limits) or `request_entity_too_large` (body bytes).",
+    415: "`unsupported_media_type`: the body is neither JSON nor (for jobs) NDJSON.",
+    422: "`invalid_input`: an input does not fit the model; the message names its index.",
+    429: "`backlog_full`: the model's backlog of queued items is full; nothing was queued. Retry after `Retry-After` seconds.",
+    503: "`no_live_worker` (no worker serves the model; nothing was queued) or `unavailable` (Redis or the broker).",
+    504: "`timeout`: predict did not finish within `BATCHERY_PREDICT_TIMEOUT_S`; the request was cancelled.",
+}
+ERROR_HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True, "description": "`Bearer realm=\"batchery\"`"}},
+    429: {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "required": True, "description": "Seconds to wait."}},
+}
+
+
+#: Live workers per device, keyed ``cuda:1@host``: the device as its machine numbers it, on that machine.
+COUNTS_BY_DEVICE: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}}
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(required: list[str], properties: dict[str, Schema], **extra: Any) -> Schema:
+    return {"type": "object", "required": required, "properties": properties, **extra}
+
+
+def json_content(schema: Schema) -> dict[str, Any]:
+    return {JSON: {"schema": schema}}
+
+
+def error_response(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": ERROR_CODES[status], "content": json_content(ref("Error"))}
+    if status in ERROR_HEADERS:
+        response["headers"] = ERROR_HEADERS[status]
+    return response
+
+
+def query_int(name: str, description: str, minimum: int, maximum: int) -> Schema:
+    return {"name": name, "in": "query", "description": description,
+            "schema": {"type": "integer", "minimum": minimum, "maximum": maximum}}
+
+
+def path_param(name: str, description: str, schema: Schema | None = None) -> Schema:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema or {"type": "string"}}
+
+
+def input_kinds(registry: Registry) -> list[str]:
+    return sorted({spec.input for spec in registry})
+
+
+def model_refs(registry: Registry, kind: str | None = None) -> Schema:
+    """Every name the API resolves (``name`` and ``name@version``), of the models taking ``kind`` inputs."""
+    specs = [spec for spec in registry if kind in (None, spec.input)]
+    return {"enum": sorted(ref for spec in specs for ref in (spec.name, spec.ref))}
+
+
+def text_item(settings: Settings) -> Schema:
+    return {"type": "string", "maxLength": settings.max_input_chars}
+
+
+def json_item(settings: Settings) -> Schema:
+    """Any JSON value; a string at its top level is held to the same length limit as text."""
+    return {"anyOf": [text_item(settings), {"type": ["number", "boolean", "null", "array", "object"]}]}
+
+
+def tensor_item(settings: Settings) -> Schema:
+    """A nested list of finite numbers; that it is rectangular and of the model's ``shape`` is checked (422), not described."""
+    return {"anyOf": [{"type": "number"}, {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Tensor"}}]}
+
+
+ITEMS = {"text": text_item, "json": json_item, "tensor": tensor_item}
+
+
+def inputs_of(settings: Settings, item: Schema, description: str) -> Schema:
+    return {"type": "array", "minItems": 1, "maxItems": settings.max_items_per_job, "items": item,
+            "description": description}
+
+
+def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
+    """A job for the models taking ``kind`` inputs."""
+    return obj(["model", "inputs"], {
+        "model": {**model_refs(registry, kind), "description": f"A model taking {kind} inputs: `name` or `name@version`."},
+        "inputs": inputs_of(settings, ITEMS[kind](settings), f"One {kind} item per element."),
+        "metadata": nullable({"type": "object", "description": "Kept with the job and returned as is."}),
+        "timeout_s": nullable({"type": "number", "exclusiveMinimum": 0, "maximum": settings.job_ttl_s,
+                               "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
+        "cache": {"type": "boolean", "description": "`false` bypasses the result cache (default `true`)."},
+    }, title=f"{kind} job")
+
+
+def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
+    timestamp = nullable({"type": "string", "format": "date-time"})
+    links = obj(["self", "results"], {"self": {"type": "string"}, "results": {"type": "string"}})
+    error_body = obj(["code", "message"], {"code": {"type": "string"}, "message": {"type": "string"}})
+    return {
+        "Error": obj(["error"], {"error": error_body}, description="Every 4xx/5xx answer."),
+        "Tensor": tensor_item(settings),
+        "ItemError": error_body,
+        "JobRequest": {"oneOf": [job_request(settings, registry, kind) for kind in input_kinds(registry)]},
+        "JobAccepted": obj(["id", "status", "model", "total", "links"], {
+            "id": {"type": "string"}, "status": {"enum": STATUSES}, "model": {"type": "string"},
+            "total": {"type": "integer", "minimum": 1}, "links": links,
+        }),
+        "Job": obj(
+            ["id", "model", "version", "status", "total", "counts", "created_at", "started_at", "finished_at", "deadline", "links"],
+            {
+                "id": {"type": "string"}, "model": {"type": "string"}, "version": {"type": "string"},
+                "status": {"enum": STATUSES}, "total": {"type": "integer", "minimum": 0},
+                "counts": obj(["succeeded", "failed", "pending", "cached"], {
+                    k: {"type": "integer", "minimum": 0} for k in ("succeeded", "failed", "pending", "cached")
+                }),
+                "created_at": {"type": "string", "format": "date-time"},
+                "started_at": timestamp, "finished_at": timestamp, "deadline": timestamp,
+                "links": links, "metadata": {"type": "object"},
+                "error": error_body,
+            },
+        ),
+        "Result": {
+            "oneOf": [
+                obj(["index", "output"], {"index": {"type": "integer", "minimum": 0}, "output": {}}),
+                obj(["index", "error"], {"index": {"type": "integer", "minimum": 0}, "error": ref("ItemError")}),
+            ]
+        },
+        "ResultsPage": obj(["results", "next"], {
+            "results": {"type": "array", "items": ref("Result")},
+            "next": nullable({"type": "string"}),
+        }),
+        "PredictRequest": obj(["inputs"], {"inputs": inputs_of(
+            settings, {"anyOf": [ITEMS[kind](settings) for kind in input_kinds(registry)]},
+            "Each input must fit the model in the path (a 422 names the first that does not).",
+        )}),
+        "Prediction": obj(["model", "outputs"], {
+            "model": {"type": "string"},
+            "outputs": {"type": "array", "description": "One per input, in order; null where the item failed."},
+            "errors": {"type": "array", "items": obj(["index", "code", "message"], {
+                "index": {"type": "integer", "minimum": 0}, "code": {"type": "string"}, "message": {"type": "string"},
+            })},
+        }),
+        "Model": obj(
+            ["name", "version", "runtime", "runtimes", "input", "max_batch_size", "max_wait_ms", "devices", "synthetic",
+             "description", "queue", "device", "live_workers", "live_workers_by_device", "serving"],
+            {
+                "name": {"type": "string"}, "version": {"type": "string"}, "runtime": {"type": "string"},
+                "input": {"enum": ["text", "tensor", "json"]},
+                "max_batch_size": {"type": "integer", "minimum": 1}, "max_wait_ms": {"type": "number", "minimum": 0},
+                "devices": {"type": "array", "items": {"type": "string"}}, "synthetic": {"type": "boolean"},
+                "description": {"type": "string"}, "queue": {"type": "string"},
+                "runtimes": {"type": "object", "additionalProperties": {"type": "string"},
+                             "description": "The runtime per device kind (`cpu`, `cuda`)."},
+                "device": {"type": "array", "items": {"type": "string"}, "description": "Devices of the live workers."},
+                "live_workers": {"type": "integer", "minimum": 0}, "serving": {"type": "boolean"},
+                "live_workers_by_device": COUNTS_BY_DEVICE,
+            },
+        ),
+        "Worker": obj(["hostname", "pid", "host", "device", "models", "queues"], {
+            "hostname": {"type": "string", "description": "`gpu1@host`, `cpu0@host`."},
+            "pid": {"type": "integer"}, "host": {"type": "string"},
+            "device": {"type": "string", "description": "As the machine numbers it (`cuda:1`)."},
+            "runtime_device": {"type": "string", "description": "As the process sees it (`cuda:0` when pinned)."},
+            "cuda_visible_devices": nullable({"type": "string"}),
+            "threads": nullable({"type": "integer"}), "metrics_port": nullable({"type": "integer"}),
+            "models": {"type": "array", "items": {"type": "string"}},
+            "runtimes": {"type": "object", "additionalProperties": {"type": "string"}},
+            "warm_batch_sizes": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}}},
+            "queues": {"type": "array", "items": {"type": "string"}},
+            "started_at": {"type": "number"},
+        }),
+        "DeadLetter": obj(["id", "job_id", "index", "model", "input", "error", "attempts", "at"], {
+            "id": {"type": "string"}, "job_id": {"type": "string"}, "index": {"type": "integer", "minimum": 0},
+            "model": {"type": "string"}, "input": {}, "error": ref("ItemError"),
+            "attempts": {"type": "integer", "minimum": 0}, "at": {"type": "number"},
+        }),
+        "Readiness": obj(["status", "checks"], {"status": {"const": "ready"}, "checks": ref("Checks")}),
+        "Checks": obj(["redis"], {
+            "redis": {"type": "boolean"},
+            "models": {"type": "object", "additionalProperties": {"type": "boolean"}},
+            "live_workers": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+            "live_workers_by_device": {"type": "object", "additionalProperties": COUNTS_BY_DEVICE},
+            "devices": COUNTS_BY_DEVICE,
+        }),
+        "NotReady": obj(["error", "checks"], {"error": error_body, "checks": ref("Checks")}),
+    }
+
+
+JOB_LINKS = {
+    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+    for name, operation in (("GetJob", "getJob"), ("CancelJob", "cancelJob"), ("GetResults", "getResults"))
+}
+
+
+def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
+    job_id = path_param("job_id", "The id `POST /v1/jobs` answered with.")
+    return {
+        "/v1/jobs": {"post": {
+            "operationId": "createJob",
+            "summary": "Submit a job: a JSON object, or NDJSON lines (one input each) with ?model=",
+            "parameters": [
+                {"name": "model", "in": "query", "schema": model_refs(registry),
+                 "description": "The model, for an NDJSON body. Beside a JSON body it must name the body's model."},
+                {"name": "cache", "in": "query", "schema": {"type": "boolean"},
+                 "description": "`false` bypasses the result cache, for an NDJSON body (`1`/`0` also do). "
+                                "Beside a JSON body it must agree with the body's `cache`."},
+                {"name": "Idempotency-Key", "in": "header",
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                 "description": "A repeat within the job TTL answers with the first job and queues nothing."},
+            ],
+            "requestBody": {"required": True, "content": {
+                JSON: {"schema": ref("JobRequest")},
+                NDJSON: {"schema": {"type": "string", "description": "One JSON input per line; no empty lines."}},
+            }},
+            "responses": {
+                "202": {
+                    "description": "Queued (or, for a repeated Idempotency-Key, the first job).",
+                    "headers": {
+                        "Location": {"schema": {"type": "string"}, "required": True, "description": "The job's URL."},
+                        "Idempotent-Replayed": {"schema": {"const": "true"}, "description": "Present on a replay."},
+                    },
+                    "content": json_content(ref("JobAccepted")),
+                    "links": JOB_LINKS,
+                },
+                **errors(400, 404, 413, 415, 422, 429, 503),
+            },
+        }},
+        "/v1/jobs/{job_id}": {
+            "parameters": [job_id],
+            "get": {
+                "operationId": "getJob", "summary": "The job's status and counts",
+                "responses": {"200": {"description": "The job.", "content": json_content(ref("Job"))}, **errors(404, 503)},
+            },
+            "delete": {
+                "operationId": "cancelJob", "summary": "Cancel the job: items not yet run end with `cancelled`",
+                "responses": {"200": {"description": "The job, after cancelling.", "content": json_content(ref("Job"))},
+                              **errors(404, 503)},
+            },
+        },
+        "/v1/jobs/{job_id}/results": {"get": {
+            "operationId": "getResults",
+            "summary": "Finished items in index order: a page of JSON, or every one as NDJSON (Accept: application/x-ndjson)",
+            "parameters": [
+                job_id,
+                query_int("offset", "The first index (default 0); past the last item the page is empty.", 0, MAX_OFFSET),
+                query_int("limit", f"Items per page (default {settings.results_page_limit}).", 1, settings.results_page_max),
+            ],
+            "responses": {
+                "200": {"description": "A page, with the next page's URL (or null).", "content": {
+                    JSON: {"schema": ref("ResultsPage")},
+                    NDJSON: {"schema": {"type": "string", "description": "One Result object per line."}},
+                }},
+                **errors(400, 404, 503),
+            },
+        }},
+    }
+
+
+def model_operations(registry: Registry) -> dict[str, Any]:
+    name = path_param("name", "A model: `name` or `name@version`.", model_refs(registry))
+    return {
+        "/v1/models": {"get": {
+            "operationId": "listModels", "summary": "Every model, its settings and the live workers serving it",
+            "responses": {"200": {"description": "The models.", "content": json_content(
+                obj(["models"], {"models": {"type": "array", "items": ref("Model")}}))}, **errors(503)},
+        }},
+        "/v1/models/{name}": {"get": {
+            "operationId": "getModel", "summary": "One model",
+            "parameters": [name],
+            "responses": {"200": {"description": "The model.", "content": json_content(ref("Model"))}, **errors(404, 503)},
+        }},
+        "/v1/models/{name}/predict": {"post": {
+            "operationId": "predict", "summary": "Run inputs through the queue and batcher and wait for the outputs",
+            "parameters": [name],
+            "requestBody": {"required": True, "content": {JSON: {"schema": ref("PredictRequest")}}},
+            "responses": {
+                "200": {"description": "Outputs in input order.", "content": json_content(ref("Prediction"))},
+                **errors(400, 404, 413, 415, 422, 429, 503, 504),
+            },
+        }},
+    }
+
+
+def operations_around(settings: Settings) -> dict[str, Any]:
+    return {
+        "/v1/workers": {"get": {
+            "operationId": "listWorkers", "summary": "The live, warm worker processes, and how many per device",
+            "responses": {"200": {"description": "Workers from their heartbeats.", "content": json_content(
+                obj(["workers", "devices"], {"workers": {"type": "array", "items": ref("Worker")},
+                                             "devices": COUNTS_BY_DEVICE}))}, **errors(503)},
+        }},
+        "/v1/dead-letters": {"get": {
+            "operationId": "listDeadLetters", "summary": "Items that exhausted their transient retries, newest first",
+            "parameters": [
+                {"name": "model", "in": "query", "schema": {"type": "string"}, "description": "Only this model's."},
+                query_int("offset", "Entries to skip (default 0).", 0, MAX_OFFSET),
+                query_int("limit", "Entries per page (default 100).", 1, 1000),
+            ],
+            "responses": {"200": {"description": "A page of dead letters and the total.", "content": json_content(
+                obj(["dead_letters", "total"], {"dead_letters": {"type": "array", "items": ref("DeadLetter")},
+                                                "total": {"type": "integer", "minimum": 0}}))},
+                **errors(400, 503)},
+        }},
+        "/metrics": {"get": {
+            "operationId": "metrics", "summary": "Prometheus exposition",
+            "responses": {"200": {"description": "Counters of this API.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        }},
+        "/healthz": {"get": {
+            "operationId": "healthz", "summary": "Liveness: 200 while the process is up",
+            "responses": {"200": {"description": "Up.", "content": json_content(obj(["status"], {"status": {"const": "ok"}}))}},
+        }},
+        "/readyz": {"get": {
+            "operationId": "readyz", "summary": "Readiness: Redis answers and a live worker serves every model",
+            "responses": {
+                "200": {"description": "Ready.", "content": json_content(ref("Readiness"))},
+                "503": {"description": "`redis_unavailable` or `no_live_worker`, with the checks.",
+                        "content": json_content(ref("NotReady"))},
+            },
+        }},
+        "/openapi.json": {"get": {
+            "operationId": "openapi", "summary": "This description",
+            "responses": {"200": {"description": "OpenAPI 3.1.", "content": json_content({"type": "object"})}},
+        }},
+        "/": {"get": {
+            "operationId": "index", "summary": "Where to start: links to the description, the models and the probes",
+            "responses": {"200": {"description": "Links.", "content": json_content(
+                obj(["name", "version", "links"], {"name": {"const": "batchery"}, "version": {"type": "string"},
+                                                   "links": {"type": "object", "additionalProperties": {"type": "string"}}}))}},
+        }},
+    }
+
+
+def errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): error_response(status) for status in statuses}
+
+
+def secure(paths: dict[str, Any]) -> None:
+    """Every operation but the open ones needs a key (and may answer 401)."""
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            if path in OPEN_RULES:
+                operation["security"] = []
+            else:
+                operation["responses"]["401"] = error_response(401)
+
+
+def describe(settings: Settings, registry: Registry) -> dict[str, Any]:
+    """The description of an API running with ``settings`` and serving the models of ``registry``."""
+    paths = {**job_operations(settings, registry), **model_operations(registry), **operations_around(settings)}
+    components: dict[str, Any] = {"schemas": schemas(settings, registry)}
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "batchery", "version": __version__,
+                 "description": "Asynchronous batch inference over Celery. Every error is `{\"error\": {\"code\", \"message\"}}`."},
+        "paths": paths,
+        "components": components,
+    }
+    if settings.api_keys_configured:
+        secure(paths)
+        components["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        doc["security"] = [{"bearer": []}, {"apiKey": []}]
+    return doc

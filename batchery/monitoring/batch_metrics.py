@@ -1,0 +1,56 @@
+"""The worker's batch metrics, taken from the batcher's hooks rather than from inside the batcher."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from batchery.batching.hooks import BatchHook, BatchShape
+from batchery.errors import BatcheryError
+from batchery.monitoring import metrics
+from batchery.retry.dead_letters import is_dead_letter
+
+if TYPE_CHECKING:
+    from batchery.batching.queue import Item
+    from batchery.models.registry import ModelSpec
+
+
+class BatchMetrics(BatchHook):
+    """Batch sizes, fill and padding, queue wait, model and store time, item outcomes and dead letters.
+
+    ``clock`` must be the batcher queue's clock, since items carry that clock's time of arrival.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+
+    def before_batch(self, spec: "ModelSpec", items: Sequence["Item"]) -> None:
+        now = self.clock()
+        wait = metrics.QUEUE_WAIT.labels(spec.name, "batcher")
+        for item in items:
+            wait.observe(max(now - item.enqueued_at, 0.0))
+
+    def after_prepare(self, spec: "ModelSpec", items: Sequence["Item"], shape: BatchShape) -> None:
+        metrics.BATCH_FILL.labels(spec.name).observe(shape.fill)
+        padding = shape.padding_fraction
+        if padding is None:
+            return
+        metrics.BATCH_PADDING.labels(spec.name).observe(padding)
+        metrics.TOKENS.labels(spec.name, "real").inc(shape.tokens)
+        metrics.TOKENS.labels(spec.name, "padding").inc(shape.padded_tokens - shape.tokens)
+
+    def after_batch(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any], seconds: float) -> None:
+        metrics.BATCH_SIZE.labels(spec.name).observe(len(items))
+        metrics.INFERENCE.labels(spec.name).observe(seconds)
+
+    def after_write(self, spec: "ModelSpec", items: Sequence["Item"], seconds: float) -> None:
+        metrics.STORE_WRITE.labels(spec.name).observe(seconds)
+
+    def after_store(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any]) -> None:
+        outcomes = Counter(r.code if isinstance(r, BatcheryError) else "succeeded" for r in results)
+        for outcome, count in outcomes.items():
+            metrics.record_items(spec.name, outcome, count)
+        letters = sum(1 for r in results if is_dead_letter(r))
+        if letters:
+            metrics.DEAD_LETTERS.labels(spec.name).inc(letters)

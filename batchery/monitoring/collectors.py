@@ -1,0 +1,122 @@
+"""Gauges read at scrape time from where their truth lives: the broker, the heartbeats, the batchers.
+
+Keeping no copy in the process means the value is right whichever gunicorn process answers the scrape, and a
+worker that died cannot leave a stale gauge behind. A source that does not answer leaves its family out of
+the scrape (and logs why) rather than reporting a zero that would look like an empty queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Iterable, Mapping
+
+import redis
+from prometheus_client.core import GaugeMetricFamily
+
+from batchery.workers.heartbeat import live_workers
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from kombu import Connection
+
+    from batchery.batching import Batcher
+    from batchery.models.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def _queue_messages() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "batchery_queue_messages",
+        "Chunk messages waiting in each model's broker queue (not yet taken by a worker).",
+        labels=["model", "queue"],
+    )
+
+
+def _live_workers() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "batchery_live_workers",
+        "Worker processes with a live heartbeat that consume the model's queue.",
+        labels=["model"],
+    )
+
+
+def _batcher_items() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "batchery_batcher_queue_items", "Items waiting in this worker's batcher for a batch.", labels=["model"]
+    )
+
+
+class QueueDepth:
+    """Each model queue's message count, asked of the broker with a passive declare (Redis and AMQP alike)."""
+
+    def __init__(self, celery: "Celery", registry: "Registry") -> None:
+        self.celery = celery
+        self.registry = registry
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [_queue_messages()]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = _queue_messages()
+        try:
+            with self.celery.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1)
+                for spec in self.registry:
+                    family.add_metric([spec.name, spec.queue], _message_count(conn, spec.queue))
+        except Exception as exc:
+            log.warning("queue depth unavailable: the broker did not answer: %s", exc)
+            return []
+        return [family]
+
+
+def _message_count(conn: "Connection", queue: str) -> int:
+    """A queue the broker does not know is empty: Redis drops an empty list, AMQP declares it on first use."""
+    channel = conn.channel()
+    try:
+        return channel.queue_declare(queue=queue, passive=True).message_count
+    except conn.channel_errors:
+        return 0
+    finally:
+        try:
+            channel.close()
+        except Exception:
+            pass
+
+
+class LiveWorkers:
+    """Live workers per model, from the same heartbeats that ``/readyz`` reads; a model nobody serves is 0."""
+
+    def __init__(self, client: redis.Redis, registry: "Registry") -> None:
+        self.client = client
+        self.registry = registry
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [_live_workers()]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            workers = live_workers(self.client)
+        except redis.RedisError as exc:
+            log.warning("live workers unavailable: Redis did not answer: %s", exc)
+            return []
+        family = _live_workers()
+        for spec in self.registry:
+            family.add_metric([spec.name], sum(spec.queue in w.get("queues", []) for w in workers))
+        return [family]
+
+
+class BatcherQueues:
+    """Items handed to this worker's batchers and not yet in a batch."""
+
+    def __init__(self, batchers: Mapping[str, "Batcher"]) -> None:
+        self.batchers = batchers
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [_batcher_items()]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = _batcher_items()
+        for name, batcher in self.batchers.items():
+            family.add_metric([name], len(batcher.queue))
+        return [family]

@@ -1,0 +1,82 @@
+"""The worker's batch metrics hook on a real batcher and the real job store, read from the process registry."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Sequence
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from batchery.batching import Batcher, add_hook, remove_hook
+from batchery.models.registry import ModelSpec
+from batchery.monitoring.batch_metrics import BatchMetrics
+from batchery.runtimes.base import Runtime
+from batchery.runtimes.echo import EchoRuntime
+
+
+class SyntheticTokens(Runtime):
+    """Synthetic: an input ``n`` is a text of ``n`` tokens; batches are padded to their longest, like a tokenizer."""
+
+    def prepare(self, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
+        longest = max(inputs)
+        return {"attention_mask": np.array([[1] * n + [0] * (longest - n) for n in inputs])}
+
+    def run(self, prepared: dict[str, np.ndarray]) -> Sequence[Any]:
+        return [int(row.sum()) for row in prepared["attention_mask"]]
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def hook():
+    hook = add_hook(BatchMetrics())
+    yield hook
+    remove_hook(hook)
+
+
+def new_job(store, total: int) -> str:
+    job_id = uuid.uuid4().hex
+    store.create(job_id, {"model": "t", "version": "1", "total": total})
+    return job_id
+
+
+def test_padding_tokens_fill_and_sizes_of_each_batch(store, hook):
+    model = f"synthetic-tokens-{uuid.uuid4().hex[:8]}"
+    batcher = Batcher(
+        SyntheticTokens(ModelSpec(model, "synthetic", max_batch_size=4, max_wait_ms=20), "cpu"), store
+    ).start()
+    lengths = [1, 2, 3, 6, 5, 5]  # batches [1, 2, 3, 6] (24 positions, 12 real) and [5, 5] (10 positions, all real)
+    assert batcher.submit(new_job(store, 6), list(enumerate(lengths))).wait(10)
+    batcher.stop()
+    assert sample("batchery_tokens_total", model=model, kind="real") == sum(lengths) == 22
+    assert sample("batchery_tokens_total", model=model, kind="padding") == 12
+    assert sample("batchery_batch_padding_ratio_count", model=model) == 2
+    assert sample("batchery_batch_padding_ratio_sum", model=model) == pytest.approx(0.5 + 0.0)
+    assert sample("batchery_batch_fill_ratio_sum", model=model) == pytest.approx(1.0 + 0.5)
+    assert sample("batchery_batch_size_count", model=model) == batcher.batches_run == 2
+    assert sample("batchery_batch_size_sum", model=model) == 6
+    assert sample("batchery_items_processed_total", model=model, outcome="succeeded") == 6
+    assert sample("batchery_queue_wait_seconds_count", model=model, stage="batcher") == 6
+
+
+def test_items_dropped_while_waiting_count_under_their_error_code(store, hook):
+    model = f"echo-{uuid.uuid4().hex[:8]}"
+    cancelled: set[str] = set()
+    runtime = EchoRuntime(
+        ModelSpec(model, "echo", max_batch_size=4, max_wait_ms=1, options={"batch_latency_ms": 30}), "cpu"
+    )
+    batcher = Batcher(runtime, store, cancelled).start()
+    keep, drop = new_job(store, 12), new_job(store, 12)
+    first = batcher.submit(keep, [(i, i) for i in range(12)])
+    second = batcher.submit(drop, [(i, i) for i in range(12)])
+    cancelled.add(drop)
+    assert first.wait(10) and second.wait(10)
+    batcher.stop()
+    assert sample("batchery_items_processed_total", model=model, outcome="succeeded") == 12 + second.succeeded
+    assert sample("batchery_items_processed_total", model=model, outcome="cancelled") == second.failed >= 8
+    assert sample("batchery_batch_size_sum", model=model) == 12 + second.succeeded, "dropped items never ran"
+    assert sample("batchery_dead_letters_total", model=model) == 0, "a cancellation is no dead letter"
