@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["batchery"] = Services(settings=settings, registry=registry, store=store, celery=celery, enqueuer=enqueuer)
     for blueprint in (jobs.bp, models.bp, workers.bp, dead_letters.bp, health.bp, discovery.bp):
         app.register_blueprint(blueprint)
+    register_request_log(app)
     auth.install(app, settings)
     register_error_handlers(app)
-    register_request_log(app)
     return app
