@@ -77,9 +77,7 @@ def pool_devices(devices: str, gpus: Sequence[Gpu], cpu_processes: int) -> list[
     return chosen
 
 
-def plan_pool(
-    registry: Registry, devices: Sequence[tuple[str, str]], models: Sequence[str] = ()
-) -> list[Slot]:
+def plan_pool(registry: Registry, devices: Sequence[tuple[str, str]], models: Sequence[str] = ()) -> list[Slot]:
     """One slot per device that has models placed on it (of ``models`` when given, else of all)."""
     wanted = {registry.get(m).name for m in models}
     slots: list[Slot] = []
@@ -87,7 +85,7 @@ def plan_pool(
     for name, device in devices:
         specs = [s for s in registry.placed_on(device) if not wanted or s.name in wanted]
         if not specs:
-            log.warning("no model is placed on %s: no worker process for it", device)
+            log.warning("none of the models to serve is placed on %s: no worker process for it", device)
             continue
         slots.append(Slot(len(slots), name, device, tuple(s.name for s in specs), tuple(s.queue for s in specs)))
         served.update(s.name for s in specs)
