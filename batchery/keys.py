@@ -15,6 +15,8 @@
     batchery:cache:<key>:waiters list   "<job id>|<index>" sharing it      settings.job_ttl_s, deleted when done
     batchery:cache-index        zset    cache key -> written at            trimmed to settings.cache_max_entries
     batchery:backlog:<model>    string  items sent to workers, not done    none (a counter)
+    batchery:activity:<model>:<second>
+                                hash    items stored, batches, batch fill  ACTIVITY_TTL_S
 
 A cache key is ``<model>@<version>:<digest>`` (:func:`batchery.cache.cache_key`). The record script derives the
 cache, in-flight and waiter keys from the cache key it finds in a job's ``owns`` hash, so those keys are not
@@ -28,6 +30,8 @@ import hashlib
 PREFIX = "batchery"
 RECENT_JOBS = 1000
 DEAD_LETTERS_MAX = 100_000
+#: Activity buckets are read over the last minute at most; a bucket outlives that, then Redis drops it.
+ACTIVITY_TTL_S = 120
 
 
 def job(job_id: str) -> str:
@@ -86,3 +90,8 @@ def cache_index() -> str:
 
 def backlog(model: str) -> str:
     return f"{PREFIX}:backlog:{model}"
+
+
+def activity(model: str, second: int) -> str:
+    """One model's counters for one wall-clock second (Unix time), summed over every worker."""
+    return f"{PREFIX}:activity:{model}:{second}"

@@ -31,6 +31,7 @@ class Settings:
     port: int = defaults.PORT
     flower_port: int = defaults.FLOWER_PORT
     flower_basic_auth: str = field(default="", repr=False)
+    flower_url: str = ""
     models_file: str = ""
     data_dir: str = defaults.DATA_DIR
     chunk_size: int = defaults.CHUNK_SIZE
@@ -59,6 +60,7 @@ class Settings:
     retry_attempts: int = defaults.RETRY_ATTEMPTS
     retry_base_s: float = defaults.RETRY_BASE_S
     retry_max_s: float = defaults.RETRY_MAX_S
+    oom_cooldown_s: float = defaults.OOM_COOLDOWN_S
     chunk_retry_attempts: int = defaults.CHUNK_RETRY_ATTEMPTS
     chunk_retry_base_s: float = defaults.CHUNK_RETRY_BASE_S
     chunk_retry_max_s: float = defaults.CHUNK_RETRY_MAX_S

@@ -159,3 +159,19 @@ def texts(count: int, seed: int = SEED) -> list[str]:
     """``count`` sentences, the same ones for the same ``count`` and ``seed`` on every run and machine."""
     rng = random.Random(seed)
     return [sentence(rng) for _ in range(count)]
+
+
+#: What ``mixed`` draws: (share of texts, fewest sentences, most sentences).
+MIX = ((0.70, 1, 1), (0.22, 2, 5), (0.08, 6, 14))
+
+
+def mixed(count: int, seed: int = SEED) -> list[str]:
+    """``count`` texts of very different lengths, as real traffic brings them: mostly single sentences, some
+    paragraphs of 2-5 sentences and a few passages of 6-14 (about 5 to 350 words); the same on every run."""
+    rng = random.Random(seed)
+    shares = [share for share, _, _ in MIX]
+    out = []
+    for _ in range(count):
+        _, fewest, most = rng.choices(MIX, weights=shares)[0]
+        out.append(" ".join(sentence(rng) for _ in range(rng.randint(fewest, most))))
+    return out

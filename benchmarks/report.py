@@ -54,8 +54,12 @@ def table(rows: list[Row]) -> str:
         )
         for r in rows
     ]
+    return grid(header, lines, right={1, 2, 3, 4})
+
+
+def grid(header: tuple[str, ...], lines: list[tuple[str, ...]], right: set[int]) -> str:
+    """Columns padded to their widest cell; the columns in ``right`` (numbers) aligned right."""
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    right = {1, 2, 3, 4}
 
     def fmt(cells: tuple[str, ...]) -> str:
         return "  ".join(

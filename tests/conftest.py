@@ -67,6 +67,16 @@ MODELS_TOML = textwrap.dedent(
     runtime = "echo"
     input = "json"
     description = "synthetic: no worker serves it, on purpose"
+
+    [models.echo-oom]
+    runtime = "echo"
+    input = "json"
+    max_batch_size = 32
+    max_wait_ms = 1
+    description = "synthetic: a device too small for batches of more than 8, served only by the out-of-memory test"
+    [models.echo-oom.options]
+    oom_above = 8
+    batch_latency_ms = 2
     """
 )
 

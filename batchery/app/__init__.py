@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from batchery.app import auth, dead_letters, discovery, health, jobs, models, workers
+from batchery.app import auth, dead_letters, discovery, health, jobs, models, overview, page, workers
 from batchery.app.access import register_request_log
 from batchery.app.errors import register_error_handlers
 from batchery.app.services import Services
@@ -17,7 +17,7 @@ from batchery.tasks.enqueue import Enqueuer
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
-    app = Flask("batchery", static_folder=None)
+    app = Flask("batchery", static_folder=None)  # the jobs page blueprint owns /static
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     registry = load_registry(settings.models_file)
     store = settings.job_store()
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     store.on_release = enqueuer.release
     store.on_finish = record_job_finished
     app.extensions["batchery"] = Services(settings=settings, registry=registry, store=store, celery=celery, enqueuer=enqueuer)
-    for blueprint in (jobs.bp, models.bp, workers.bp, dead_letters.bp, health.bp, discovery.bp):
+    for blueprint in (jobs.bp, models.bp, workers.bp, dead_letters.bp, overview.bp, health.bp, discovery.bp, page.bp):
         app.register_blueprint(blueprint)
     register_request_log(app)
     auth.install(app, settings)

@@ -10,8 +10,9 @@ from flask import Flask, Response, g, request
 from batchery.monitoring.logs import bind
 
 log = logging.getLogger("batchery.api")
-#: Probes and scrapes arrive every few seconds; their lines are debug-level so they do not drown the rest.
-QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Probes, scrapes and the jobs page's polling arrive every second or few; their lines are debug-level so they
+#: do not drown the rest.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/overview"})
 
 
 def register_request_log(app: Flask) -> None:

@@ -27,7 +27,7 @@ from batchery.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OPEN_RULES = frozenset({"/", "/healthz", "/readyz", "/openapi.json"})
+OPEN_RULES = frozenset({"/", "/static/<path:filename>", "/v1", "/healthz", "/readyz", "/openapi.json"})
 
 
 def digest(key: str) -> bytes:

@@ -1,4 +1,7 @@
-"""What a client reads first: the index at ``/`` and the OpenAPI description at ``/openapi.json``."""
+"""What a client reads first: the index at ``/v1`` and the OpenAPI description at ``/openapi.json``.
+
+``/`` itself is the jobs page, for people; programs start here.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from batchery.app.services import services
 bp = Blueprint("discovery", __name__)
 
 
-@bp.get("/")
+@bp.get("/v1")
 def index() -> Response:
     links = {name: url_for(endpoint, _external=True) for name, endpoint in (
         ("openapi", "discovery.openapi"), ("models", "models.list_models"), ("jobs", "jobs.create_job"),

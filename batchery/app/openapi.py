@@ -8,6 +8,8 @@ checks every answer against it.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 from batchery import __version__
@@ -348,6 +350,28 @@ def operations_around(settings: Settings) -> dict[str, Any]:
             "responses": {"200": {"description": "OpenAPI 3.1.", "content": json_content({"type": "object"})}},
         }},
         "/": {"get": {
+            "operationId": "jobsPage", "summary": "The jobs page: recent jobs, throughput, batch fill, workers",
+            "responses": {"200": {"description": "An HTML page whose script polls `/v1/overview`.",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }},
+        "/static/{filename}": {"get": {
+            "operationId": "pageAsset", "summary": "The jobs page's script and style sheet",
+            "parameters": [path_param("filename", "An asset of the page.")],
+            "responses": {"200": {"description": "The asset.", "content": {"*/*": {"schema": {"type": "string"}}}},
+                          **errors(404)},
+        }},
+        "/v1/overview": {"get": {
+            "operationId": "overview", "summary": "What the jobs page shows: recent jobs, per-model activity, workers",
+            "parameters": [
+                query_int("jobs", "Recent jobs to include (default 20).", 1, 200),
+                query_int("window_s", "Seconds of activity to average over (default 10).", 1, 60),
+            ],
+            "responses": {"200": {"description": "The overview.", "content": json_content(
+                obj(["jobs", "models", "devices", "links"], {"jobs": {"type": "array"}, "models": {"type": "array"},
+                                                             "devices": {"type": "array"}, "links": {"type": "object"}}))},
+                **errors(400, 503)},
+        }},
+        "/v1": {"get": {
             "operationId": "index", "summary": "Where to start: links to the description, the models and the probes",
             "responses": {"200": {"description": "Links.", "content": json_content(
                 obj(["name", "version", "links"], {"name": {"const": "batchery"}, "version": {"type": "string"},
@@ -366,7 +390,7 @@ def secure(paths: dict[str, Any]) -> None:
         for method, operation in item.items():
             if method == "parameters":
                 continue
-            if path in OPEN_RULES:
+            if re.sub(r"\{(\w+)\}", r"<path:\1>", path) in OPEN_RULES or path in OPEN_RULES:
                 operation["security"] = []
             else:
                 operation["responses"]["401"] = error_response(401)

@@ -3,9 +3,12 @@
 Chunk tasks running on the worker's threads hand their items to :meth:`Batcher.submit` and wait on the
 returned :class:`Ticket`. Three threads move batches along, so that no stage waits on another's I/O:
 
-    collect + prepare (tokenise)  ->  run (the one thread that owns the model)  ->  write (one Redis round trip)
+    collect + prepare (pad, stack)  ->  run (the one thread that owns the model)  ->  write (one Redis round trip)
 
 Items of any number of chunks and jobs share a batch; each chunk's ticket counts down as its items land.
+Batches are shaped for the device: items are preprocessed (tokenised) as they arrive, so that texts of like
+length can share a batch under a token budget (:mod:`batchery.batching.selection`), and a batch that runs out
+of device memory is split while the model's batch size drops for a while (:mod:`batchery.batching.adaptive`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Container, Sequence
 
+from batchery import defaults
 from batchery.batching import hooks
+from batchery.batching.adaptive import AdaptiveBatchSize
 from batchery.batching.queue import Item, ItemQueue
 from batchery.batching.ticket import Ticket
-from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded
+from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, DeviceOutOfMemory
 from batchery.retry import RetryPolicy, as_error, run_isolated
 from batchery.retry.dead_letters import DeadLetter, DeadLetters, is_dead_letter
 from batchery.store import ItemResult
@@ -39,13 +44,19 @@ class Batcher:
     """Forms batches of at most ``max_batch_size`` items, waiting at most ``max_wait_ms`` for one to fill."""
 
     def __init__(
-        self, runtime: "Runtime", store: "JobStore", cancelled: Container[str] = frozenset(), retry: RetryPolicy = RetryPolicy()
+        self,
+        runtime: "Runtime",
+        store: "JobStore",
+        cancelled: Container[str] = frozenset(),
+        retry: RetryPolicy = RetryPolicy(),
+        oom_cooldown_s: float = defaults.OOM_COOLDOWN_S,
     ) -> None:
         self.spec = runtime.spec
         self.runtime = runtime
         self.store = store
         self.cancelled = cancelled
         self.retry = retry
+        self.batch_size = AdaptiveBatchSize(self.spec.max_batch_size, oom_cooldown_s, self.spec.name)
         self.dead_letters = DeadLetters(store.redis)
         self.queue = ItemQueue()
         self._prepared: queue.Queue[Any] = queue.Queue(maxsize=1)
@@ -62,9 +73,17 @@ class Batcher:
         return self
 
     def submit(self, job_id: str, inputs: Sequence[tuple[int, Any]], deadline: float | None = None) -> Ticket:
-        """Queue ``(index, input)`` pairs of one job; the ticket is done when all are stored."""
+        """Queue ``(index, input)`` pairs of one job; the ticket is done when all are stored.
+
+        Runs on the chunk task's thread, which does the per-item work (tokenising) here, beside the model.
+        """
         ticket = Ticket(len(inputs), deadline)
-        self.queue.put_many(Item(job_id, index, value, ticket) for index, value in inputs)
+        features = self.runtime.preprocess([value for _, value in inputs])
+        lengths = self.runtime.lengths(features) or [None] * len(features)
+        self.queue.put_many(
+            Item(job_id, index, value, ticket, features=f, length=n)
+            for (index, value), f, n in zip(inputs, features, lengths)
+        )
         return ticket
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -81,20 +100,28 @@ class Batcher:
             raise
 
     def _collect_loop(self) -> None:
-        max_wait_s = self.spec.max_wait_ms / 1000
-        while (items := self.queue.take(self.spec.max_batch_size, max_wait_s)) is not None:
+        while (items := self._take()) is not None:
             items = self._drop_unrunnable(items)
             if not items:
                 continue
             try:
                 hooks.call("before_batch", self.spec, items)
-                prepared = self.runtime.prepare([item.input for item in items])
+                prepared = self.runtime.prepare([item.features for item in items])
             except Exception as exc:
                 self._ran.put((items, [as_error(exc)] * len(items)))
                 continue
             hooks.call("after_prepare", self.spec, items, self._shape(items, prepared), reverse=True)
             self._prepared.put((items, prepared))
         self._prepared.put(_STOP)
+
+    def _take(self) -> list[Item] | None:
+        spec = self.spec
+        return self.queue.take(
+            lambda: self.batch_size.current,
+            spec.max_wait_ms / 1000,
+            max_tokens=spec.max_batch_tokens,
+            by_length=spec.bucket_by_length,
+        )
 
     def _shape(self, items: Sequence[Item], prepared: Any) -> hooks.BatchShape:
         counts = self.runtime.token_counts(prepared)
@@ -130,11 +157,18 @@ class Batcher:
         """Outputs or errors, one per item: transient failures retried, a failing batch bisected."""
         runtime = self.runtime
         return run_isolated(
-            lambda inputs: runtime.run(runtime.prepare(inputs)),
-            [item.input for item in items],
+            lambda features: self._infer(runtime.prepare(features), len(features)),
+            [item.features for item in items],
             self.retry,
-            prepared_run=lambda: runtime.run(prepared),
+            prepared_run=lambda: self._infer(prepared, len(items)),
         )
+
+    def _infer(self, prepared: Any, size: int) -> Sequence[Any]:
+        try:
+            return self.runtime.infer(prepared)
+        except DeviceOutOfMemory:
+            self.batch_size.out_of_memory(size)
+            raise
 
     def _write_loop(self) -> None:
         while (work := self._ran.get()) is not _STOP:

@@ -96,6 +96,7 @@ def banner(settings: Settings, flower: bool = True, workers: int = 1) -> str:
     """What `batchery up` prints: where everything is, with passwords in URLs masked."""
     lines = [
         "batchery is up:",
+        f"  jobs    http://{settings.host}:{settings.port}/",
         f"  API     http://{settings.host}:{settings.port}/v1/models",
         f"  OpenAPI http://{settings.host}:{settings.port}/openapi.json",
         f"  metrics http://{settings.host}:{settings.port}/metrics",

@@ -10,6 +10,7 @@ fields it gives (for example ``[models.minilm] runtime = "torch"`` on a GPU box)
     input = "text"              # text | tensor | json
     max_batch_size = 128
     max_wait_ms = 10
+    max_batch_tokens = 8192     # padded tokens (items x longest) per batch; 0: no budget
     [models.sentiment.options]  # read by the runtime
     tokenizer = "/models/tokenizer.json"
     pooling = "cls"
@@ -18,7 +19,7 @@ Placement says which devices run a model, and a model can run differently on a G
 
     [models.minilm]
     devices = ["cuda", "cpu"]   # "cpu", "cuda" (every GPU), "cuda:1" or 1 (one GPU); default: every device
-    [models.minilm.on.cuda]     # what changes on a GPU: runtime, path, max_batch_size, max_wait_ms, options
+    [models.minilm.on.cuda]     # what changes on a GPU: runtime, path, options and the batching fields
     runtime = "torch"
     options = {fp16 = true}
 
@@ -39,7 +40,9 @@ INPUT_KINDS = ("text", "tensor", "json")
 QUEUE_PREFIX = "batchery."
 DEVICE_KINDS = ("cpu", "cuda")
 #: What a ``[models.<name>.on.<kind>]`` table may change; the name, input and version stay one per model.
-DEVICE_OVERRIDES = ("runtime", "path", "max_batch_size", "max_wait_ms", "options")
+DEVICE_OVERRIDES = (
+    "runtime", "path", "max_batch_size", "max_wait_ms", "max_batch_tokens", "bucket_by_length", "options"
+)
 
 
 def device_kind(device: str) -> str:
@@ -58,6 +61,10 @@ class ModelSpec:
     input: str = "text"
     max_batch_size: int = 64
     max_wait_ms: float = 5.0
+    #: Padded tokens (items x longest) a batch may hold; 0: only ``max_batch_size`` counts.
+    max_batch_tokens: int = 0
+    #: Group texts of like length into a batch, so that short ones are not padded to a long one.
+    bucket_by_length: bool = True
     devices: tuple[str, ...] = ()
     description: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -99,6 +106,8 @@ class ModelSpec:
             "input": self.input,
             "max_batch_size": self.max_batch_size,
             "max_wait_ms": self.max_wait_ms,
+            "max_batch_tokens": self.max_batch_tokens,
+            "bucket_by_length": self.bucket_by_length,
             "devices": list(self.devices) or ["all"],
             "runtimes": {kind: self.on_device(kind).runtime for kind in DEVICE_KINDS},
             "synthetic": self.synthetic,
@@ -115,6 +124,7 @@ BUILTINS: dict[str, ModelSpec] = {
         input="text",
         max_batch_size=64,
         max_wait_ms=5.0,
+        max_batch_tokens=4096,
         description="all-MiniLM-L6-v2 sentence embeddings: 384 dims, mean pooling, L2-normalised",
         options={"source": "minilm", "max_length": 256, "pooling": "mean", "normalize": True},
     ),
@@ -247,5 +257,7 @@ def _check(spec: ModelSpec) -> None:
     if not spec.name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"model name {spec.name!r}: use letters, digits, '-' and '_' only")
     for variant in (spec, *(spec.on_device(kind) for kind in spec.on)):
-        if variant.max_batch_size < 1 or variant.max_wait_ms < 0:
-            raise ConfigError(f"model {spec.name!r}: max_batch_size must be >= 1 and max_wait_ms >= 0")
+        if variant.max_batch_size < 1 or variant.max_wait_ms < 0 or variant.max_batch_tokens < 0:
+            raise ConfigError(
+                f"model {spec.name!r}: max_batch_size must be >= 1, max_wait_ms and max_batch_tokens >= 0"
+            )

@@ -67,6 +67,12 @@ class FaultyRuntime(Runtime):
         self.rng = rng or random.Random()
         self.injected: Counter[str] = Counter()
 
+    def preprocess(self, inputs: Sequence[Any]) -> list[Any]:
+        return self.inner.preprocess(inputs)
+
+    def lengths(self, preprocessed: Sequence[Any]) -> list[int] | None:
+        return self.inner.lengths(preprocessed)
+
     def prepare(self, inputs: Sequence[Any]) -> Any:
         return self.inner.prepare(inputs)
 
@@ -84,6 +90,9 @@ class FaultyRuntime(Runtime):
         if self._draw("transient", plan.transient_rate):
             raise TransientError(f"injected transient fault in model {self.spec.name}")
         return self.inner.run(prepared)
+
+    def release_memory(self) -> None:
+        self.inner.release_memory()
 
     def close(self) -> None:
         self.inner.close()

@@ -4,6 +4,8 @@ When a batch raises, it is split in halves and each half runs again, down to sin
 get their outputs and only the item(s) at fault end with the error that says why. A transient error that
 outlasts its retries is no item's fault, so it ends the whole batch at once instead of being bisected into
 some 2n sub-batches that would each retry it again; out of memory is the exception, since a half may fit.
+A batch that runs out of memory is split at once rather than retried at the size that just failed; only a
+single item is retried on it, since nothing smaller can be tried.
 """
 
 from __future__ import annotations
@@ -26,13 +28,18 @@ def run_isolated(run: RunBatch, inputs: Sequence[Any], policy: RetryPolicy, prep
     common, successful case pays no second prepare).
     """
     try:
-        return _checked(policy.call(prepared_run or (lambda: run(inputs))), len(inputs))
+        retry_if = is_transient if len(inputs) == 1 else _transient_but_not_out_of_memory
+        return _checked(policy.call(prepared_run or (lambda: run(inputs)), retry_if), len(inputs))
     except Exception as exc:
         if len(inputs) == 1 or (is_transient(exc) and not isinstance(exc, DeviceOutOfMemory)):
             return [as_error(exc)] * len(inputs)
         log.info("a batch of %d failed (%s): bisecting to find the items at fault", len(inputs), exc)
     middle = len(inputs) // 2
     return run_isolated(run, inputs[:middle], policy) + run_isolated(run, inputs[middle:], policy)
+
+
+def _transient_but_not_out_of_memory(exc: BaseException) -> bool:
+    return is_transient(exc) and not isinstance(exc, DeviceOutOfMemory)
 
 
 def _checked(outputs: Sequence[Any], expected: int) -> list[Any]:

@@ -34,12 +34,12 @@ class RetryPolicy:
     max_s: float = 2.0
     on_retry: Callable[[], None] | None = field(default=None, compare=False)
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """``fn()``, retried on transient errors; the last error is raised as it was."""
+    def call(self, fn: Callable[[], T], retry_if: Callable[[BaseException], bool] = is_transient) -> T:
+        """``fn()``, retried on transient errors (or on what ``retry_if`` says); the last error is raised as it was."""
         retrying = Retrying(
             stop=stop_after_attempt(max(self.attempts, 1)),
             wait=wait_exponential_jitter(multiplier=self.base_s, jitter=self.base_s, max=self.max_s),
-            retry=retry_if_exception(is_transient),
+            retry=retry_if_exception(retry_if),
             reraise=True,
             before_sleep=self._before_sleep,
         )

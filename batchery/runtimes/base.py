@@ -1,23 +1,29 @@
 """The runtime interface: what the batcher needs from a loaded model, and nothing more.
 
-A runtime turns a list of inputs into a list of outputs in two steps, so that the host-side work of the
-next batch (tokenising, stacking) can overlap the device work of the current one: :meth:`Runtime.prepare`
-runs on the batcher's preparing thread, :meth:`Runtime.run` on the one thread that owns the model.
+A runtime turns a list of inputs into a list of outputs in three steps, so that host-side work overlaps the
+device work: :meth:`Runtime.preprocess` handles each item as it arrives (tokenising, on the submitting chunk's
+thread, which also tells the batcher each item's length), :meth:`Runtime.prepare` makes a batch of them on
+the batcher's preparing thread (padding, stacking), and :meth:`Runtime.run` runs it on the one thread that
+owns the model. :meth:`Runtime.infer` is what the batcher calls: :meth:`run`, with the framework's
+out-of-memory errors turned into :class:`DeviceOutOfMemory`.
 A new runtime is one new module that subclasses :class:`Runtime` and registers itself by name.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
-from batchery.errors import ConfigError
+from batchery.errors import BatcheryError, ConfigError, DeviceOutOfMemory
+from batchery.runtimes.memory import out_of_memory_message
 
 if TYPE_CHECKING:
     from batchery.models.registry import ModelSpec
     from batchery.settings import Settings
 
+log = logging.getLogger(__name__)
 RUNTIMES: dict[str, type["Runtime"]] = {}
 #: Built-in runtimes are imported only when a model needs them: a worker serving echo never imports torch.
 BUILTIN_MODULES = {"echo": "batchery.runtimes.echo", "onnx": "batchery.runtimes.onnx", "torch": "batchery.runtimes.torch"}
@@ -50,8 +56,22 @@ class Runtime(ABC):
         """Load the model on ``device`` ("cpu" or "cuda:N"); the default just constructs the class."""
         return cls(spec, device)
 
+    def preprocess(self, inputs: Sequence[Any]) -> list[Any]:
+        """Per-item host work, done as items arrive; :meth:`prepare` gets what this returns.
+
+        It must not raise for a bad input: keep the input as it is and let :meth:`prepare` reject it.
+        """
+        return list(inputs)
+
+    def lengths(self, preprocessed: Sequence[Any]) -> list[int] | None:
+        """Each item's length in what a batch is padded to (tokens), or None where batches are not padded.
+
+        The batcher uses it to group items of like length and to hold a batch to ``max_batch_tokens``.
+        """
+        return None
+
     def prepare(self, inputs: Sequence[Any]) -> Any:
-        """Host-side work for one batch (tokenising, stacking); runs beside the device thread."""
+        """Host-side work for one batch (padding, stacking) of raw or preprocessed inputs, beside the device thread."""
         return list(inputs)
 
     def token_counts(self, prepared: Any) -> tuple[int, int] | None:
@@ -68,6 +88,26 @@ class Runtime(ABC):
     def run(self, prepared: Any) -> Sequence[Any]:
         """Run one prepared batch; return one output per input, in order (numpy arrays or JSON values)."""
 
+    def infer(self, prepared: Any) -> Sequence[Any]:
+        """:meth:`run`, with the framework's own out-of-memory errors raised as :class:`DeviceOutOfMemory`.
+
+        The batcher answers that error by splitting the batch, so the framework's error, and the tensors its
+        traceback holds, are let go before the halves run; :meth:`release_memory` then returns cached blocks.
+        """
+        try:
+            return self.run(prepared)
+        except BatcheryError:
+            raise
+        except Exception as exc:
+            message = out_of_memory_message(exc)
+            if message is None:
+                raise
+        self.release_memory()
+        raise DeviceOutOfMemory(f"model {self.spec.name}: {message}")
+
+    def release_memory(self) -> None:
+        """Hand cached device memory back after an out-of-memory error; the default has nothing cached."""
+
     def example_input(self) -> Any:
         """A valid input for warm-up: text, zeros of ``options["shape"]`` for tensors, a string for JSON."""
         if self.spec.input == "tensor":
@@ -81,16 +121,27 @@ class Runtime(ABC):
         return sorted(size for size in sizes if 1 <= size <= self.spec.max_batch_size)
 
     def warm_up(self) -> list[int]:
-        """Run one batch at each warm-up size before serving; returns the sizes.
+        """Run one batch at each warm-up size before serving; returns the sizes that ran.
 
         Runtimes allocate, plan and tune per shape on first sight (CUDA kernels and memory pools, ORT's
-        arena): a batch at the largest size makes that happen, and runs out of memory if it must, before
-        the worker is counted live rather than on a client's first full batch.
+        arena): a batch at the largest size makes that happen before the worker is counted live, rather than
+        on a client's first full batch. A size that runs out of memory is said in the log and ends the
+        warm-up, since bigger ones will not fit either; the batcher splits such batches when they come. When
+        not even the smallest size fits, halves of it are tried, and a batch of one that fails is fatal.
         """
-        sizes = self.warm_up_batch_sizes()
-        for size in sizes:
-            self.run(self.prepare([self.example_input()] * size))
-        return sizes
+        pending, warmed = self.warm_up_batch_sizes(), []
+        while pending:
+            size = pending.pop(0)
+            try:
+                self.infer(self.prepare([self.example_input()] * size))
+            except DeviceOutOfMemory as exc:
+                if size == 1:
+                    raise
+                log.warning("model %s: a warm-up batch of %d does not fit: %s", self.spec.name, size, exc.message)
+                pending = [] if warmed else [size // 2]
+                continue
+            warmed.append(size)
+        return warmed
 
     def close(self) -> None:
         """Release device memory and sessions; the default has nothing to release."""

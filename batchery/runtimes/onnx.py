@@ -12,7 +12,14 @@ import onnxruntime
 
 from batchery.errors import ConfigError
 from batchery.runtimes.base import Runtime, register_runtime
-from batchery.runtimes.text import TEXT_INPUTS, TextEncoder, check_text_options, embeddings, stack_tensors
+from batchery.runtimes.text import (
+    TEXT_INPUTS,
+    TextEncoder,
+    check_text_options,
+    embeddings,
+    stack_tensors,
+    token_lengths,
+)
 
 if TYPE_CHECKING:
     from batchery.models.registry import ModelSpec
@@ -68,9 +75,15 @@ class OnnxRuntime(Runtime):
             device = "cpu"
         return cls(spec, device, session, encoder)
 
+    def preprocess(self, inputs: Sequence[Any]) -> list[Any]:
+        return self.encoder.tokenize(inputs) if self.encoder is not None else list(inputs)
+
+    def lengths(self, preprocessed: Sequence[Any]) -> list[int] | None:
+        return token_lengths(preprocessed) if self.encoder is not None else None
+
     def prepare(self, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
         if self.encoder is not None:
-            return self.encoder.encode(inputs)
+            return self.encoder.pad(inputs)
         return {self.input_names[0]: stack_tensors(inputs).astype(self.tensor_type, copy=False)}
 
     def run(self, prepared: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -6,6 +6,7 @@ embeddings the same way, and a model's numbers do not depend on which runtime se
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -20,13 +21,25 @@ TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_MAX_LENGTH = 512
 
 
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """One text, tokenised and truncated but not padded: what a text runtime keeps per item until its batch forms."""
+
+    ids: np.ndarray
+    type_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class TextEncoder:
-    """Tokenises a batch, padded to its own longest item rather than to a fixed length.
+    """Tokenises texts one by one as they arrive, and pads each batch to its own longest item.
 
     Tokenizer files often ship with fixed padding (all-MiniLM-L6-v2's pads every text to 128 tokens);
     padding per batch instead keeps a batch of short sentences short, which is most of the speed of a
-    small encoder. ``encode_batch`` runs in the tokenizer's own thread pool, so a batch is tokenised in
-    parallel without Python threads.
+    small encoder. Tokenising apart from padding lets the batcher know every item's length before it forms
+    a batch, so it can put texts of like length together. ``encode_batch`` runs in the tokenizer's own
+    thread pool, so texts are tokenised in parallel without Python threads.
     """
 
     def __init__(self, tokenizer_path: str | Path, max_length: int | None = None) -> None:
@@ -39,27 +52,54 @@ class TextEncoder:
         if self.max_length < 2:
             raise ConfigError(f"tokenizer {tokenizer_path}: max_length must be at least 2, not {self.max_length}")
         padding = self.tokenizer.padding or {}
-        pad_token = padding.get("pad_token") or "[PAD]"
         pad_id = padding.get("pad_id")
         if pad_id is None:
-            pad_id = self.tokenizer.token_to_id(pad_token) or 0
+            pad_id = self.tokenizer.token_to_id(padding.get("pad_token") or "[PAD]") or 0
+        self.pad_id = int(pad_id)
+        self.pad_type_id = int(padding.get("pad_type_id", 0))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_padding(
-            pad_id=pad_id, pad_token=pad_token, pad_type_id=padding.get("pad_type_id", 0), direction="right"
-        )
         self.tokenizer.enable_truncation(self.max_length)
 
+    def tokenize(self, texts: Sequence[Any]) -> list[Any]:
+        """One :class:`Tokens` per string; anything else is left as it is, for :meth:`pad` to reject by index."""
+        strings = [text for text in texts if isinstance(text, str)]
+        encodings = iter(self.tokenizer.encode_batch_fast(strings))
+        return [_tokens(next(encodings)) if isinstance(text, str) else text for text in texts]
+
+    def pad(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
+        """``input_ids``, ``attention_mask`` and ``token_type_ids`` as int64 arrays of shape (batch, longest).
+
+        Takes texts or :class:`Tokens`; texts are tokenised first.
+        """
+        for index, item in enumerate(items):
+            if not isinstance(item, (str, Tokens)):
+                raise InvalidInput(f"input {index}: expected a string, got {type(item).__name__}")
+        tokens = list(items)
+        texts = [index for index, item in enumerate(items) if isinstance(item, str)]
+        for index, tokenized in zip(texts, self.tokenize([items[i] for i in texts])):
+            tokens[index] = tokenized
+        longest = max((len(t) for t in tokens), default=0)
+        ids = np.full((len(tokens), longest), self.pad_id, dtype=np.int64)
+        type_ids = np.full((len(tokens), longest), self.pad_type_id, dtype=np.int64)
+        mask = np.zeros((len(tokens), longest), dtype=np.int64)
+        for row, t in enumerate(tokens):
+            ids[row, : len(t)] = t.ids
+            type_ids[row, : len(t)] = t.type_ids
+            mask[row, : len(t)] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}
+
     def encode(self, texts: Sequence[Any]) -> dict[str, np.ndarray]:
-        """``input_ids``, ``attention_mask`` and ``token_type_ids`` as int64 arrays of shape (batch, longest)."""
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidInput(f"input {index}: expected a string, got {type(text).__name__}")
-        encodings = self.tokenizer.encode_batch(list(texts))
-        return {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
+        """A batch of texts tokenised and padded in one go."""
+        return self.pad(texts)
+
+
+def token_lengths(items: Sequence[Any]) -> list[int]:
+    """Each item's token count; an input that did not tokenise counts as 1, and fails when its batch is padded."""
+    return [len(item) if isinstance(item, Tokens) else 1 for item in items]
+
+
+def _tokens(encoding: Any) -> Tokens:
+    return Tokens(np.array(encoding.ids, dtype=np.int64), np.array(encoding.type_ids, dtype=np.int64))
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -16,7 +16,14 @@ import torch
 
 from batchery.errors import ConfigError
 from batchery.runtimes.base import Runtime, register_runtime
-from batchery.runtimes.text import TEXT_INPUTS, TextEncoder, check_text_options, embeddings, stack_tensors
+from batchery.runtimes.text import (
+    TEXT_INPUTS,
+    TextEncoder,
+    check_text_options,
+    embeddings,
+    stack_tensors,
+    token_lengths,
+)
 
 if TYPE_CHECKING:
     from batchery.models.registry import ModelSpec
@@ -55,8 +62,14 @@ class TorchRuntime(Runtime):
             raise ConfigError(f"model {spec.name!r}: the torch runtime takes text or tensor input, not {spec.input!r}")
         return cls(spec, str(target), load_module(spec, target), encoder)
 
+    def preprocess(self, inputs: Sequence[Any]) -> list[Any]:
+        return self.encoder.tokenize(inputs) if self.encoder is not None else list(inputs)
+
+    def lengths(self, preprocessed: Sequence[Any]) -> list[int] | None:
+        return token_lengths(preprocessed) if self.encoder is not None else None
+
     def prepare(self, inputs: Sequence[Any]) -> dict[str, torch.Tensor]:
-        arrays = self.encoder.encode(inputs) if self.encoder is not None else {"input": stack_tensors(inputs)}
+        arrays = self.encoder.pad(inputs) if self.encoder is not None else {"input": stack_tensors(inputs)}
         tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
         if self.target.type == "cuda":
             tensors = {name: tensor.pin_memory() for name, tensor in tensors.items()}
@@ -75,10 +88,14 @@ class TorchRuntime(Runtime):
             return list(host)
         return embeddings(host, prepared["attention_mask"].numpy(), self.pooling, self.normalize)
 
-    def close(self) -> None:
-        self.module = None
+    def release_memory(self) -> None:
+        """After a CUDA out-of-memory error, return the caching allocator's free blocks so the halves can fit."""
         if self.target.type == "cuda":
             torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        self.module = None
+        self.release_memory()
 
 
 def torch_device(device: str) -> torch.device:

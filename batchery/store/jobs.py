@@ -20,6 +20,8 @@ from batchery.redis_urls import redis_client
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
+#: The longest one blocking read waits before the job's status is read again.
+MAX_BLOCK_S = 2.0
 
 _RECORD = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, -1, 0, {}, {}} end
@@ -176,16 +178,14 @@ class JobStore:
         pipe.execute()
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        raw = self.redis.hgetall(keys.job(job_id))
-        if not raw:
-            return None
-        job = {k.decode(): v.decode() for k, v in raw.items()}
-        for name in ("total", "succeeded", "failed", "cached"):
-            job[name] = int(job.get(name, 0))
-        for name in ("created_at", "started_at", "finished_at", "cancelled_at", "deadline"):
-            job[name] = float(job[name]) if name in job else None
-        job["metadata"] = orjson.loads(job["metadata"]) if "metadata" in job else None
-        return job
+        return _parse(self.redis.hgetall(keys.job(job_id)))
+
+    def get_many(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The jobs among ``job_ids`` that still exist, in that order, read in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+        return [job for raw in pipe.execute() if (job := _parse(raw)) is not None]
 
     def claim_idempotency_key(self, client_key: str, job_id: str) -> str:
         """The job id that owns ``client_key``: ``job_id`` if this call claimed it, else the first claimant's."""
@@ -292,10 +292,35 @@ class JobStore:
             yield from self.outputs(job_id, start, min(start + page, total))
 
     def wait_done(self, job_id: str, timeout_s: float) -> bool:
-        """Block until the job completes or ``timeout_s`` passes; True when it completed."""
-        if self.status(job_id) in FINAL_STATUSES:
-            return True
-        return self.redis.blpop([keys.job_done(job_id)], timeout=timeout_s) is not None
+        """Block until the job completes or ``timeout_s`` passes; True when it completed.
+
+        One BLPOP may block no longer than the client's socket timeout (redis-py's default is 5 s), past
+        which the client gives up with a TimeoutError; so the wait is cut into slices shorter than that.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.status(job_id) not in FINAL_STATUSES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self.redis.blpop([keys.job_done(job_id)], timeout=min(remaining, self._block_slice_s())) is not None:
+                return True
+        return True
+
+    def _block_slice_s(self) -> float:
+        socket_timeout = self.redis.connection_pool.connection_kwargs.get("socket_timeout")
+        return min(socket_timeout / 2, MAX_BLOCK_S) if socket_timeout else MAX_BLOCK_S
+
+
+def _parse(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    job = {k.decode(): v.decode() for k, v in raw.items()}
+    for name in ("total", "succeeded", "failed", "cached"):
+        job[name] = int(job.get(name, 0))
+    for name in ("created_at", "started_at", "finished_at", "cancelled_at", "deadline"):
+        job[name] = float(job[name]) if name in job else None
+    job["metadata"] = orjson.loads(job["metadata"]) if "metadata" in job else None
+    return job
 
 
 def _address(waiter: str) -> tuple[str, str]:

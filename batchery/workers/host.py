@@ -13,10 +13,11 @@ import socket
 import time
 from typing import Any, Sequence
 
-from batchery.batching import Batcher
+from batchery.batching import Batcher, add_hook, remove_hook
 from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, ModelNotFound, StoreUnavailable
 from batchery.models.registry import ModelSpec
 from batchery.monitoring import metrics
+from batchery.monitoring.activity import ActivityHook
 from batchery.retry import RetryPolicy
 from batchery.retry.dead_letters import DeadLetter, DeadLetters
 from batchery.retry.faults import with_faults, with_store_faults
@@ -46,10 +47,12 @@ class ModelHost:
         self.cancelled = CancellationListener(store.redis)
         self.retry = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
         self.chunk_retry = RetryPolicy(settings.chunk_retry_attempts, settings.chunk_retry_base_s, settings.chunk_retry_max_s)
+        self.activity = ActivityHook(store.redis)
 
     def start(self) -> None:
         """Load and warm every model and start the batchers; :meth:`announce` follows once consuming."""
         self.cancelled.start()
+        add_hook(self.activity)
         for spec in self.specs.values():
             started = time.perf_counter()
             runtime = load_runtime(spec, self.device, self.settings)
@@ -57,7 +60,8 @@ class ModelHost:
             runtime = with_faults(runtime, self.settings)
             store = with_store_faults(self.store, spec, self.settings)
             retry = dataclasses.replace(self.retry, on_retry=metrics.RETRIES.labels(spec.name).inc)
-            self.batchers[spec.name] = Batcher(runtime, store, self.cancelled, retry).start()
+            batcher = Batcher(runtime, store, self.cancelled, retry, self.settings.oom_cooldown_s)
+            self.batchers[spec.name] = batcher.start()
             log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
 
     def announce(self) -> None:
@@ -74,6 +78,7 @@ class ModelHost:
         for batcher in self.batchers.values():
             batcher.stop()
             batcher.runtime.close()
+        remove_hook(self.activity)
         self.cancelled.stop()
 
     def describe(self) -> dict[str, Any]:

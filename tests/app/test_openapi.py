@@ -58,7 +58,7 @@ def test_keys_add_security_and_401_except_on_the_open_routes(settings, settings_
     assert not any("401" in item[m]["responses"] for item in open_doc["paths"].values() for m in METHODS & item.keys())
     doc = describe(settings_with(api_keys="k"))
     assert doc["security"] == [{"bearer": []}, {"apiKey": []}]
-    for path in ("/", "/healthz", "/readyz", "/openapi.json"):
+    for path in ("/", "/static/{filename}", "/v1", "/healthz", "/readyz", "/openapi.json"):
         assert doc["paths"][path]["get"]["security"] == []
     assert "401" in doc["paths"]["/v1/jobs"]["post"]["responses"]
     assert "401" in doc["paths"]["/metrics"]["get"]["responses"]
@@ -74,7 +74,7 @@ def test_served_at_openapi_json_with_the_settings_limits(http, api, settings):
 
 
 def test_the_index_links_to_the_description(http, api):
-    body = http.get(f"{api.url}/").json()
+    body = http.get(f"{api.url}/v1").json()
     assert body["name"] == "batchery"
     assert http.get(body["links"]["openapi"]).json()["openapi"] == "3.1.0"
 

@@ -82,3 +82,48 @@ def test_close_drains_then_ends_and_refuses_new_items():
     assert queue.take(2, 1.0) is None
     with pytest.raises(QueueClosed):
         queue.put_many(items(1))
+
+
+def measured(lengths: list[int], job: str = "j") -> list[Item]:
+    ticket = Ticket(len(lengths))
+    return [Item(job, i, i, ticket, length=n) for i, n in enumerate(lengths)]
+
+
+def test_by_length_a_full_batch_still_leaves_at_once():
+    queue = ItemQueue()
+    queue.put_many(measured([5, 200, 7, 180, 6, 190, 8, 170, 9]))
+    started = time.perf_counter()
+    batch = queue.take(4, max_wait_s=10.0, by_length=True)
+    assert time.perf_counter() - started < 0.05
+    assert sorted(item.length for item in batch) == [170, 180, 190, 200], "the long texts together"
+
+
+def test_by_length_the_first_item_waits_max_wait_however_many_others_arrive():
+    queue = ItemQueue()
+    queue.put_many(measured([50]))
+    timers = [threading.Timer(delay, lambda: queue.put_many(measured([5]))) for delay in (0.01, 0.02, 0.03)]
+    for timer in timers:
+        timer.start()
+    started = time.perf_counter()
+    batch = queue.take(8, max_wait_s=0.2, by_length=True)
+    waited = time.perf_counter() - started
+    assert 0.19 <= waited < 0.3
+    assert sorted(item.length for item in batch) == [5, 5, 5, 50]
+
+
+def test_the_token_budget_cuts_a_batch_that_then_leaves_at_once():
+    clock = Clock()
+    queue = ItemQueue(clock)
+    queue.put_many(measured([40, 40, 40]))
+    assert [item.index for item in queue.take(8, 1.0, max_tokens=100)] == [0, 1], "a third would make 120 tokens"
+    clock.now = 1.0
+    assert [item.index for item in queue.take(8, 1.0, max_tokens=100)] == [2]
+
+
+def test_max_size_is_read_when_the_batch_is_chosen_not_when_the_wait_began():
+    queue = ItemQueue()
+    size = [8]
+    threading.Timer(0.05, lambda: (size.__setitem__(0, 2), queue.put_many(items(4)))).start()
+    started = time.perf_counter()
+    assert len(queue.take(lambda: size[0], max_wait_s=10.0)) == 2
+    assert time.perf_counter() - started < 0.5

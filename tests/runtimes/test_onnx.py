@@ -179,3 +179,26 @@ def test_intra_op_threads_are_the_process_share_unless_the_model_sets_them(
     spec = ModelSpec(name="mlp", runtime="onnx", path=str(mlp_onnx[1]), input="tensor", options=options)
     runtime = load_runtime(spec, "cpu", dataclasses.replace(data_settings, worker_threads=process_share))
     assert runtime.session.get_session_options().intra_op_num_threads == expected
+
+
+def test_texts_tokenised_on_arrival_make_the_same_batch_and_the_same_embeddings(
+    runtime: OnnxRuntime, sentences: list[str], reference_embeddings: np.ndarray
+) -> None:
+    tokenised = runtime.preprocess(sentences)
+    assert runtime.lengths(tokenised) == runtime.prepare(sentences)["attention_mask"].sum(axis=1).tolist()
+    prepared = runtime.prepare(tokenised)
+    assert all(np.array_equal(prepared[k], v) for k, v in runtime.prepare(sentences).items())
+    assert np.abs(np.stack(runtime.infer(prepared)) - reference_embeddings).max() < 1e-4
+
+
+def test_a_bad_input_survives_arrival_and_fails_when_its_batch_is_made(runtime: OnnxRuntime) -> None:
+    tokenised = runtime.preprocess(["fine", 3])
+    assert runtime.lengths(tokenised) == [3, 1]
+    with pytest.raises(InvalidInput, match="input 1"):
+        runtime.prepare(tokenised)
+
+
+def test_a_tensor_model_has_no_lengths(mlp_onnx: tuple[torch.nn.Module, Path], data_settings: Settings) -> None:
+    spec = ModelSpec(name="mlp", runtime="onnx", path=str(mlp_onnx[1]), input="tensor")
+    runtime = load_runtime(spec, "cpu", data_settings)
+    assert runtime.lengths(runtime.preprocess([[0.0] * 8])) is None

@@ -107,3 +107,15 @@ def test_a_text_model_gets_only_the_inputs_it_declares(tmp_path: Path, data_sett
 def test_a_path_or_a_source_is_required(data_settings: Settings) -> None:
     with pytest.raises(ConfigError):
         load_runtime(ModelSpec(name="none", runtime="torch", input="tensor"), "cpu", data_settings)
+
+
+def test_texts_tokenised_on_arrival_make_the_same_batch_and_the_same_embeddings(
+    torch_spec: ModelSpec, data_settings: Settings, sentences: list[str], reference_embeddings: np.ndarray
+) -> None:
+    runtime = load_runtime(torch_spec, "cpu", data_settings)
+    tokenised = runtime.preprocess(sentences)
+    whole = runtime.prepare(sentences)
+    assert runtime.lengths(tokenised) == whole["attention_mask"].sum(dim=1).tolist()
+    prepared = runtime.prepare(tokenised)
+    assert all(torch.equal(prepared[k], v) for k, v in whole.items())
+    assert np.abs(np.stack(runtime.infer(prepared)) - reference_embeddings).max() < 1e-5

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import pytest
+import redis
 
 from batchery.errors import ModelError
 from batchery.store import ItemResult, JobStore
@@ -74,6 +77,32 @@ def test_cancel_keeps_cancelled_after_the_last_item(store, job_id):
 def test_cancel_does_not_undo_a_completed_job(store, job_id):
     store.record([ok(job_id, i) for i in range(4)])
     assert store.cancel(job_id) == "completed"
+
+
+def test_waiting_outlasts_the_clients_socket_timeout(settings, job_id):
+    """A wait longer than one blocking read may take (redis-py gives up on a socket after 5 s by default)."""
+    impatient = JobStore(redis.Redis.from_url(settings.effective_redis_url, socket_timeout=0.3), settings.job_ttl_s)
+    finish = threading.Timer(0.8, lambda: impatient.record([ok(job_id, i) for i in range(4)]))
+    finish.start()
+    try:
+        assert impatient.wait_done(job_id, 5.0) is True
+    finally:
+        finish.cancel()
+    assert impatient.wait_done(job_id, 0.01) is True
+
+
+def test_waiting_for_a_job_that_does_not_finish_times_out(store, job_id):
+    started = time.monotonic()
+    assert store.wait_done(job_id, 0.3) is False
+    assert 0.3 <= time.monotonic() - started < 2.0
+
+
+def test_get_many_reads_existing_jobs_in_order(store, job_id):
+    other = uuid.uuid4().hex
+    store.create(other, {"model": "echo", "version": "1", "total": 1})
+    found = store.get_many([other, "no-such-job", job_id])
+    assert [job["id"] for job in found] == [other, job_id]
+    assert found[1] == store.get(job_id)
 
 
 def test_the_write_that_ends_a_job_reports_it_once_with_its_model_status_and_duration(store, job_id):

@@ -1,0 +1,97 @@
+"""``GET /v1/overview``: everything the jobs page shows, in one document it polls about once a second.
+
+Recent jobs with their progress, each model's throughput and batch fill over the last seconds, and the live
+workers grouped by device. Every part is a fixed number of Redis round trips, whatever the load.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, request, url_for
+
+from batchery.app.jobs import int_arg, json_response
+from batchery.app.services import Services, services
+from batchery.app.views import iso
+from batchery.monitoring.activity import MAX_WINDOW_S, WINDOW_S, read_activity
+from batchery.settings import Settings
+
+bp = Blueprint("overview", __name__, url_prefix="/v1/overview")
+JOBS_DEFAULT = 20
+JOBS_MAX = 200
+
+
+@bp.get("")
+def overview() -> Response:
+    svc = services()
+    limit = int_arg("jobs", JOBS_DEFAULT, 1, JOBS_MAX)
+    window_s = int_arg("window_s", WINDOW_S, 1, MAX_WINDOW_S)
+    workers = svc.live_workers()
+    return json_response(
+        {
+            "jobs": [job_summary(job) for job in svc.store.get_many(svc.store.recent(limit))],
+            "models": model_activity(svc, workers, window_s),
+            "devices": workers_by_device(workers),
+            "links": {"flower": flower_url(svc.settings, request.host_url), "metrics": url_for("health.metrics")},
+        }
+    )
+
+
+def job_summary(job: dict[str, Any]) -> dict[str, Any]:
+    done = job["succeeded"] + job["failed"]
+    return {
+        "id": job["id"],
+        "model": job["model"],
+        "version": job["version"],
+        "status": job["status"],
+        "total": job["total"],
+        "succeeded": job["succeeded"],
+        "failed": job["failed"],
+        "cached": job["cached"],
+        "progress": round(done / job["total"], 4) if job["total"] else 1.0,
+        "created_at": iso(job["created_at"]),
+        "started_at": iso(job["started_at"]),
+        "finished_at": iso(job["finished_at"]),
+        "links": {"self": url_for("jobs.get_job", job_id=job["id"])},
+    }
+
+
+def model_activity(svc: Services, workers: list[dict[str, Any]], window_s: int) -> list[dict[str, Any]]:
+    specs = list(svc.registry)
+    activity = read_activity(svc.store.redis, [spec.name for spec in specs], window_s)
+    return [
+        {
+            "name": spec.name,
+            "ref": spec.ref,
+            "synthetic": spec.synthetic,
+            "max_batch_size": spec.max_batch_size,
+            "live_workers": sum(spec.queue in w.get("queues", []) for w in workers),
+            **activity[spec.name].as_dict(),
+        }
+        for spec in specs
+    ]
+
+
+def workers_by_device(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    devices: dict[str, list[dict[str, Any]]] = {}
+    for worker in workers:
+        devices.setdefault(worker.get("device", "?"), []).append(
+            {
+                "hostname": worker.get("hostname"),
+                "pid": worker.get("pid"),
+                "models": worker.get("models", []),
+                "cuda_visible_devices": worker.get("cuda_visible_devices"),
+                "started_at": iso(worker["started_at"]) if worker.get("started_at") else None,
+            }
+        )
+    return [{"device": device, "workers": devices[device]} for device in sorted(devices)]
+
+
+def flower_url(settings: Settings, host_url: str) -> str:
+    """``BATCHERY_FLOWER_URL``, or Flower's port on the host the browser reached the API by."""
+    if settings.flower_url:
+        return settings.flower_url
+    parts = urlsplit(host_url)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return f"{parts.scheme}://{host}:{settings.flower_port}/"
