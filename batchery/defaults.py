@@ -21,13 +21,18 @@ WORKER_CONCURRENCY = 8
 WORKER_DEVICE = "cpu"
 WORKER_HEARTBEAT_S = 2.0
 WORKER_HEARTBEAT_TTL_S = 10.0
+WORKER_DEVICES = "auto"  # auto | cpu | 0,1,... (GPU indices as nvidia-smi numbers them)
+WORKER_DRAIN_TIMEOUT_S = 60.0
+RESTART_BACKOFF_MIN_S = 1.0  # a worker that dies is restarted after this, doubling while it keeps dying
+RESTART_BACKOFF_MAX_S = 30.0
+RESTART_STABLE_S = 60.0  # a worker that lived this long has its back-off reset
 VISIBILITY_TIMEOUT_S = 600
 CELERY_RESULT_EXPIRES_S = 3600
 
 API_WORKERS = 2
 API_THREADS = 8
 
-WORKER_METRICS_PORT = 9100  # each worker process serves its own /metrics here; 0 turns it off
+WORKER_METRICS_PORT = 9100  # each worker process serves its own /metrics: pool slot N on this port + N; 0 = off
 LOG_FORMAT = "json"  # json | text
 
 RETRY_ATTEMPTS = 3

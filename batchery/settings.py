@@ -46,6 +46,10 @@ class Settings:
     worker_device: str = defaults.WORKER_DEVICE
     worker_heartbeat_s: float = defaults.WORKER_HEARTBEAT_S
     worker_heartbeat_ttl_s: float = defaults.WORKER_HEARTBEAT_TTL_S
+    worker_devices: str = defaults.WORKER_DEVICES
+    worker_processes: int = 0
+    worker_threads: int = 0
+    worker_drain_timeout_s: float = defaults.WORKER_DRAIN_TIMEOUT_S
     visibility_timeout_s: int = defaults.VISIBILITY_TIMEOUT_S
     fault_transient_rate: float = 0.0
     fault_crash_rate: float = 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from batchery.app import auth, dead_letters, discovery, health, jobs, models, overview, page
+from batchery.app import auth, dead_letters, discovery, health, jobs, models, overview, page, workers
 from batchery.app.access import register_request_log
 from batchery.app.errors import register_error_handlers
 from batchery.app.services import Services
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     store.on_release = enqueuer.release
     store.on_finish = record_job_finished
     app.extensions["batchery"] = Services(settings=settings, registry=registry, store=store, celery=celery, enqueuer=enqueuer)
-    for blueprint in (jobs.bp, models.bp, dead_letters.bp, overview.bp, health.bp, discovery.bp, page.bp):
+    for blueprint in (jobs.bp, models.bp, workers.bp, dead_letters.bp, overview.bp, health.bp, discovery.bp, page.bp):
         app.register_blueprint(blueprint)
     register_request_log(app)
     auth.install(app, settings)

@@ -19,6 +19,7 @@ bp = Blueprint("discovery", __name__)
 def index() -> Response:
     links = {name: url_for(endpoint, _external=True) for name, endpoint in (
         ("openapi", "discovery.openapi"), ("models", "models.list_models"), ("jobs", "jobs.create_job"),
+        ("workers", "workers.list_workers"),
         ("healthz", "health.healthz"), ("readyz", "health.readyz"), ("metrics", "health.metrics"),
     )}
     return json_response({"name": "batchery", "version": __version__, "links": links})

@@ -7,6 +7,7 @@ from flask import Blueprint, Response
 from batchery.app.errors import error_response
 from batchery.app.jobs import json_response
 from batchery.app.services import services
+from batchery.app.workers import by_device
 from batchery.monitoring.exporter import api_collectors, scrape
 
 bp = Blueprint("health", __name__)
@@ -19,14 +20,25 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when Redis answers and every model's queue has a live worker; else 503 naming what is missing."""
+    """Ready when Redis answers and every model's queue has a live, warm worker; else 503 naming what is missing.
+
+    Either way the checks count, per model and per device, the workers that serve it now.
+    """
     svc = services()
     try:
         svc.store.redis.ping()
     except Exception as exc:
         return error_response(503, "redis_unavailable", f"Redis does not answer: {exc}", checks={"redis": False})
-    unserved = [spec.name for spec in svc.registry if not svc.workers_for(spec, fresh=True)]
-    checks = {"redis": True, "models": {spec.name: spec.name not in unserved for spec in svc.registry}}
+    live = svc.live_workers(fresh=True)
+    serving = {spec.name: svc.workers_for(spec) for spec in svc.registry}
+    unserved = [name for name, workers in serving.items() if not workers]
+    checks = {
+        "redis": True,
+        "models": {name: bool(workers) for name, workers in serving.items()},
+        "live_workers": {name: len(workers) for name, workers in serving.items()},
+        "live_workers_by_device": {name: by_device(workers) for name, workers in serving.items()},
+        "devices": by_device(live),
+    }
     if unserved:
         return error_response(503, "no_live_worker", f"no live worker serves: {', '.join(unserved)}", checks=checks)
     return json_response({"status": "ready", "checks": checks})

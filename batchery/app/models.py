@@ -9,6 +9,7 @@ from flask import Blueprint, Response, request
 from batchery.app.jobs import json_response
 from batchery.app.requests import read_predict_request
 from batchery.app.services import Services, services
+from batchery.app.workers import by_device
 from batchery.errors import Timeout
 from batchery.models.registry import ModelSpec
 from batchery.monitoring.logs import bind
@@ -63,6 +64,7 @@ def model_document(svc: Services, spec: ModelSpec) -> dict[str, Any]:
         **spec.describe(),
         "device": sorted({w.get("device", "?") for w in workers}),
         "live_workers": len(workers),
+        "live_workers_by_device": by_device(workers),
         "serving": bool(workers),
     }
 

@@ -40,6 +40,10 @@ ERROR_HEADERS = {
 }
 
 
+#: Live workers per device, keyed ``cuda:1@host``: the device as its machine numbers it, on that machine.
+COUNTS_BY_DEVICE: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}}
+
+
 def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -165,18 +169,34 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
             })},
         }),
         "Model": obj(
-            ["name", "version", "runtime", "input", "max_batch_size", "max_wait_ms", "devices", "synthetic",
-             "description", "queue", "device", "live_workers", "serving"],
+            ["name", "version", "runtime", "runtimes", "input", "max_batch_size", "max_wait_ms", "devices", "synthetic",
+             "description", "queue", "device", "live_workers", "live_workers_by_device", "serving"],
             {
                 "name": {"type": "string"}, "version": {"type": "string"}, "runtime": {"type": "string"},
                 "input": {"enum": ["text", "tensor", "json"]},
                 "max_batch_size": {"type": "integer", "minimum": 1}, "max_wait_ms": {"type": "number", "minimum": 0},
                 "devices": {"type": "array", "items": {"type": "string"}}, "synthetic": {"type": "boolean"},
                 "description": {"type": "string"}, "queue": {"type": "string"},
+                "runtimes": {"type": "object", "additionalProperties": {"type": "string"},
+                             "description": "The runtime per device kind (`cpu`, `cuda`)."},
                 "device": {"type": "array", "items": {"type": "string"}, "description": "Devices of the live workers."},
                 "live_workers": {"type": "integer", "minimum": 0}, "serving": {"type": "boolean"},
+                "live_workers_by_device": COUNTS_BY_DEVICE,
             },
         ),
+        "Worker": obj(["hostname", "pid", "host", "device", "models", "queues"], {
+            "hostname": {"type": "string", "description": "`gpu1@host`, `cpu0@host`."},
+            "pid": {"type": "integer"}, "host": {"type": "string"},
+            "device": {"type": "string", "description": "As the machine numbers it (`cuda:1`)."},
+            "runtime_device": {"type": "string", "description": "As the process sees it (`cuda:0` when pinned)."},
+            "cuda_visible_devices": nullable({"type": "string"}),
+            "threads": nullable({"type": "integer"}), "metrics_port": nullable({"type": "integer"}),
+            "models": {"type": "array", "items": {"type": "string"}},
+            "runtimes": {"type": "object", "additionalProperties": {"type": "string"}},
+            "warm_batch_sizes": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}}},
+            "queues": {"type": "array", "items": {"type": "string"}},
+            "started_at": {"type": "number"},
+        }),
         "DeadLetter": obj(["id", "job_id", "index", "model", "input", "error", "attempts", "at"], {
             "id": {"type": "string"}, "job_id": {"type": "string"}, "index": {"type": "integer", "minimum": 0},
             "model": {"type": "string"}, "input": {}, "error": ref("ItemError"),
@@ -186,6 +206,9 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
         "Checks": obj(["redis"], {
             "redis": {"type": "boolean"},
             "models": {"type": "object", "additionalProperties": {"type": "boolean"}},
+            "live_workers": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+            "live_workers_by_device": {"type": "object", "additionalProperties": COUNTS_BY_DEVICE},
+            "devices": COUNTS_BY_DEVICE,
         }),
         "NotReady": obj(["error", "checks"], {"error": error_body, "checks": ref("Checks")}),
     }
@@ -288,6 +311,12 @@ def model_operations(registry: Registry) -> dict[str, Any]:
 
 def operations_around(settings: Settings) -> dict[str, Any]:
     return {
+        "/v1/workers": {"get": {
+            "operationId": "listWorkers", "summary": "The live, warm worker processes, and how many per device",
+            "responses": {"200": {"description": "Workers from their heartbeats.", "content": json_content(
+                obj(["workers", "devices"], {"workers": {"type": "array", "items": ref("Worker")},
+                                             "devices": COUNTS_BY_DEVICE}))}, **errors(503)},
+        }},
         "/v1/dead-letters": {"get": {
             "operationId": "listDeadLetters", "summary": "Items that exhausted their transient retries, newest first",
             "parameters": [

@@ -11,8 +11,11 @@ from pathlib import Path
 import click
 
 from batchery import defaults
-from batchery.cli.processes import Supervisor, api_argv, api_env, flower_argv, flower_env, worker_argv
+from batchery.cli.pool import Slot, single_slot, start_pool
+from batchery.cli.processes import api_argv, api_env, flower_argv, flower_env, worker_argv
 from batchery.cli.redis_server import RedisServer, answers
+from batchery.cli.supervisor import Supervisor
+from batchery.errors import ConfigError
 from batchery.models.registry import load_registry
 from batchery.monitoring.logs import configure as configure_logging
 from batchery.redis_urls import masked, redis_client
@@ -43,35 +46,53 @@ def ensure_redis(settings: Settings, probe_url: str = defaults.LOCAL_REDIS_URL) 
     return dataclasses.replace(settings, redis_url=server.url), server
 
 
+DEVICES_HELP = "auto (every GPU, else a CPU pool), cpu, or GPU indices such as 0,1 [BATCHERY_WORKER_DEVICES]"
+
+
 @main.command()
 @click.option("--host", help="address the API and Flower listen on")
 @click.option("--port", type=int, help="API port (8000)")
 @click.option("--flower-port", type=int, help="Flower port (5555)")
 @click.option("--redis-url", help="Redis for jobs (and the broker unless BATCHERY_BROKER_URL is set)")
 @click.option("--models-file", help="TOML or YAML models file")
+@click.option("--devices", help=DEVICES_HELP)
 @click.option("--no-flower", is_flag=True, help="do not start Flower")
-def up(host: str | None, port: int | None, flower_port: int | None, redis_url: str | None, models_file: str | None, no_flower: bool) -> None:
-    """Run everything on this machine: Redis (if none), a worker, the API and Flower. Ctrl-C stops all."""
-    settings, redis_server = ensure_redis(
-        _settings(host=host, port=port, flower_port=flower_port, redis_url=redis_url, models_file=models_file)
-    )
-    supervisor = Supervisor(settings)
+def up(
+    host: str | None, port: int | None, flower_port: int | None, redis_url: str | None, models_file: str | None,
+    devices: str | None, no_flower: bool,
+) -> None:
+    """Run everything on this machine: Redis (if none), the worker pool, the API and Flower. Ctrl-C stops all."""
+    settings, redis_server = ensure_redis(_settings(
+        host=host, port=port, flower_port=flower_port, redis_url=redis_url, models_file=models_file,
+        worker_devices=devices,
+    ))
+    supervisor = Supervisor({**os.environ, **settings.as_env()})
+    supervisor.handle_signals()
+    code = 1
     try:
-        supervisor.spawn("worker", worker_argv(settings, load_registry(settings.models_file)))
+        slots = _start_pool(supervisor, settings)
         supervisor.spawn("api", api_argv(settings), api_env())
         if not no_flower:
             supervisor.spawn("flower", flower_argv(settings), flower_env(settings))
-        click.echo(banner(settings, flower=not no_flower))
-        supervisor.wait()
+        click.echo(banner(settings, flower=not no_flower, workers=len(slots)))
+        code = supervisor.run()
     finally:
         click.echo("stopping...")
-        supervisor.stop()
+        supervisor.stop(settings.worker_drain_timeout_s)
         if redis_server is not None:
             redis_server.stop()
         click.echo("stopped.")
+    sys.exit(code)
 
 
-def banner(settings: Settings, flower: bool = True) -> str:
+def _start_pool(supervisor: Supervisor, settings: Settings, models: list[str] | None = None) -> list[Slot]:
+    try:
+        return start_pool(supervisor, settings, models or ())
+    except ConfigError as exc:
+        raise click.ClickException(exc.message)
+
+
+def banner(settings: Settings, flower: bool = True, workers: int = 1) -> str:
     """What `batchery up` prints: where everything is, with passwords in URLs masked."""
     lines = [
         "batchery is up:",
@@ -87,7 +108,9 @@ def banner(settings: Settings, flower: bool = True) -> str:
         behind = " (basic auth)" if settings.flower_basic_auth else ""
         lines.append(f"  Flower  http://{settings.host}:{settings.flower_port}/{behind}")
     if settings.worker_metrics_port:
-        lines.append(f"  worker metrics http://{settings.host}:{settings.worker_metrics_port}/metrics")
+        first, last = settings.worker_metrics_port, settings.worker_metrics_port + workers - 1
+        more = f" to :{last}, one port per worker process" if last > first else ""
+        lines.append(f"  worker metrics http://{settings.host}:{first}/metrics{more}")
     if settings.api_keys_configured:
         lines.append("  API keys are required: send 'Authorization: Bearer <key>'")
     lines.append("Ctrl-C stops everything.")
@@ -106,14 +129,42 @@ def api(host: str | None, port: int | None) -> None:
 
 
 @main.command()
-@click.option("--models", default="", help="comma-separated models to serve (default: all)")
-@click.option("--concurrency", type=int, help="chunk tasks in flight in this worker")
-@click.option("--name", default="cpu", help="node name before @host")
-def worker(models: str, concurrency: int | None, name: str) -> None:
-    """Run one worker process serving the given models."""
-    settings = _settings(worker_concurrency=concurrency)
+@click.option("--devices", help=DEVICES_HELP)
+@click.option("--processes", type=int, help="processes of a CPU pool (0: one per core) [BATCHERY_WORKER_PROCESSES]")
+@click.option("--models", default="", help="comma-separated models to serve (default: all placed on each device)")
+@click.option("--concurrency", type=int, help="chunk tasks in flight in each worker process")
+@click.option("--name", help="run one unsupervised process named NAME@host on BATCHERY_WORKER_DEVICE instead of a pool")
+def worker(devices: str | None, processes: int | None, models: str, concurrency: int | None, name: str | None) -> None:
+    """Run the worker pool: one process per GPU, each pinned to it, or a CPU pool; restarted if they die.
+
+    SIGTERM or Ctrl-C drains: each process finishes the batches it holds, hands back the chunks it had not
+    started, and exits.
+    """
+    settings = _settings(worker_concurrency=concurrency, worker_devices=devices, worker_processes=processes)
+    wanted = [m for m in models.split(",") if m]
+    if name:
+        if devices:
+            raise click.UsageError("--name runs one process on BATCHERY_WORKER_DEVICE; leave out --devices")
+        _exec_single_worker(settings, name, wanted)
+    supervisor = Supervisor({**os.environ, **settings.as_env()})
+    supervisor.handle_signals()
+    code = 1
+    try:
+        _start_pool(supervisor, settings, wanted)
+        code = supervisor.run()
+    finally:
+        supervisor.stop(settings.worker_drain_timeout_s)
+    sys.exit(code)
+
+
+def _exec_single_worker(settings: Settings, name: str, models: list[str]) -> None:
+    """Become the one Celery worker process, for a supervisor of the operator's own (systemd, a container)."""
+    try:
+        slot = single_slot(load_registry(settings.models_file), name, settings.worker_device, models)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message)
     os.environ.update(settings.as_env())
-    argv = worker_argv(settings, load_registry(settings.models_file), [m for m in models.split(",") if m], name)
+    argv = worker_argv(settings, slot.queues, slot.name)
     os.execv(argv[0], argv)
 
 

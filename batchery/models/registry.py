@@ -14,6 +14,16 @@ fields it gives (for example ``[models.minilm] runtime = "torch"`` on a GPU box)
     [models.sentiment.options]  # read by the runtime
     tokenizer = "/models/tokenizer.json"
     pooling = "cls"
+
+Placement says which devices run a model, and a model can run differently on a GPU than on the CPU::
+
+    [models.minilm]
+    devices = ["cuda", "cpu"]   # "cpu", "cuda" (every GPU), "cuda:1" or 1 (one GPU); default: every device
+    [models.minilm.on.cuda]     # what changes on a GPU: runtime, path, options and the batching fields
+    runtime = "torch"
+    options = {fp16 = true}
+
+``enabled = false`` switches a model (a built-in, say) off: it is not served, listed or awaited by /readyz.
 """
 
 from __future__ import annotations
@@ -28,6 +38,16 @@ from batchery.errors import ConfigError, ModelNotFound
 
 INPUT_KINDS = ("text", "tensor", "json")
 QUEUE_PREFIX = "batchery."
+DEVICE_KINDS = ("cpu", "cuda")
+#: What a ``[models.<name>.on.<kind>]`` table may change; the name, input and version stay one per model.
+DEVICE_OVERRIDES = (
+    "runtime", "path", "max_batch_size", "max_wait_ms", "max_batch_tokens", "bucket_by_length", "options"
+)
+
+
+def device_kind(device: str) -> str:
+    """``cpu`` or ``cuda`` for a device string such as ``cpu``, ``cuda`` or ``cuda:1``."""
+    return device.partition(":")[0]
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,7 @@ class ModelSpec:
     devices: tuple[str, ...] = ()
     description: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
+    on: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def queue(self) -> str:
@@ -62,6 +83,21 @@ class ModelSpec:
     def synthetic(self) -> bool:
         return self.runtime == "echo"
 
+    def placed_on(self, device: str) -> bool:
+        """Whether this model runs on ``device`` (``cpu`` or ``cuda:N``, N as nvidia-smi numbers GPUs)."""
+        if not self.devices:
+            return True
+        index = device.partition(":")[2]
+        return any(d in (device, device_kind(device)) or (index and d == index) for d in self.devices)
+
+    def on_device(self, device: str) -> "ModelSpec":
+        """The spec as it runs on ``device``: its ``on.<kind>`` table applied, options merged."""
+        override = self.on.get(device_kind(device))
+        if not override:
+            return self
+        options = {**self.options, **override.get("options", {})}
+        return dataclasses.replace(self, **{**override, "options": options})
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -73,6 +109,7 @@ class ModelSpec:
             "max_batch_tokens": self.max_batch_tokens,
             "bucket_by_length": self.bucket_by_length,
             "devices": list(self.devices) or ["all"],
+            "runtimes": {kind: self.on_device(kind).runtime for kind in DEVICE_KINDS},
             "synthetic": self.synthetic,
             "description": self.description,
             "queue": self.queue,
@@ -118,6 +155,10 @@ class Registry:
     def names(self) -> list[str]:
         return list(self._specs)
 
+    def placed_on(self, device: str) -> list[ModelSpec]:
+        """The models that run on ``device``, each as it runs there."""
+        return [spec.on_device(device) for spec in self if spec.placed_on(device)]
+
     def get(self, ref: str) -> ModelSpec:
         """Look a model up by ``name`` or ``name@version``."""
         name, _, version = ref.partition("@")
@@ -134,7 +175,13 @@ def load_registry(models_file: str = "") -> Registry:
     specs = dict(BUILTINS)
     if models_file:
         for name, table in _read_models_file(Path(models_file)).items():
-            specs[name] = _spec_from_table(name, table, specs.get(name))
+            table = dict(table)
+            if table.pop("enabled", True) is False:
+                specs.pop(name, None)
+            else:
+                specs[name] = _spec_from_table(name, table, specs.get(name))
+    if not specs:
+        raise ConfigError(f"models file {models_file}: every model is switched off")
     return Registry(specs)
 
 
@@ -165,9 +212,12 @@ def _spec_from_table(name: str, table: Mapping[str, Any], base: ModelSpec | None
         raise ConfigError(f"model {name!r}: unknown fields {sorted(unknown)} (known: {sorted(known)})")
     values = dict(table)
     if "devices" in values:
-        values["devices"] = tuple(str(d) for d in values["devices"])
+        values["devices"] = _devices(name, values["devices"])
+    if "on" in values:
+        values["on"] = _overrides(name, values["on"])
     if base is not None:
         values["options"] = {**base.options, **values.get("options", {})}
+        values["on"] = {**base.on, **values.get("on", {})}
         spec = dataclasses.replace(base, **values)
     elif "runtime" not in values:
         raise ConfigError(f"model {name!r}: 'runtime' is required")
@@ -177,10 +227,37 @@ def _spec_from_table(name: str, table: Mapping[str, Any], base: ModelSpec | None
     return spec
 
 
+def _devices(name: str, devices: Any) -> tuple[str, ...]:
+    found = tuple(str(d) for d in devices) if isinstance(devices, list) else None
+    if found is None or not all(_is_device(d) for d in found):
+        raise ConfigError(f"model {name!r}: devices must be a list of 'cpu', 'cuda', 'cuda:N' or N, not {devices!r}")
+    return found
+
+
+def _is_device(device: str) -> bool:
+    kind, colon, index = device.partition(":")
+    return device.isdigit() or (kind in DEVICE_KINDS and (not colon or (kind == "cuda" and index.isdigit())))
+
+
+def _overrides(name: str, on: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(on, dict) or not all(isinstance(t, dict) for t in on.values()):
+        raise ConfigError(f"model {name!r}: 'on' must hold one table per device kind, e.g. [models.{name}.on.cuda]")
+    for kind, table in on.items():
+        if kind not in DEVICE_KINDS:
+            raise ConfigError(f"model {name!r}: 'on.{kind}': the device kinds are {DEVICE_KINDS}")
+        unknown = set(table) - set(DEVICE_OVERRIDES)
+        if unknown:
+            raise ConfigError(f"model {name!r}: 'on.{kind}' cannot set {sorted(unknown)}; it can set {DEVICE_OVERRIDES}")
+    return {kind: dict(table) for kind, table in on.items()}
+
+
 def _check(spec: ModelSpec) -> None:
     if spec.input not in INPUT_KINDS:
         raise ConfigError(f"model {spec.name!r}: input must be one of {INPUT_KINDS}, not {spec.input!r}")
-    if spec.max_batch_size < 1 or spec.max_wait_ms < 0 or spec.max_batch_tokens < 0:
-        raise ConfigError(f"model {spec.name!r}: max_batch_size must be >= 1, max_wait_ms and max_batch_tokens >= 0")
     if not spec.name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"model name {spec.name!r}: use letters, digits, '-' and '_' only")
+    for variant in (spec, *(spec.on_device(kind) for kind in spec.on)):
+        if variant.max_batch_size < 1 or variant.max_wait_ms < 0 or variant.max_batch_tokens < 0:
+            raise ConfigError(
+                f"model {spec.name!r}: max_batch_size must be >= 1, max_wait_ms and max_batch_tokens >= 0"
+            )

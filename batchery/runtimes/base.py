@@ -12,6 +12,7 @@ A new runtime is one new module that subclasses :class:`Runtime` and registers i
 from __future__ import annotations
 
 import importlib
+import logging
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from batchery.models.registry import ModelSpec
     from batchery.settings import Settings
 
+log = logging.getLogger(__name__)
 RUNTIMES: dict[str, type["Runtime"]] = {}
 #: Built-in runtimes are imported only when a model needs them: a worker serving echo never imports torch.
 BUILTIN_MODULES = {"echo": "batchery.runtimes.echo", "onnx": "batchery.runtimes.onnx", "torch": "batchery.runtimes.torch"}
@@ -112,9 +114,34 @@ class Runtime(ABC):
             return _zeros(self.spec.options.get("shape", [1]))
         return "warm up"
 
-    def warm_up(self) -> None:
-        """Run a batch of one before serving, so the first client batch pays no lazy initialisation."""
-        self.run(self.prepare([self.example_input()]))
+    def warm_up_batch_sizes(self) -> list[int]:
+        """``max_batch_size`` and the smaller sizes in ``options.warm_up_batch_sizes``, smallest first."""
+        configured = self.spec.options.get("warm_up_batch_sizes", ())
+        sizes = {self.spec.max_batch_size, *(int(size) for size in configured)}
+        return sorted(size for size in sizes if 1 <= size <= self.spec.max_batch_size)
+
+    def warm_up(self) -> list[int]:
+        """Run one batch at each warm-up size before serving; returns the sizes that ran.
+
+        Runtimes allocate, plan and tune per shape on first sight (CUDA kernels and memory pools, ORT's
+        arena): a batch at the largest size makes that happen before the worker is counted live, rather than
+        on a client's first full batch. A size that runs out of memory is said in the log and ends the
+        warm-up, since bigger ones will not fit either; the batcher splits such batches when they come. When
+        not even the smallest size fits, halves of it are tried, and a batch of one that fails is fatal.
+        """
+        pending, warmed = self.warm_up_batch_sizes(), []
+        while pending:
+            size = pending.pop(0)
+            try:
+                self.infer(self.prepare([self.example_input()] * size))
+            except DeviceOutOfMemory as exc:
+                if size == 1:
+                    raise
+                log.warning("model %s: a warm-up batch of %d does not fit: %s", self.spec.name, size, exc.message)
+                pending = [] if warmed else [size // 2]
+                continue
+            warmed.append(size)
+        return warmed
 
     def close(self) -> None:
         """Release device memory and sessions; the default has nothing to release."""

@@ -65,9 +65,8 @@ class OnnxRuntime(Runtime):
                 raise ConfigError(f"model {spec.name!r}: a text model needs options.tokenizer (a tokenizer.json)")
             encoder = TextEncoder(tokenizer_path, spec.options.get("max_length"))
         try:
-            session = onnxruntime.InferenceSession(
-                str(model_path), sess_options=session_options(spec), providers=providers(device)
-            )
+            options = session_options(spec, settings.worker_threads)
+            session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=providers(device))
         except Exception as exc:
             raise ConfigError(f"model {spec.name!r}: cannot load {model_path}: {exc}") from exc
         if device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
@@ -138,11 +137,13 @@ def providers(device: str) -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
-def session_options(spec: "ModelSpec") -> onnxruntime.SessionOptions:
+def session_options(spec: "ModelSpec", process_threads: int = 0) -> onnxruntime.SessionOptions:
+    """Intra-op threads: the model's ``threads`` option, else the process's share of the cores (its pool sets
+    ``worker_threads`` so that K processes on C cores run C/K threads each), else all of its cores."""
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = int(spec.options.get("threads") or default_threads())
+    options.intra_op_num_threads = int(spec.options.get("threads") or process_threads or default_threads())
     options.inter_op_num_threads = 1
     return options
 

@@ -37,7 +37,7 @@ class ModelHostStep(bootsteps.StartStopStep):
         settings = get_settings()
         consumed = worker.app.amqp.queues.consume_from
         registry = load_registry(settings.models_file)
-        specs = [s for s in registry if consumed is None or s.queue in consumed]
+        specs = [s.on_device(settings.worker_device) for s in registry if consumed is None or s.queue in consumed]
         store = settings.job_store()
         store.on_release = Enqueuer(worker.app, store, settings, registry).release
         store.on_finish = record_job_finished
@@ -47,7 +47,7 @@ class ModelHostStep(bootsteps.StartStopStep):
         self.host.start()
         set_host(self.host)
         worker_ready.connect(self._announce, weak=False)
-        log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in specs], settings.worker_device)
+        log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in specs], self.host.describe()["device"])
 
     def _announce(self, sender=None, **kwargs) -> None:  # noqa: ANN001
         """The consumer is taking messages now: only then is the worker live."""

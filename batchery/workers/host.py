@@ -26,6 +26,7 @@ from batchery.settings import Settings
 from batchery.store import ItemResult, JobStore
 from batchery.store.codec import encode_error
 from batchery.workers.cancellations import CancellationListener
+from batchery.workers.devices import physical_device
 from batchery.workers.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class ModelHost:
         self.store = store
         self.device = settings.worker_device
         self.batchers: dict[str, Batcher] = {}
+        self.warm_batch_sizes: dict[str, list[int]] = {}
         self.heartbeat: Heartbeat | None = None
         self.cancelled = CancellationListener(store.redis)
         self.retry = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
@@ -54,7 +56,7 @@ class ModelHost:
         for spec in self.specs.values():
             started = time.perf_counter()
             runtime = load_runtime(spec, self.device, self.settings)
-            runtime.warm_up()
+            self.warm_batch_sizes[spec.name] = runtime.warm_up()
             runtime = with_faults(runtime, self.settings)
             store = with_store_faults(self.store, spec, self.settings)
             retry = dataclasses.replace(self.retry, on_retry=metrics.RETRIES.labels(spec.name).inc)
@@ -80,12 +82,20 @@ class ModelHost:
         self.cancelled.stop()
 
     def describe(self) -> dict[str, Any]:
+        """The heartbeat: ``device`` as the machine numbers it (``cuda:3``), ``runtime_device`` as the models
+        see it (``cuda:0`` in a process pinned to one GPU), and the ``CUDA_VISIBLE_DEVICES`` that pins it."""
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         return {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "device": self.device,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "device": physical_device(self.device, visible),
+            "runtime_device": self.device,
+            "cuda_visible_devices": visible,
+            "threads": self.settings.worker_threads or None,
+            "metrics_port": self.settings.worker_metrics_port or None,
             "models": [spec.ref for spec in self.specs.values()],
+            "runtimes": {spec.name: spec.runtime for spec in self.specs.values()},
+            "warm_batch_sizes": self.warm_batch_sizes,
             "queues": [spec.queue for spec in self.specs.values()],
             "started_at": time.time(),
         }

@@ -16,6 +16,7 @@ import requests
 from batchery.cli import ensure_redis
 from batchery.cli.redis_server import answers, free_port
 from batchery.settings import Settings
+from batchery.workers.devices import cpu_cores, discover_gpus
 from tests.helpers import wait_for_job
 
 
@@ -68,6 +69,16 @@ def test_up_serves_jobs_and_flower_and_stops_on_ctrl_c(settings, tmp_path):
         job = http.post(f"{url}/v1/jobs", json={"model": "echo", "inputs": ["a", "b"]}).json()
         assert wait_for_job(http, job["links"]["self"])["status"] == "completed"
         assert requests.get(f"http://127.0.0.1:{flower_port}/", timeout=10).status_code == 200
+        gpus = discover_gpus()
+        expected = [f"gpu{g.index}" for g in gpus] or [f"cpu{k}" for k in range(cpu_cores())]
+        deadline = time.monotonic() + 120
+        while True:  # /readyz needs one worker per model; the rest of the pool may still be warming up
+            pool = {w["hostname"].split("@")[0]: w for w in http.get(f"{url}/v1/workers").json()["workers"]}
+            if set(expected) <= set(pool) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert set(expected) <= set(pool), "one process per GPU, else a CPU pool of one process per core"
+        assert all(pool[name]["threads"] == max(1, cpu_cores() // len(expected)) for name in expected)
         printed = log.read_text()
         assert f"http://127.0.0.1:{port}/v1/models" in printed and f"http://127.0.0.1:{flower_port}/" in printed
     finally:

@@ -55,3 +55,74 @@ def test_unknown_model_and_version():
         registry.get("nope")
     with pytest.raises(ModelNotFound, match="version"):
         registry.get("echo@2")
+
+
+PLACED = """
+[models.minilm]
+devices = ["cuda", "cpu"]
+[models.minilm.on.cuda]
+runtime = "torch"
+max_batch_size = 256
+options = {fp16 = true}
+
+[models.echo]
+enabled = false
+
+[models.scorer]
+runtime = "onnx"
+input = "tensor"
+path = "/m/scorer.onnx"
+devices = ["cuda:1", 0]
+
+[models.echo-cpu]
+runtime = "echo"
+input = "json"
+devices = ["cpu"]
+"""
+
+
+@pytest.fixture
+def placed(tmp_path):
+    path = tmp_path / "models.toml"
+    path.write_text(PLACED)
+    return load_registry(str(path))
+
+
+def test_models_are_placed_on_the_devices_the_file_names(placed):
+    assert [s.name for s in placed.placed_on("cpu")] == ["minilm", "echo-cpu"]
+    assert [s.name for s in placed.placed_on("cuda:0")] == ["minilm", "scorer"]
+    assert [s.name for s in placed.placed_on("cuda:1")] == ["minilm", "scorer"]
+    assert [s.name for s in placed.placed_on("cuda:2")] == ["minilm"]
+
+
+def test_a_device_kind_table_changes_how_a_model_runs_there_only(placed):
+    on_gpu = placed.get("minilm").on_device("cuda:0")
+    assert (on_gpu.runtime, on_gpu.max_batch_size, on_gpu.options["fp16"]) == ("torch", 256, True)
+    assert on_gpu.options["pooling"] == "mean", "options merge with the model's own"
+    on_cpu = placed.get("minilm").on_device("cpu")
+    assert (on_cpu.runtime, on_cpu.max_batch_size, "fp16" in on_cpu.options) == ("onnx", 64, False)
+    assert placed.get("minilm").describe()["runtimes"] == {"cpu": "onnx", "cuda": "torch"}
+
+
+def test_enabled_false_switches_a_model_off(placed):
+    assert "echo" not in placed.names()
+    with pytest.raises(ModelNotFound):
+        placed.get("echo")
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('[models.x]\nruntime = "echo"\ndevices = ["tpu"]\n', "devices must be"),
+        ('[models.x]\nruntime = "echo"\ndevices = "cuda"\n', "devices must be"),
+        ('[models.x]\nruntime = "echo"\n[models.x.on.tpu]\nruntime = "onnx"\n', "device kinds"),
+        ('[models.x]\nruntime = "echo"\n[models.x.on.cuda]\ninput = "text"\n', "cannot set"),
+        ('[models.x]\nruntime = "echo"\n[models.x.on.cuda]\nmax_batch_size = 0\n', "max_batch_size"),
+        ('[models.minilm]\nenabled = false\n[models.echo]\nenabled = false\n', "every model is switched off"),
+    ],
+)
+def test_bad_placement_is_a_config_error(tmp_path, text, fragment):
+    path = tmp_path / "models.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment):
+        load_registry(str(path))

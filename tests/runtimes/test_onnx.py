@@ -170,6 +170,17 @@ def test_token_counts_report_real_and_padded_tokens(runtime: OnnxRuntime) -> Non
     assert longest < tokens < padded
 
 
+@pytest.mark.parametrize(("option", "process_share", "expected"), [(None, 1, 1), (None, 3, 3), (2, 1, 2)])
+def test_intra_op_threads_are_the_process_share_unless_the_model_sets_them(
+    mlp_onnx: tuple[torch.nn.Module, Path], data_settings: Settings, option: int | None, process_share: int,
+    expected: int,
+) -> None:
+    options = {} if option is None else {"threads": option}
+    spec = ModelSpec(name="mlp", runtime="onnx", path=str(mlp_onnx[1]), input="tensor", options=options)
+    runtime = load_runtime(spec, "cpu", dataclasses.replace(data_settings, worker_threads=process_share))
+    assert runtime.session.get_session_options().intra_op_num_threads == expected
+
+
 def test_texts_tokenised_on_arrival_make_the_same_batch_and_the_same_embeddings(
     runtime: OnnxRuntime, sentences: list[str], reference_embeddings: np.ndarray
 ) -> None:

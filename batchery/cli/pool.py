@@ -1,0 +1,131 @@
+"""The worker pool of one machine: one process per GPU, or a CPU pool sized to the cores.
+
+Each slot is one Celery worker process with its own device, node name (``gpu1@host``, ``cpu0@host``),
+queues (the models placed on its device) and environment. A GPU slot's environment names its GPU in
+``CUDA_VISIBLE_DEVICES`` before the process starts, so nothing in it can touch another GPU; its models run
+on ``cuda:0``, the only GPU it sees. `batchery worker` and `batchery up` both start their workers from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+from batchery.cli.processes import worker_argv
+from batchery.cli.supervisor import Supervisor
+from batchery.errors import ConfigError
+from batchery.models.registry import Registry, load_registry
+from batchery.settings import Settings
+from batchery.workers.devices import Gpu, cpu_cores, discover_gpus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One worker process of the pool; ``number`` is its place in the pool (its metrics port offset)."""
+
+    number: int
+    name: str
+    device: str
+    models: tuple[str, ...]
+    queues: tuple[str, ...]
+
+    @property
+    def gpu_index(self) -> int | None:
+        return int(self.device.partition(":")[2]) if self.device.startswith("cuda:") else None
+
+    def settings(self, base: Settings, threads: int) -> Settings:
+        """The settings this slot's process runs with: its device as it sees it, its cores, its port."""
+        return dataclasses.replace(
+            base,
+            worker_device="cpu" if self.gpu_index is None else "cuda:0",
+            worker_threads=base.worker_threads or threads,
+            worker_metrics_port=base.worker_metrics_port + self.number if base.worker_metrics_port else 0,
+        )
+
+    def env(self, base: Settings, threads: int) -> dict[str, str]:
+        """Environment for the process: its settings, and the one GPU it may see (none for a CPU slot)."""
+        visible = "" if self.gpu_index is None else str(self.gpu_index)
+        cuda = {"CUDA_VISIBLE_DEVICES": visible, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+        return {**self.settings(base, threads).as_env(), **cuda}
+
+
+def pool_devices(devices: str, gpus: Sequence[Gpu], cpu_processes: int) -> list[tuple[str, str]]:
+    """``(name, device)`` per process for ``--devices``: ``auto``, ``cpu``, or GPU indices, comma-separated.
+
+    ``auto`` is every GPU NVML reports, or a CPU pool when there is none; ``cpu`` is ``cpu_processes``
+    processes on the CPU. ``0,1`` names GPUs as nvidia-smi numbers them, and ``0,cpu`` mixes the two.
+    """
+    tokens = [t.strip() for t in devices.split(",") if t.strip()] or ["auto"]
+    if tokens == ["auto"]:
+        tokens = [str(gpu.index) for gpu in gpus] or ["cpu"]
+    known = {gpu.index for gpu in gpus}
+    chosen: list[tuple[str, str]] = []
+    for token in dict.fromkeys(tokens):
+        index = token.removeprefix("cuda:")
+        if token == "cpu":
+            chosen += [(f"cpu{k}", "cpu") for k in range(cpu_processes)]
+        elif index.isdigit() and int(index) in known:
+            chosen.append((f"gpu{int(index)}", f"cuda:{int(index)}"))
+        elif index.isdigit():
+            raise ConfigError(f"--devices names GPU {index}, but NVML reports {len(gpus)} GPU(s): {sorted(known)}")
+        else:
+            raise ConfigError(f"--devices takes auto, cpu or GPU indices such as 0,1; not {token!r}")
+    return chosen
+
+
+def plan_pool(registry: Registry, devices: Sequence[tuple[str, str]], models: Sequence[str] = ()) -> list[Slot]:
+    """One slot per device that has models placed on it (of ``models`` when given, else of all)."""
+    wanted = {registry.get(m).name for m in models}
+    slots: list[Slot] = []
+    served: set[str] = set()
+    for name, device in devices:
+        specs = [s for s in registry.placed_on(device) if not wanted or s.name in wanted]
+        if not specs:
+            log.warning("none of the models to serve is placed on %s: no worker process for it", device)
+            continue
+        slots.append(Slot(len(slots), name, device, tuple(s.name for s in specs), tuple(s.queue for s in specs)))
+        served.update(s.name for s in specs)
+    unplaced = sorted((wanted or set(registry.names())) - served)
+    if wanted and unplaced:
+        raise ConfigError(f"no device of this pool runs {unplaced}: see their devices in the models file")
+    if unplaced:
+        log.warning("models placed on none of this pool's devices, not served here: %s", unplaced)
+    if not slots:
+        raise ConfigError("no model is placed on any device of this pool: nothing to run")
+    return slots
+
+
+def single_slot(registry: Registry, name: str, device: str, models: Sequence[str] = ()) -> Slot:
+    """One process under a name of the caller's choosing, on the device the settings give it."""
+    specs = [registry.get(m) for m in models] if models else registry.placed_on(device)
+    elsewhere = [s.name for s in specs if not s.placed_on(device)]
+    if elsewhere:
+        raise ConfigError(f"models {elsewhere} are not placed on {device}: see their devices in the models file")
+    if not specs:
+        raise ConfigError(f"no model is placed on {device}: nothing to run")
+    return Slot(0, name, device, tuple(s.name for s in specs), tuple(s.queue for s in specs))
+
+
+def threads_per_process(cores: int, processes: int) -> int:
+    """Each process's share of the cores, so K processes on C cores run C/K threads each, not C each."""
+    return max(1, cores // max(1, processes))
+
+
+def start_pool(supervisor: Supervisor, settings: Settings, models: Sequence[str] = ()) -> list[Slot]:
+    """Plan the pool for ``settings.worker_devices`` and start one supervised worker process per slot."""
+    registry = load_registry(settings.models_file)
+    cores = cpu_cores()
+    gpus = discover_gpus()
+    for gpu in gpus:
+        log.info("GPU %d: %s, %.1f GiB, %s", gpu.index, gpu.name, gpu.memory_bytes / 2**30, gpu.uuid)
+    slots = plan_pool(registry, pool_devices(settings.worker_devices, gpus, settings.worker_processes or cores), models)
+    threads = threads_per_process(cores, len(slots))
+    for slot in slots:
+        log.info("%s on %s serves %s", slot.name, slot.device, ", ".join(slot.models))
+        argv = worker_argv(slot.settings(settings, threads), slot.queues, slot.name)
+        supervisor.spawn(slot.name, argv, slot.env(settings, threads), restart=True)
+    return slots

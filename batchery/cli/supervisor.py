@@ -1,0 +1,151 @@
+"""Runs child processes together: workers that die come back with a back-off; SIGTERM drains them all.
+
+A worker process should never exit on its own, so when one does (a crash, an OOM kill, an operator's
+SIGKILL) the supervisor logs why and starts it again after a delay that doubles while it keeps dying
+quickly. Any other child (the API, Flower) ending means the service is broken: the supervisor stops.
+SIGTERM or SIGINT asks every child to stop; workers finish the batches they hold and hand back the chunks
+they had not started, and whatever has not exited after the drain timeout is killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+from batchery import defaults
+
+log = logging.getLogger(__name__)
+TICK_S = 0.2
+
+
+def restart_delay(
+    failures: int, min_s: float = defaults.RESTART_BACKOFF_MIN_S, max_s: float = defaults.RESTART_BACKOFF_MAX_S
+) -> float:
+    """The wait before restart number ``failures`` of a child that keeps dying: min, 2·min, 4·min... max."""
+    return min(max_s, min_s * 2 ** max(0, failures - 1))
+
+
+def exit_reason(returncode: int) -> str:
+    """What ended a process, as an operator reads it: an exit code or the signal's name."""
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    restart: bool
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        log.info("started %s (pid %d)", self.name, self.process.pid)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class Supervisor:
+    """Named children started with ``base_env`` under them; :meth:`run` watches them until told to stop."""
+
+    base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    backoff_min_s: float = defaults.RESTART_BACKOFF_MIN_S
+    backoff_max_s: float = defaults.RESTART_BACKOFF_MAX_S
+    stable_s: float = defaults.RESTART_STABLE_S
+    children: dict[str, Child] = field(default_factory=dict)
+    signals: list[int] = field(default_factory=list)
+    _wake: threading.Event = field(default_factory=threading.Event)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, restart: bool = False) -> None:
+        child = Child(name, argv, {**self.base_env, **(env or {})}, restart)
+        self.children[name] = child
+        child.start()
+
+    def handle_signals(self) -> None:
+        """SIGTERM and SIGINT end :meth:`run`; a second one during the drain kills at once."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.request_stop(signum)
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """What a signal does; callable from another thread too."""
+        self.signals.append(signum)
+        self._wake.set()
+
+    def run(self) -> int:
+        """Watch the children until a signal (0) or the exit of a child that is not restarted (1)."""
+        while not self.signals:
+            now = time.monotonic()
+            for child in self.children.values():
+                if child.restart_at is not None:
+                    if now >= child.restart_at:
+                        child.start()
+                elif not child.running and not self._exited(child, now):
+                    return 1
+            self._wake.wait(TICK_S)
+        log.info("%s: stopping", signal.Signals(self.signals[0]).name)
+        return 0
+
+    def _exited(self, child: Child, now: float) -> bool:
+        """Log why ``child`` ended and schedule its restart; False when it is not to be restarted."""
+        assert child.process is not None
+        lived_s = now - child.started_at
+        reason = exit_reason(child.process.returncode)
+        if not child.restart:
+            log.error("%s (pid %d) exited: %s after %.1fs", child.name, child.process.pid, reason, lived_s)
+            return False
+        child.failures = 1 if lived_s >= self.stable_s else child.failures + 1
+        delay = restart_delay(child.failures, self.backoff_min_s, self.backoff_max_s)
+        child.restart_at = now + delay
+        log.error(
+            "%s (pid %d) died: %s after %.1fs; restarting in %.1fs (failure %d in a row)",
+            child.name, child.process.pid, reason, lived_s, delay, child.failures,
+        )
+        return True
+
+    def stop(self, timeout_s: float = defaults.WORKER_DRAIN_TIMEOUT_S) -> None:
+        """SIGTERM every child (workers drain), then SIGKILL what is still there after ``timeout_s``."""
+        running = [c for c in self.children.values() if c.running]
+        for child in running:
+            child.process.terminate()  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout_s
+        signals_before = len(self.signals)
+        while any(c.running for c in running) and time.monotonic() < deadline and len(self.signals) == signals_before:
+            time.sleep(TICK_S)
+        for child in running:
+            assert child.process is not None
+            if child.process.poll() is None:
+                log.warning("%s (pid %d) did not stop in time; killing it", child.name, child.process.pid)
+                _kill_group(child.process.pid)
+                child.process.wait()
+            else:
+                reason = exit_reason(child.process.returncode)
+                log.info("%s (pid %d) stopped: %s", child.name, child.process.pid, reason)
+
+
+def _kill_group(pid: int) -> None:
+    """Kill what is left of a child's process group (gunicorn's workers, say)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
