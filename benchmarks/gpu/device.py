@@ -14,10 +14,7 @@ import threading
 import time
 from typing import Any
 
-import redis
 import requests
-
-from batchery.workers.heartbeat import live_workers
 
 log = logging.getLogger("benchmarks.gpu")
 #: The families that the metrics endpoints serve from NVML.
@@ -137,10 +134,11 @@ class Sampler:
         }
 
 
-def worker_reports(redis_url: str, name: str) -> list[dict[str, Any]]:
-    """The heartbeats of the worker processes started as ``name``: device, CUDA_VISIBLE_DEVICES, pid."""
-    with redis.Redis.from_url(redis_url) as client:
-        return [w for w in live_workers(client) if w.get("hostname", "").startswith(f"{name}@")]
+def workers_document(api_url: str) -> dict[str, Any]:
+    """``GET /v1/workers``: the live workers as the API reports them."""
+    response = requests.get(f"{api_url}/v1/workers", timeout=10)
+    response.raise_for_status()
+    return response.json()
 
 
 def model_document(api_url: str, model: str) -> dict[str, Any]:

@@ -44,7 +44,8 @@ def _runtime() -> Any:
     from batchery.settings import get_settings
 
     settings = get_settings()
-    runtime = load_runtime(load_registry(settings.models_file).get("minilm"), settings.worker_device, settings)
+    spec = load_registry(settings.models_file).get("minilm").on_device(settings.worker_device)
+    runtime = load_runtime(spec, settings.worker_device, settings)
     runtime.warm_up()
     log.info("minilm loaded on %s in process for plain Celery", runtime.device)
     return runtime

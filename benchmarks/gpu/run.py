@@ -21,7 +21,7 @@ from batchery.cli.redis_server import free_port
 from batchery.models.registry import load_registry
 from benchmarks import corpus, gpu_weights
 from benchmarks.cpu import CpuMeter, python_thread_names, thread_breakdown, thread_cpu_s
-from benchmarks.gpu import checks, device, plain, synthetic
+from benchmarks.gpu import checks, device, plain, pool, synthetic
 from benchmarks.gpu.load import LoadClient
 from benchmarks.gpu.profile import Recording
 from benchmarks.stack import Stack
@@ -38,11 +38,13 @@ PREDICT_SEED = 11
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Where the run goes: the device kind, the environment that pins the worker to it, the models table."""
+    """Where the run goes: the device kind, ``--devices`` for batchery's worker pool, how the plain Celery
+    worker is pinned (by hand, as such a service is), the models table."""
 
     device: str
-    worker_device: str
-    worker_env: dict[str, str]
+    devices: str
+    plain_device: str
+    plain_env: dict[str, str]
     models: dict[str, Any]
     weights: Path
 
@@ -54,8 +56,8 @@ def plan(device_kind: str, weights: Path) -> Plan:
     options["weights"] = str(weights)
     options["tokenizer"] = str(weights / "tokenizer.json")
     if device_kind == "cuda":
-        return Plan("cuda", "cuda:0", {"CUDA_VISIBLE_DEVICES": "0"}, models, weights)
-    return Plan("cpu", "cpu", {}, models, weights)
+        return Plan("cuda", "auto", "cuda:0", {"CUDA_VISIBLE_DEVICES": "0"}, models, weights)
+    return Plan("cpu", "cpu", "cpu", {}, models, weights)
 
 
 def write_models(path: Path, models: dict[str, Any]) -> Path:
@@ -115,7 +117,8 @@ def configure(stack: Stack, run_plan: Plan, args: Any) -> Any:
     stack.settings = dataclasses.replace(
         stack.settings,
         models_file=str(write_models(stack.log_dir / "models.yaml", models)),
-        worker_device=run_plan.worker_device,
+        worker_device=run_plan.plain_device,  # the plain Celery worker's; the pool pins its own
+        worker_drain_timeout_s=10.0,
         chunk_size=args.chunk_size,
         worker_concurrency=args.concurrency,
         api_workers=args.api_workers,
@@ -127,24 +130,26 @@ def configure(stack: Stack, run_plan: Plan, args: Any) -> Any:
     return load_registry(stack.settings.models_file).get("minilm")
 
 
-def metrics_urls(stack: Stack) -> list[str]:
-    """The API's ``/metrics`` and the running batchery worker's own exporter (one worker runs at a time)."""
-    return [f"{stack.api_url}/metrics", f"http://{stack.settings.host}:{stack.settings.worker_metrics_port}/metrics"]
+def metrics_urls(stack: Stack, worker: pool.PoolWorker) -> list[str]:
+    """The API's ``/metrics`` and the worker's own exporter, at the port its heartbeat gives."""
+    return [f"{stack.api_url}/metrics", *([worker.metrics_url] if worker.metrics_url else [])]
 
 
-def timed_load(stack: Stack, client: LoadClient, model: str, texts: list[str], args: Any, worker: Any) -> dict[str, Any]:
-    """The load, with NVML and ``/metrics`` sampled and, with ``--profile``, py-spy on the worker and the API."""
-    gpu = stack.settings.worker_device.startswith("cuda")
-    spied = {f"{worker.name}-worker": worker.process.pid, f"{worker.name}-api": stack.children["api"].process.pid}
-    sampler = device.Sampler(metrics_urls(stack), 0 if gpu else None)
-    meter = CpuMeter({"worker": worker.process.pid, "api": spied[f"{worker.name}-api"], "redis": stack.redis_pid})
-    names = python_thread_names(worker.process.pid)
+def timed_load(
+    stack: Stack, client: LoadClient, model: str, texts: list[str], args: Any, worker: pool.PoolWorker, gpu: bool
+) -> dict[str, Any]:
+    """The load, with NVML and the metrics sampled and, with ``--profile``, py-spy on the worker and the API."""
+    api_pid = stack.children["api"].process.pid
+    spied = {f"{worker.name}-worker": worker.pid, f"{worker.name}-api": api_pid}
+    sampler = device.Sampler(metrics_urls(stack, worker), 0 if gpu else None)
+    meter = CpuMeter({"worker": worker.pid, "api": api_pid, "redis": stack.redis_pid})
+    names = python_thread_names(worker.pid)
     with sampler, Recording(spied if args.profile else {}, args.out, stack.log_dir) as spy:
-        threads_before = thread_cpu_s(worker.process.pid)
+        threads_before = thread_cpu_s(worker.pid)
         meter.start()
         load = client.run(stack.api_url, model, texts, args.job_size)
         cpu = meter.stop()
-        threads = thread_breakdown(threads_before, thread_cpu_s(worker.process.pid), names, top=12)
+        threads = thread_breakdown(threads_before, thread_cpu_s(worker.pid), names, top=12)
     return {
         **load,
         "cpu_us_per_item": cpu_per_item(cpu, load),
@@ -168,12 +173,12 @@ def cpu_per_item(cpu: dict[str, float], load: dict[str, Any]) -> dict[str, float
 
 def host_phase(stack: Stack, client: LoadClient, run_plan: Plan, args: Any, texts: list[str]) -> dict[str, Any]:
     """The same load through the synthetic model: the host path's ceiling on this machine."""
-    worker = stack.start_worker("host", [synthetic.NAME], extra_env=run_plan.worker_env)
+    worker = pool.start(stack, "host", [synthetic.NAME], run_plan.devices)
     try:
         checks.embed_through_api(stack.api_url, texts[: args.warmup_items], synthetic.NAME)
-        result = timed_load(stack, client, synthetic.NAME, texts, args, worker)
+        result = timed_load(stack, client, synthetic.NAME, texts, args, worker, run_plan.device == "cuda")
     finally:
-        stack.stop(worker.name)
+        pool.stop(stack, worker)
     result.pop("samples")
     return result
 
@@ -191,20 +196,22 @@ def gpu_phases(
     """minilm on the device: the worker's report, warm-up, the timed load, agreement and latency."""
     gpu = run_plan.device == "cuda"
     worker_started = time.perf_counter()
-    worker = stack.start_worker(WORKER, ["minilm"], extra_env=run_plan.worker_env)
+    worker = pool.start(stack, WORKER, ["minilm"], run_plan.devices)
     try:
         results["worker"] = {
             "start_s": round(time.perf_counter() - worker_started, 2),
-            "pinned_to": run_plan.worker_env.get("CUDA_VISIBLE_DEVICES"),
-            "reports": device.worker_reports(stack.settings.effective_redis_url, WORKER),
+            "command": f"batchery worker --devices {run_plan.devices} --models minilm",
+            "pinned_to": "0" if gpu else None,
+            "reports": [worker.report],
+            "workers_endpoint": device.workers_document(stack.api_url),
             "model_document": device.model_document(stack.api_url, "minilm"),
         }
         checks.embed_through_api(stack.api_url, texts[: args.warmup_items])
         results["after_warmup"] = {
             "nvml": device.nvml_reading(0) if gpu else None,
-            "metrics_gauges": device.summarize_gauges(device.scrape(metrics_urls(stack))),
+            "metrics_gauges": device.summarize_gauges(device.scrape(metrics_urls(stack, worker))),
         }
-        load = timed_load(stack, client, "minilm", texts, args, worker)
+        load = timed_load(stack, client, "minilm", texts, args, worker, gpu)
         samples = load.pop("samples")
         results["during_load"] = load.pop("during")
         results["load"] = load
@@ -218,7 +225,7 @@ def gpu_phases(
         results["after_load"] = {"nvml": device.nvml_reading(0) if gpu else None}
         save(results)
     finally:
-        stack.stop(worker.name)
+        pool.stop(stack, worker)
 
 
 def agreement_phase(
@@ -250,18 +257,20 @@ def oom_phase(stack: Stack, spec: Any, run_plan: Plan, args: Any) -> dict[str, A
     """A worker whose share of the GPU is capped low: a full batch of long texts raises a real CUDA OOM."""
     reading = device.nvml_reading(0)
     fraction = args.oom_fraction or args.oom_limit_mb / reading["memory_total_mb"]
+    minilm = run_plan.models["minilm"]
     # No token budget here: a full batch of 512 long texts is what must not fit.
-    models = {**run_plan.models, "minilm": {**run_plan.models["minilm"], "max_batch_tokens": 0}}
-    models["minilm"]["options"] = {**models["minilm"]["options"], "cuda_memory_fraction": fraction}
+    on_cuda = {**minilm["on"]["cuda"], "max_batch_tokens": 0}
+    options = {**minilm["options"], "cuda_memory_fraction": fraction}
+    models = {**run_plan.models, "minilm": {**minilm, "options": options, "on": {**minilm["on"], "cuda": on_cuda}}}
     settings = dataclasses.replace(stack.settings, models_file=str(write_models(stack.log_dir / "models-oom.yaml", models)))
-    worker = stack.start_worker("oom", ["minilm"], settings, extra_env=run_plan.worker_env)
+    worker = pool.start(stack, "oom", ["minilm"], run_plan.devices, settings)
     texts = checks.long_texts(args.oom_items)
     try:
         started = time.perf_counter()
         served, errors = checks.embed_through_api(stack.api_url, texts)
         seconds = time.perf_counter() - started
     finally:
-        stack.stop(worker.name)
+        pool.stop(stack, worker)
     splits = checks.splits_in_log(worker.log_path)
     agree = checks.agreement(served, checks.cpu_reference(spec, run_plan.weights, texts), COSINE_FLOOR)
     return {
@@ -283,7 +292,7 @@ def plain_phase(stack: Stack, run_plan: Plan, args: Any) -> dict[str, Any]:
     started = time.perf_counter()
     worker = stack.start_plain_worker(
         args.plain_pool, args.plain_concurrency, timeout_s=600.0, app="benchmarks.gpu.plain",
-        extra_env=run_plan.worker_env,
+        extra_env=run_plan.plain_env,
     )
     app = plain.create_app(stack.settings.effective_redis_url)
     texts = corpus.texts(10_000, seed=PREDICT_SEED + 1)

@@ -38,19 +38,17 @@ def build(path: Path, vocab_size: int) -> Path:
 
 
 def models_entry(model_path: Path, minilm: dict[str, Any]) -> dict[str, Any]:
-    """Batched and tokenised exactly as ``minilm`` is in the run's models file."""
-    options = minilm.get("options", {})
+    """Batched and tokenised exactly as ``minilm`` is in the run's models file, on each kind of device."""
     return {
         "runtime": "torch",
         "path": str(model_path),
         "input": "text",
-        **{field: minilm[field] for field in BATCHING if field in minilm},
+        **_batching(minilm),
         "description": "synthetic: a bag of random token vectors, for the host path's ceiling",
-        "options": {
-            "tokenizer": options["tokenizer"],
-            "max_length": 256,
-            "pooling": "mean",
-            "normalize": True,
-            "fp16": options.get("fp16", False),
-        },
+        "options": {"tokenizer": minilm["options"]["tokenizer"], "max_length": 256, "pooling": "mean", "normalize": True},
+        "on": {kind: {**_batching(table), "options": table.get("options", {})} for kind, table in minilm.get("on", {}).items()},
     }
+
+
+def _batching(table: dict[str, Any]) -> dict[str, Any]:
+    return {field: table[field] for field in BATCHING if field in table}
