@@ -27,7 +27,7 @@ from benchmarks import report
 from benchmarks.cpu import CpuMeter
 from benchmarks.load import LoadRun, closed_loop
 from benchmarks.pipeline import DEFAULT_DATA_DIR
-from benchmarks.stack import Child, Stack, Terminated, raise_on_signals
+from benchmarks.stack import Child, Stack, run_interruptibly
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "batch_size.json"
@@ -213,13 +213,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    raise_on_signals()
-    try:
-        document = run(args)
-    except (KeyboardInterrupt, Terminated):
-        print("interrupted: every process this benchmark started has been stopped", file=sys.stderr)
+    document = run_interruptibly(run, args)
+    if document is None:
         return 130
     document["chart"] = str(args.chart)
     report.write_json(args.out, document)

@@ -34,7 +34,7 @@ from batchery.store import JobStore
 from batchery.store.codec import decode
 from benchmarks import corpus, report
 from benchmarks.cpu import machine_cpu_s, self_cpu_s
-from benchmarks.stack import Stack, Terminated, raise_on_signals
+from benchmarks.stack import Stack, run_interruptibly
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent
@@ -190,13 +190,9 @@ def table(document: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    raise_on_signals()
-    try:
-        document = run(args)
-    except (KeyboardInterrupt, Terminated):
-        print("interrupted: every process this benchmark started has been stopped", file=sys.stderr)
+    document = run_interruptibly(run, args)
+    if document is None:
         return 130
     report.write_json(args.out, document)
     padding = document["ratios"]["padded_fraction"]

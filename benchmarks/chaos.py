@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import statistics
 import sys
@@ -26,7 +25,7 @@ from batchery.retry import RetryPolicy
 from benchmarks import report
 from benchmarks.disruption import FAULTY, STEADY, CostCurve, Inputs, fault_pairs, kill_pairs, models_toml, warm_up
 from benchmarks.pipeline import DEFAULT_DATA_DIR
-from benchmarks.stack import Stack, Terminated, raise_on_signals
+from benchmarks.stack import Stack, run_interruptibly
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "chaos.json"
@@ -204,13 +203,9 @@ def _median_pair(pairs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    raise_on_signals()
-    try:
-        document = run(args)
-    except (KeyboardInterrupt, Terminated):
-        print("interrupted: every process this benchmark started has been stopped", file=sys.stderr)
+    document = run_interruptibly(run, args)
+    if document is None:
         return 130
     text = document.pop("_table_text")
     report.write_json(args.out, document)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any, Sequence
 from batchery.models.registry import load_registry
 from benchmarks import report
 from benchmarks.phases import Sizes, bench_echo, bench_minilm, bench_plain
-from benchmarks.stack import Stack, Terminated, raise_on_signals
+from benchmarks.stack import Stack, run_interruptibly
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "pipeline.json"
@@ -151,13 +150,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    raise_on_signals()
-    try:
-        document = run(args)
-    except (KeyboardInterrupt, Terminated):
-        print("interrupted: every process this benchmark started has been stopped", file=sys.stderr)
+    document = run_interruptibly(run, args)
+    if document is None:
         return 130
     text = document.pop("_table_text")
     report.write_json(args.out, document)

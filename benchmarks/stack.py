@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Callable
+from typing import Callable, TypeVar
 
 import redis
 import requests
@@ -31,6 +31,7 @@ from batchery.workers.heartbeat import live_workers
 from benchmarks.plain_celery import REDIS_URL_ENV
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Terminated(Exception):
@@ -46,6 +47,20 @@ def raise_on_signals() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_interruptibly(run: Callable[[T], dict], args: T) -> dict | None:
+    """``run(args)`` with logging on and signals turned into exceptions; None when it was interrupted.
+
+    Every benchmark's ``main`` starts this way, so that Ctrl-C or SIGTERM leaves no child process behind.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise_on_signals()
+    try:
+        return run(args)
+    except (KeyboardInterrupt, Terminated):
+        print("interrupted: every process this benchmark started has been stopped", file=sys.stderr)
+        return None
 
 
 @dataclasses.dataclass
