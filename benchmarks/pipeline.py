@@ -154,11 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     document = run_interruptibly(run, args)
     if document is None:
         return 130
-    text = document.pop("_table_text")
-    report.write_json(args.out, document)
-    print()
-    print(text)
-    print(f"\n{document['total_s']:.0f}s in all; JSON in {args.out}")
+    report.publish(args.out, document)
     return 0
 
 

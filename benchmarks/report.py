@@ -96,6 +96,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def publish(path: Path, document: dict[str, Any]) -> None:
+    """Write the JSON, then print the table that the run left under ``_table_text`` (it is not in the JSON)."""
+    text = document.pop("_table_text")
+    write_json(path, document)
+    print()
+    print(text)
+    print(f"\n{document['total_s']:.0f}s in all; JSON in {path}")
+
+
 def write_json(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
