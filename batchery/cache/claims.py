@@ -80,3 +80,10 @@ class ResultCache:
                 else:
                     claim.waiting += 1
         return claim
+
+    def abandon(self, spec: ModelSpec, inputs: Sequence[Any]) -> None:
+        """Drop the in-flight claims on ``inputs`` of a job that could not be sent, so that no later item
+        waits on a computation that will never happen; the next identical item claims it afresh."""
+        keys_ = [keys.cache_entry(cache_key(spec, value)) + ":inflight" for value in inputs]
+        for start in range(0, len(keys_), PAGE):
+            self.redis.delete(*keys_[start : start + PAGE])

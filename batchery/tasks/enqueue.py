@@ -106,14 +106,15 @@ class Enqueuer:
             fields["metadata"] = metadata
         if timeout_s is not None:
             fields["deadline"] = time.time() + timeout_s
+        claimed = cache and self.settings.cache_enabled
         try:
             self.store.create(job_id, fields, ttl_s)
-            todo = self._claim(spec, job_id, inputs) if cache and self.settings.cache_enabled else list(range(len(inputs)))
+            todo = self._claim(spec, job_id, inputs) if claimed else list(range(len(inputs)))
         except Exception:
             self.backlog.release(spec.name, len(inputs))
             raise
         self.backlog.release(spec.name, len(inputs) - len(todo))
-        self._send(spec, job_id, todo, inputs)
+        self._send(spec, job_id, todo, inputs, claimed)
         return job_id
 
     def resubmit(self, spec: ModelSpec, job_id: str, indices: Sequence[int], value: Any) -> None:
@@ -155,13 +156,16 @@ class Enqueuer:
         if hits:
             self.store.record(ItemResult(job_id, index, raw, True, cached=True) for index, raw in hits)
 
-    def _send(self, spec: ModelSpec, job_id: str, todo: Sequence[int], inputs: Sequence[Any]) -> None:
+    def _send(self, spec: ModelSpec, job_id: str, todo: Sequence[int], inputs: Sequence[Any], claimed: bool) -> None:
+        """Send the items to compute; if the broker refuses, the job fails and its cache claims are dropped."""
         if not todo:
             return
         try:
             send_items(self.celery, spec, job_id, [(i, inputs[i]) for i in todo], self.settings.chunk_size)
         except Exception as exc:
             self.backlog.release(spec.name, len(todo))
+            if claimed:
+                self.cache.abandon(spec, [inputs[i] for i in todo])
             self.store.fail(job_id, f"could not queue the job: {exc}")
             record_job_finished(spec.name, "failed", None)
             raise Unavailable(f"the broker did not take the job: {exc}") from exc

@@ -117,3 +117,15 @@ def test_a_query_cache_that_contradicts_the_json_body_is_400(http, api):
     assert "contradicts" in error_of(http.post(f"{api.url}/v1/jobs?cache=true", json=body), 400, "bad_request")
     error_of(http.post(f"{api.url}/v1/jobs?cache=maybe", json=body), 400, "bad_request")
     assert http.post(f"{api.url}/v1/jobs?cache=0", json=body).status_code == 202
+
+
+def test_a_job_the_broker_refuses_is_503_and_leaves_no_claim_for_others_to_wait_on(http, settings_with, redis_client, echo_worker):
+    from batchery.cache import cache_key
+    from batchery.models.registry import load_registry
+
+    no_broker = settings_with(broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    value = f"refused-{free_port()}"
+    with ApiServer(no_broker) as api:
+        error_of(http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [value]}), 503, "unavailable")
+    spec = load_registry(no_broker.models_file).get("echo")
+    assert not redis_client.exists(f"batchery:cache:{cache_key(spec, value)}:inflight")
