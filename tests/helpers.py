@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import requests
 
@@ -16,3 +17,10 @@ def wait_for_job(http: requests.Session, url: str, timeout_s: float = 60.0, stat
         if time.monotonic() > deadline:
             raise AssertionError(f"job did not finish in {timeout_s}s: {job}")
         time.sleep(0.05)
+
+
+def new_job(store, total: int, model: str = "t") -> str:
+    """A job record of ``total`` items, for tests that drive a batcher or the store without the API."""
+    job_id = uuid.uuid4().hex
+    store.create(job_id, {"model": model, "version": "1", "total": total})
+    return job_id

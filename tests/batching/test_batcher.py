@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from typing import Any, Sequence
 
 import pytest
@@ -14,12 +13,8 @@ from batchery.retry.dead_letters import DeadLetters
 from batchery.runtimes.base import Runtime
 from batchery.runtimes.echo import EchoRuntime
 from batchery.store.codec import decode
+from tests.helpers import new_job
 
-
-def new_job(store, total: int) -> str:
-    job_id = uuid.uuid4().hex
-    store.create(job_id, {"model": "t", "version": "1", "total": total})
-    return job_id
 
 
 class BatchSizes(BatchHook):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,6 +19,7 @@ from batchery.runtimes.base import Runtime, load_runtime
 from batchery.runtimes.echo import EchoRuntime
 from batchery.store.codec import decode
 from benchmarks import corpus
+from tests.helpers import new_job
 
 #: The tests build a TorchScript model, which torch calls deprecated; the runtime under test is not.
 pytestmark = [pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")]
@@ -49,11 +49,6 @@ def seen():
     yield hook
     remove_hook(hook)
 
-
-def new_job(store, total: int) -> str:
-    job_id = uuid.uuid4().hex
-    store.create(job_id, {"model": "t", "version": "1", "total": total})
-    return job_id
 
 
 class TokenCounter(torch.nn.Module):

@@ -11,9 +11,9 @@ import pytest
 from batchery import keys
 from batchery.cache import ResultCache, cache_key
 from batchery.models.registry import load_registry
-from batchery.store import ItemResult, JobStore
+from batchery.store import ItemResult
 from batchery.store.codec import encode_output
-from tests.helpers import wait_for_job
+from tests.helpers import new_job, wait_for_job
 
 
 def unique(n: int, tag: str = "") -> list[str]:
@@ -42,11 +42,6 @@ def spec(settings):
     return load_registry(settings.models_file).get("echo")
 
 
-def new_job(store: JobStore, total: int) -> str:
-    job_id = uuid.uuid4().hex
-    store.create(job_id, {"model": "echo", "version": "1", "total": total})
-    return job_id
-
 
 def test_the_key_names_model_and_version_and_ignores_key_order(spec):
     assert cache_key(spec, {"a": 1, "b": [2]}) == cache_key(spec, {"b": [2], "a": 1})
@@ -57,18 +52,18 @@ def test_the_key_names_model_and_version_and_ignores_key_order(spec):
 def test_a_computed_item_is_a_hit_for_its_version_and_a_miss_for_another(store, spec):
     cache = ResultCache(store.redis, store.job_ttl_s)
     inputs = unique(3)
-    first = new_job(store, 3)
+    first = new_job(store, 3, "echo")
     assert cache.claim(first, spec, inputs).owned == [0, 1, 2]
     store.record(ItemResult(first, i, encode_output(f"out-{i}"), True) for i in range(3))
-    again = cache.claim(new_job(store, 3), spec, inputs)
+    again = cache.claim(new_job(store, 3, "echo"), spec, inputs)
     assert again.owned == [] and [i for i, _ in again.hits] == [0, 1, 2]
     assert [raw for _, raw in again.hits] == [encode_output(f"out-{i}") for i in range(3)]
-    assert cache.claim(new_job(store, 3), dataclasses.replace(spec, version="2"), inputs).owned == [0, 1, 2]
+    assert cache.claim(new_job(store, 3, "echo"), dataclasses.replace(spec, version="2"), inputs).owned == [0, 1, 2]
 
 
 def test_errors_are_shared_with_waiters_but_never_cached(store, spec):
     cache = ResultCache(store.redis, store.job_ttl_s)
-    owner, waiter = new_job(store, 1), new_job(store, 1)
+    owner, waiter = new_job(store, 1, "echo"), new_job(store, 1, "echo")
     value = unique(1)
     assert cache.claim(owner, spec, value).owned == [0]
     assert cache.claim(waiter, spec, value).waiting == 1
@@ -76,7 +71,7 @@ def test_errors_are_shared_with_waiters_but_never_cached(store, spec):
     store.record([ItemResult(owner, 0, error, False)])
     assert store.outputs(waiter, 0, 1) == [(0, error)]
     assert store.get(waiter)["cached"] == 1 and store.get(waiter)["status"] == "completed"
-    assert cache.claim(new_job(store, 1), spec, value).owned == [0]
+    assert cache.claim(new_job(store, 1, "echo"), spec, value).owned == [0]
 
 
 def test_the_cache_keeps_at_most_its_bound_dropping_the_oldest(settings, spec):
@@ -84,11 +79,11 @@ def test_the_cache_keeps_at_most_its_bound_dropping_the_oldest(settings, spec):
     cache = ResultCache(store.redis, store.job_ttl_s)
     inputs = unique(5)
     for value in inputs:
-        job_id = new_job(store, 1)
+        job_id = new_job(store, 1, "echo")
         assert cache.claim(job_id, spec, [value]).owned == [0]
         store.record([ItemResult(job_id, 0, encode_output(value), True)])
     assert store.redis.zcard(keys.cache_index()) == 3
-    assert cache.claim(new_job(store, 5), spec, inputs).owned == [0, 1]
+    assert cache.claim(new_job(store, 5, "echo"), spec, inputs).owned == [0, 1]
 
 
 def test_a_resubmitted_job_is_served_wholly_from_the_cache_and_faster(http, api, echo_worker):

@@ -14,6 +14,7 @@ from batchery.models.registry import ModelSpec
 from batchery.monitoring.batch_metrics import BatchMetrics
 from batchery.runtimes.base import Runtime
 from batchery.runtimes.echo import EchoRuntime
+from tests.helpers import new_job
 
 
 class SyntheticTokens(Runtime):
@@ -37,11 +38,6 @@ def hook():
     yield hook
     remove_hook(hook)
 
-
-def new_job(store, total: int) -> str:
-    job_id = uuid.uuid4().hex
-    store.create(job_id, {"model": "t", "version": "1", "total": total})
-    return job_id
 
 
 def test_padding_tokens_fill_and_sizes_of_each_batch(store, hook):
