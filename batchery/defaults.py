@@ -27,6 +27,8 @@ RESTART_BACKOFF_MIN_S = 1.0  # a worker that dies is restarted after this, doubl
 RESTART_BACKOFF_MAX_S = 30.0
 RESTART_STABLE_S = 60.0  # a worker that lived this long has its back-off reset
 VISIBILITY_TIMEOUT_S = 600
+JANITOR_INTERVAL_S = 2.0  # how often each worker's janitor sweeps (handoffs, dead workers' chunks, lost chunks)
+JANITOR_GRACE_S = 30.0  # a chunk sent this long ago and neither queued nor taken is lost
 CELERY_RESULT_EXPIRES_S = 3600
 
 API_WORKERS = 2
@@ -39,7 +41,7 @@ RETRY_ATTEMPTS = 3
 RETRY_BASE_S = 0.05
 RETRY_MAX_S = 2.0
 OOM_COOLDOWN_S = 30.0
-CHUNK_RETRY_ATTEMPTS = 5
+CHUNK_RETRY_ATTEMPTS = 8  # 1 + 2 + 4 + ... capped at 60: some three minutes of Redis outage
 CHUNK_RETRY_BASE_S = 1.0
 CHUNK_RETRY_MAX_S = 60.0
 

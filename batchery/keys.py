@@ -1,26 +1,38 @@
 """Every Redis key batchery writes, named in one place with its lifetime beside it.
 
-    batchery:job:<id>           hash    job state and counters             settings.job_ttl_s
-    batchery:job:<id>:out       hash    index -> encoded output or error   settings.job_ttl_s
-    batchery:job:<id>:done      list    one element pushed on completion   settings.job_ttl_s
-    batchery:jobs               zset    job id -> created_at (recent jobs) trimmed to RECENT_JOBS
-    batchery:worker:<hostname>  string  worker heartbeat (JSON)            settings.worker_heartbeat_ttl_s
-    batchery:workers            set     hostnames that sent a heartbeat    members pruned when their key is gone
-    batchery:cancellations      channel job ids, published on cancel      (pub/sub: nothing stored)
-    batchery:idempotency:<sha>  string  Idempotency-Key -> first job id    settings.job_ttl_s
-    batchery:dead-letters       list    items that exhausted their retries trimmed to DEAD_LETTERS_MAX
-    batchery:job:<id>:owns      hash    index -> cache key it computes     settings.job_ttl_s
-    batchery:cache:<key>        string  encoded output of a cached item    settings.cache_ttl_s
-    batchery:cache:<key>:inflight string the input being computed        settings.job_ttl_s, deleted when done
-    batchery:cache:<key>:waiters list   "<job id>|<index>" sharing it      settings.job_ttl_s, deleted when done
-    batchery:cache-index        zset    cache key -> written at            trimmed to settings.cache_max_entries
-    batchery:backlog:<model>    string  items sent to workers, not done    none (a counter)
+    batchery:job:<id>                 hash    job state and counters              until the job's expires_at
+    batchery:job:<id>:out:<shard>     hash    index -> encoded output or error    until the job's expires_at
+    batchery:job:<id>:owns:<shard>    hash    index -> cache key it computes      until the job's expires_at
+    batchery:job:<id>:done            list    one element pushed on completion    until the job's expires_at
+    batchery:job:<id>:chunk:<n>       hash    one chunk: indices, inputs, queue   deleted when the chunk is done
+    batchery:jobs                     zset    job id -> created_at (recent jobs)  trimmed to RECENT_JOBS
+    batchery:queued:<queue>           zset    "<job id>:<n>" -> sent at           member removed when a worker takes it
+    batchery:holding:<hostname>       set     "<job id>:<n>" the worker runs      member removed when the chunk is done
+    batchery:holders                  set     hostnames with a holding set        member removed once swept
+    batchery:worker:<hostname>        string  worker heartbeat (JSON)             settings.worker_heartbeat_ttl_s
+    batchery:workers                  set     hostnames that sent a heartbeat     members pruned when their key is gone
+    batchery:cancellations            channel job ids, published on cancel       (pub/sub: nothing stored)
+    batchery:idempotency:<sha>        string  Idempotency-Key -> first job id     IDEMPOTENCY_PENDING_S, then the job TTL
+    batchery:dead-letters             list    items that exhausted their retries  trimmed to DEAD_LETTERS_MAX
+    batchery:cache:<key>              string  encoded output of a cached item     settings.cache_ttl_s
+    batchery:cache:<key>:inflight     string  "<job id>|<index>\\n<input JSON>"   settings.job_ttl_s, deleted when done
+    batchery:cache:<key>:waiters      list    "<job id>|<index>" sharing it       settings.job_ttl_s, deleted when done
+    batchery:cache-index:<0-f>        zset    cache key -> written at             trimmed to cache_max_entries / 16
+    batchery:handoff                  list    ids of handoffs not yet finished    entries removed when finished
+    batchery:handoff:<n>              hash    a result to share, or items to run  deleted when finished
+    batchery:handoff:<n>:waiters      list    the handoff's "<job id>|<index>"    deleted when finished
+    batchery:backlog:<model>          string  items sent to workers, not done     none (a counter; reconciled when idle)
+    batchery:backlog:<model>:at       string  when items were last counted in     BACKLOG_QUIET_S
+    batchery:janitor:<task>           string  which worker sweeps now             the sweep's lease
     batchery:activity:<model>:<second>
-                                hash    items stored, batches, batch fill  ACTIVITY_TTL_S
+                                      hash    items stored, batches, batch fill   ACTIVITY_TTL_S
 
-A cache key is ``<model>@<version>:<digest>`` (:func:`batchery.cache.cache_key`). The record script derives the
-cache, in-flight and waiter keys from the cache key it finds in a job's ``owns`` hash, so those keys are not
-declared to Redis up front: batchery runs on one Redis (or one hash slot), not a Redis Cluster.
+Bounds: a job's outputs and cache claims are split into shards of SHARD_ITEMS items, so no key grows with the
+size of a job; a chunk holds at most ``settings.chunk_size`` items; the cache index is split in 16.
+
+A cache key is ``<model>@<version>:<digest>`` (:func:`batchery.cache.cache_key`). The Lua scripts derive job,
+shard, cache, in-flight and waiter keys from the ids they are given, so those keys are not declared to Redis
+up front: batchery runs on one Redis (or one hash slot), not a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -30,20 +42,68 @@ import hashlib
 PREFIX = "batchery"
 RECENT_JOBS = 1000
 DEAD_LETTERS_MAX = 100_000
+#: Items per shard of a job's outputs and claims: 4,096 MiniLM vectors are 6 MB, 4,096 inputs of the
+#: longest text allowed (10,000 characters) echoed back some 40 MB: under 64 MB either way.
+SHARD_ITEMS = 4096
+#: The cache index is split by the last hex digit of the key's digest.
+CACHE_INDEX_SHARDS = 16
+#: An Idempotency-Key is held this long while its job is being accepted; then for the job TTL.
+IDEMPOTENCY_PENDING_S = 60
+#: A backlog counter is reconciled only when nothing was counted into it for this long.
+BACKLOG_QUIET_S = 60
 #: Activity buckets are read over the last minute at most; a bucket outlives that, then Redis drops it.
 ACTIVITY_TTL_S = 120
 
 
+def shard(index: int) -> int:
+    return index // SHARD_ITEMS
+
+
+def job_prefix() -> str:
+    """What the Lua scripts put before a job id (they build the job's other keys from it)."""
+    return f"{PREFIX}:job:"
+
+
 def job(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}"
+    return f"{job_prefix()}{job_id}"
 
 
-def job_outputs(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:out"
+def job_outputs(job_id: str, shard_number: int) -> str:
+    return f"{job(job_id)}:out:{shard_number}"
+
+
+def job_owns(job_id: str, shard_number: int) -> str:
+    return f"{job(job_id)}:owns:{shard_number}"
 
 
 def job_done(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:done"
+    return f"{job(job_id)}:done"
+
+
+def chunk(job_id: str, number: int) -> str:
+    return f"{job(job_id)}:chunk:{number}"
+
+
+def chunk_ref(job_id: str, number: int) -> str:
+    """How a chunk is named in the queued and holding sets."""
+    return f"{job_id}:{number}"
+
+
+def parse_chunk_ref(ref: str) -> tuple[str, int]:
+    job_id, _, number = ref.rpartition(":")
+    return job_id, int(number)
+
+
+def queued(queue: str) -> str:
+    return f"{PREFIX}:queued:{queue}"
+
+
+def holding(hostname: str) -> str:
+    return f"{PREFIX}:holding:{hostname}"
+
+
+def holders() -> str:
+    return f"{PREFIX}:holders"
 
 
 def recent_jobs() -> str:
@@ -71,10 +131,6 @@ def dead_letters() -> str:
     return f"{PREFIX}:dead-letters"
 
 
-def job_owns(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:owns"
-
-
 def cache_prefix() -> str:
     """What the Lua scripts put before a cache key (they build the entry, in-flight and waiter keys)."""
     return f"{PREFIX}:cache:"
@@ -84,12 +140,49 @@ def cache_entry(key: str) -> str:
     return f"{cache_prefix()}{key}"
 
 
-def cache_index() -> str:
-    return f"{PREFIX}:cache-index"
+def cache_inflight(key: str) -> str:
+    return f"{cache_entry(key)}:inflight"
+
+
+def cache_waiters(key: str) -> str:
+    return f"{cache_entry(key)}:waiters"
+
+
+def cache_index_prefix() -> str:
+    return f"{PREFIX}:cache-index:"
+
+
+def cache_index(digit: str) -> str:
+    """The index shard of cache keys whose digest ends in hex ``digit``."""
+    return f"{cache_index_prefix()}{digit}"
+
+
+def handoffs() -> str:
+    return f"{PREFIX}:handoff"
+
+
+def handoff(number: int | str) -> str:
+    return f"{PREFIX}:handoff:{number}"
+
+
+def handoff_waiters(number: int | str) -> str:
+    return f"{handoff(number)}:waiters"
+
+
+def backlog_prefix() -> str:
+    return f"{PREFIX}:backlog:"
 
 
 def backlog(model: str) -> str:
-    return f"{PREFIX}:backlog:{model}"
+    return f"{backlog_prefix()}{model}"
+
+
+def backlog_at(model: str) -> str:
+    return f"{backlog(model)}:at"
+
+
+def janitor(task: str) -> str:
+    return f"{PREFIX}:janitor:{task}"
 
 
 def activity(model: str, second: int) -> str:

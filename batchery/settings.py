@@ -51,12 +51,16 @@ class Settings:
     worker_threads: int = 0
     worker_drain_timeout_s: float = defaults.WORKER_DRAIN_TIMEOUT_S
     visibility_timeout_s: int = defaults.VISIBILITY_TIMEOUT_S
+    janitor_interval_s: float = defaults.JANITOR_INTERVAL_S
+    janitor_grace_s: float = defaults.JANITOR_GRACE_S
     fault_transient_rate: float = 0.0
     fault_crash_rate: float = 0.0
     fault_oom_rate: float = 0.0
     fault_latency_rate: float = 0.0
     fault_latency_ms: float = 0.0
     fault_store_rate: float = 0.0
+    fault_fatal_rate: float = 0.0
+    fault_handoff_rate: float = 0.0
     retry_attempts: int = defaults.RETRY_ATTEMPTS
     retry_base_s: float = defaults.RETRY_BASE_S
     retry_max_s: float = defaults.RETRY_MAX_S

@@ -85,7 +85,7 @@ def expected_fault_ratio(curve: CostCurve, rate: float, policy: RetryPolicy) -> 
     so a faulted attempt costs only its backoff, through which the model sits idle (the run thread owns the
     model and sleeps in the retry). A yardstick for the measured figure, which also pays for HTTP and Redis."""
     batch_s = curve.full_batch_ms / 1000
-    waits_s = [min(policy.max_s, policy.base_s * 2 ** (n - 1) + policy.base_s / 2) for n in range(1, policy.attempts)]
+    waits_s = [min(policy.max_s, policy.base_s * 2 ** (n - 1) + policy.base_s / 2) for n in range(1, policy.retries + 1)]
     return batch_s / (batch_s + sum(rate**n * wait for n, wait in enumerate(waits_s, start=1)))
 
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
+import shutil
+import socket
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import subprocess
@@ -230,3 +234,46 @@ def settings_with(settings: Settings):
         return dataclasses.replace(settings, **changes)
 
     return make
+
+
+NODE = f"batchery-test-{os.getpid()}@localhost"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A RabbitMQ node of our own on free ports, never the machine's shared one."""
+    server = shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
+    assert os.path.exists(server), "rabbitmq-server is needed for the amqp:// test (Debian package rabbitmq-server)"
+    base = Path(tempfile.mkdtemp(prefix="batchery-rabbit-"))
+    try:
+        user = pwd.getpwnam("rabbitmq")
+        os.chown(base, user.pw_uid, user.pw_gid)
+    except KeyError:
+        pass
+    port, dist_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "RABBITMQ_NODENAME": NODE, "RABBITMQ_NODE_PORT": str(port), "RABBITMQ_DIST_PORT": str(dist_port),
+        "RABBITMQ_MNESIA_BASE": f"{base}/mnesia", "RABBITMQ_LOG_BASE": f"{base}/log",
+        "RABBITMQ_FEATURE_FLAGS_FILE": f"{base}/feature_flags", "RABBITMQ_PLUGINS_EXPAND_DIR": f"{base}/plugins",
+        "RABBITMQ_ENABLED_PLUGINS_FILE": f"{base}/enabled_plugins", "RABBITMQ_CONFIG_FILE": f"{base}/rabbitmq",
+        "RABBITMQ_PID_FILE": f"{base}/pid",
+    }
+    process = subprocess.Popen([server], env=env, stdout=(base.parent / f"{base.name}.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not _listening(port):
+        assert process.poll() is None and time.monotonic() < deadline, "the private RabbitMQ node did not start"
+        time.sleep(0.5)
+    yield f"amqp://guest:guest@127.0.0.1:{port}//"
+    subprocess.run(["rabbitmqctl", "-n", NODE, "stop"], env=env, capture_output=True, timeout=60)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+    shutil.rmtree(base, ignore_errors=True)

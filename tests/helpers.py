@@ -24,3 +24,12 @@ def new_job(store, total: int, model: str = "t") -> str:
     job_id = uuid.uuid4().hex
     store.create(job_id, {"model": model, "version": "1", "total": total})
     return job_id
+
+
+def send_job(celery, store, spec, job_id: str, inputs: list, chunk_size: int) -> list[int]:
+    """Send a job's items as chunks, bypassing cache and backlog (the job is created first if need be)."""
+    from batchery.tasks.enqueue import Dispatcher
+
+    if store.get(job_id) is None:
+        store.create(job_id, {"model": spec.name, "version": spec.version, "total": len(inputs)})
+    return Dispatcher(celery, store, chunk_size).send(spec, job_id, list(enumerate(inputs)), int(time.time()) + 3600)

@@ -11,6 +11,7 @@ from batchery.app.services import Services
 from batchery.models.registry import load_registry
 from batchery.monitoring.metrics import record_job_finished
 from batchery.settings import Settings, get_settings
+from batchery.store.idempotency import IdempotencyKeys
 from batchery.tasks.celery_app import create_celery
 from batchery.tasks.enqueue import Enqueuer
 
@@ -23,9 +24,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = settings.job_store()
     celery = create_celery(settings)
     enqueuer = Enqueuer(celery, store, settings, registry)
-    store.on_release = enqueuer.release
     store.on_finish = record_job_finished
-    app.extensions["batchery"] = Services(settings=settings, registry=registry, store=store, celery=celery, enqueuer=enqueuer)
+    app.extensions["batchery"] = Services(
+        settings=settings, registry=registry, store=store, celery=celery, enqueuer=enqueuer,
+        idempotency=IdempotencyKeys(store.redis, settings.job_ttl_s),
+    )
     for blueprint in (jobs.bp, models.bp, workers.bp, dead_letters.bp, overview.bp, health.bp, discovery.bp, page.bp):
         app.register_blueprint(blueprint)
     register_request_log(app)

@@ -32,16 +32,23 @@ def readyz() -> Response:
     live = svc.live_workers(fresh=True)
     serving = {spec.name: svc.workers_for(spec) for spec in svc.registry}
     unserved = [name for name, workers in serving.items() if not workers]
+    unavailable = {spec.name: reasons for spec in svc.registry if (reasons := svc.unavailable(spec))}
     checks = {
         "redis": True,
         "models": {name: bool(workers) for name, workers in serving.items()},
         "live_workers": {name: len(workers) for name, workers in serving.items()},
         "live_workers_by_device": {name: by_device(workers) for name, workers in serving.items()},
         "devices": by_device(live),
+        "unavailable": unavailable,
     }
     if unserved:
-        return error_response(503, "no_live_worker", f"no live worker serves: {', '.join(unserved)}", checks=checks)
+        why = "; ".join(f"{name} ({_reasons(unavailable[name])})" if name in unavailable else name for name in unserved)
+        return error_response(503, "no_live_worker", f"no live worker serves: {why}", checks=checks)
     return json_response({"status": "ready", "checks": checks})
+
+
+def _reasons(by_worker: dict[str, str]) -> str:
+    return ", ".join(f"{hostname} could not load it: {reason}" for hostname, reason in sorted(by_worker.items()))
 
 
 @bp.get("/metrics")

@@ -36,13 +36,20 @@ def create_job() -> Response:
     bind(job_id)
     client_key = idempotency_key()
     if client_key is not None:
-        owner = svc.store.claim_idempotency_key(client_key, job_id)
+        owner = svc.idempotency.hold(client_key, job_id)
         if owner != job_id:
             bind(owner)
             return _replay(owner)
-    svc.enqueuer.submit(
-        job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache
-    )
+    try:
+        svc.enqueuer.submit(
+            job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache
+        )
+    except BaseException:
+        if client_key is not None:
+            svc.idempotency.let_go(client_key, job_id)
+        raise
+    if client_key is not None:
+        svc.idempotency.bind(client_key, job_id)
     record_submission(job.spec.name, len(job.inputs))
     return _accepted(job_id, "queued", job.spec.ref, len(job.inputs))
 
@@ -80,7 +87,7 @@ def get_job(job_id: str) -> Response:
 @bp.delete("/<job_id>")
 def cancel_job(job_id: str) -> Response:
     svc = services()
-    if svc.store.cancel(job_id) is None:
+    if svc.enqueuer.cancel(job_id) is None:
         raise JobNotFound(f"no job {job_id!r}")
     return json_response(job_document(_job(job_id)))
 

@@ -42,7 +42,7 @@ def predict(name: str) -> Response:
     bind(job_id)
     record_submission(spec.name, len(inputs))
     if not svc.store.wait_done(job_id, svc.settings.predict_timeout_s):
-        svc.store.cancel(job_id)
+        svc.enqueuer.cancel(job_id)
         raise Timeout(f"no answer within {svc.settings.predict_timeout_s:g}s; the request was cancelled")
     outputs: list[Any] = [None] * len(inputs)
     errors = []
@@ -66,6 +66,7 @@ def model_document(svc: Services, spec: ModelSpec) -> dict[str, Any]:
         "live_workers": len(workers),
         "live_workers_by_device": by_device(workers),
         "serving": bool(workers),
+        "unavailable": svc.unavailable(spec),
     }
 
 

@@ -182,6 +182,8 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 "device": {"type": "array", "items": {"type": "string"}, "description": "Devices of the live workers."},
                 "live_workers": {"type": "integer", "minimum": 0}, "serving": {"type": "boolean"},
                 "live_workers_by_device": COUNTS_BY_DEVICE,
+                "unavailable": {"type": "object", "additionalProperties": {"type": "string"},
+                                "description": "Live workers that failed to load the model, with why."},
             },
         ),
         "Worker": obj(["hostname", "pid", "host", "device", "models", "queues"], {
@@ -195,6 +197,9 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
             "runtimes": {"type": "object", "additionalProperties": {"type": "string"}},
             "warm_batch_sizes": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}}},
             "queues": {"type": "array", "items": {"type": "string"}},
+            "unavailable": {"type": "object", "additionalProperties": {"type": "string"},
+                            "description": "Models this worker failed to load, with why; it serves the others."},
+            "ready": {"type": "boolean", "description": "False while it drains for shutdown, or once its batcher died."},
             "started_at": {"type": "number"},
         }),
         "DeadLetter": obj(["id", "job_id", "index", "model", "input", "error", "attempts", "at"], {
@@ -209,6 +214,8 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
             "live_workers": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
             "live_workers_by_device": {"type": "object", "additionalProperties": COUNTS_BY_DEVICE},
             "devices": COUNTS_BY_DEVICE,
+            "unavailable": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "description": "Per model, the live workers that failed to load it, with why."},
         }),
         "NotReady": obj(["error", "checks"], {"error": error_body, "checks": ref("Checks")}),
     }

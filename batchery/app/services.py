@@ -17,6 +17,7 @@ from batchery.errors import NoLiveWorker
 from batchery.models.registry import ModelSpec, Registry
 from batchery.settings import Settings
 from batchery.store import JobStore
+from batchery.store.idempotency import IdempotencyKeys
 from batchery.tasks.enqueue import Enqueuer
 from batchery.workers.heartbeat import live_workers
 
@@ -30,6 +31,7 @@ class Services:
     store: JobStore
     celery: Celery
     enqueuer: Enqueuer
+    idempotency: IdempotencyKeys
     _workers: tuple[float, list[dict[str, Any]]] = field(default=(0.0, []), repr=False)
 
     def live_workers(self, fresh: bool = False) -> list[dict[str, Any]]:
@@ -42,6 +44,10 @@ class Services:
 
     def workers_for(self, spec: ModelSpec, fresh: bool = False) -> list[dict[str, Any]]:
         return [w for w in self.live_workers(fresh) if spec.queue in w.get("queues", [])]
+
+    def unavailable(self, spec: ModelSpec) -> dict[str, str]:
+        """Why the model failed to load, per live worker that tried: hostname -> reason."""
+        return {w["hostname"]: w["unavailable"][spec.name] for w in self.live_workers() if spec.name in w.get("unavailable", {})}
 
     def require_worker(self, spec: ModelSpec) -> None:
         if not self.workers_for(spec) and not self.workers_for(spec, fresh=True):

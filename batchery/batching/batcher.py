@@ -9,6 +9,10 @@ Items of any number of chunks and jobs share a batch; each chunk's ticket counts
 Batches are shaped for the device: items are preprocessed (tokenised) as they arrive, so that texts of like
 length can share a batch under a token budget (:mod:`batchery.batching.selection`), and a batch that runs out
 of device memory is split while the model's batch size drops for a while (:mod:`batchery.batching.adaptive`).
+
+A stage that dies is fatal to the batcher, never silent: it stops taking items, every chunk waiting on it is
+told (:class:`BatcherStopped`, and the chunk goes back to the queue), and :attr:`Batcher.on_death` lets the
+worker declare itself unhealthy and restart. No wait on a batcher is unbounded while the batcher is dead.
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Container, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Container, Sequence
 
 from batchery import defaults
 from batchery.batching import hooks
 from batchery.batching.adaptive import AdaptiveBatchSize
 from batchery.batching.queue import Item, ItemQueue
 from batchery.batching.ticket import Ticket
-from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, DeviceOutOfMemory
+from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, DeviceOutOfMemory, ModelError
 from batchery.retry import RetryPolicy, as_error, run_isolated
 from batchery.retry.dead_letters import DeadLetter, DeadLetters, is_dead_letter
 from batchery.store import ItemResult
@@ -35,9 +39,15 @@ if TYPE_CHECKING:
     from batchery.store import JobStore
 
 log = logging.getLogger(__name__)
+#: How often a chunk waiting on its ticket checks that the batcher is still alive.
+WAIT_SLICE_S = 1.0
 _STOP = object()
 _CANCELLED = Cancelled()
 _EXPIRED = DeadlineExceeded()
+
+
+class BatcherStopped(Exception):
+    """The batcher died (a stage raised) or stopped before storing these items: run them elsewhere."""
 
 
 class Batcher:
@@ -66,6 +76,10 @@ class Batcher:
             for loop in (self._collect_loop, self._run_loop, self._write_loop)
         ]
         self.batches_run = 0
+        #: Why the batcher died (a stage raised), or None while it lives.
+        self.death: BaseException | None = None
+        #: Called once, from the dying stage's thread, with the batcher and the error.
+        self.on_death: Callable[["Batcher", BaseException], None] | None = None
 
     def start(self) -> "Batcher":
         for thread in self._threads:
@@ -86,18 +100,49 @@ class Batcher:
         )
         return ticket
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Finish what is queued, then end the threads."""
+    @property
+    def alive(self) -> bool:
+        return self.death is None
+
+    def wait(self, ticket: Ticket) -> None:
+        """Wait until the ticket's items are stored, or raise :class:`BatcherStopped` once the batcher is dead."""
+        while not ticket.wait(WAIT_SLICE_S):
+            if self.death is not None:
+                raise BatcherStopped(f"the batcher of {self.spec.name} died: {self.death!r}")
+
+    def stop(self, deadline: float | None = None) -> bool:
+        """Finish what is queued, then end the threads, by ``deadline`` (``time.monotonic()``; 30 s from now by
+        default); True when they all ended. The runtime is closed only once the thread that runs it has exited: a batch still running
+        past the deadline keeps its model, and dies with the process."""
+        deadline = time.monotonic() + 30.0 if deadline is None else deadline
         self.queue.close()
+        if self.death is not None:
+            deadline = time.monotonic()  # its other stages wait on the dead one for ever: nothing to drain
         for thread in self._threads:
-            thread.join(timeout_s)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        drained = not any(thread.is_alive() for thread in self._threads)
+        if not self._threads[1].is_alive():
+            self.runtime.close()
+        else:
+            log.warning("batcher %s: a batch was still running at the shutdown deadline", self.spec.name)
+        return drained
 
     def _guard(self, loop: Any) -> None:
         try:
             loop()
-        except Exception:
-            log.exception("batcher %s: %s died", self.spec.name, loop.__name__)
-            raise
+        except BaseException as exc:
+            log.exception("batcher %s: its %s stage died; the worker is no longer healthy", self.spec.name, loop.__name__.strip("_"))
+            self._die(exc)
+
+    def _die(self, exc: BaseException) -> None:
+        """Take no more items, release every waiting chunk, and tell the worker."""
+        if self.death is not None:
+            return
+        self.death = exc
+        self.queue.close()
+        self.queue.clear()
+        if self.on_death is not None:
+            self.on_death(self, exc)
 
     def _collect_loop(self) -> None:
         while (items := self._take()) is not None:
@@ -107,10 +152,11 @@ class Batcher:
             try:
                 hooks.call("before_batch", self.spec, items)
                 prepared = self.runtime.prepare([item.features for item in items])
+                shape = self._shape(items, prepared)
             except Exception as exc:
                 self._ran.put((items, [as_error(exc)] * len(items)))
                 continue
-            hooks.call("after_prepare", self.spec, items, self._shape(items, prepared), reverse=True)
+            hooks.call("after_prepare", self.spec, items, shape, reverse=True)
             self._prepared.put((items, prepared))
         self._prepared.put(_STOP)
 
@@ -178,12 +224,7 @@ class Batcher:
             hooks.call("after_write", self.spec, items, time.perf_counter() - started, reverse=True)
 
     def _write(self, items: Sequence[Item], results: Sequence[Any]) -> None:
-        records = [
-            ItemResult(item.job_id, item.index, encode_error(r), False)
-            if isinstance(r, BatcheryError)
-            else ItemResult(item.job_id, item.index, encode_output(r), True)
-            for item, r in zip(items, results)
-        ]
+        records, results = zip(*(_encoded(item, r) for item, r in zip(items, results)))
         letters = self._dead_letters(items, results)
         try:
             self.store.record(records, also=lambda pipe: self.dead_letters.add(pipe, letters))
@@ -201,6 +242,17 @@ class Batcher:
             for item, r in zip(items, results)
             if is_dead_letter(r)
         ]
+
+
+def _encoded(item: Item, result: Any) -> tuple[ItemResult, Any]:
+    """The item's record and its result: an output that cannot be stored (a value JSON cannot hold, say)
+    becomes that item's error instead of killing the writer."""
+    if not isinstance(result, BatcheryError):
+        try:
+            return ItemResult(item.job_id, item.index, encode_output(result), True), result
+        except Exception as exc:
+            result = ModelError(f"the model's output could not be stored: {type(exc).__name__}: {exc}")
+    return ItemResult(item.job_id, item.index, encode_error(result), False), result
 
 
 def _expired(item: Item, now: float) -> bool:

@@ -63,6 +63,14 @@ class ItemQueue:
                 self._items.append(item)
             self._cond.notify_all()
 
+    def clear(self) -> int:
+        """Drop every waiting item (their batcher died); returns how many."""
+        with self._cond:
+            dropped = len(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return dropped
+
     def close(self) -> None:
         """Stop waiting for more: what is queued still drains, then :meth:`take` returns None."""
         with self._cond:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from batchery import defaults
-from batchery.cli.pool import Slot, single_slot, start_pool
+from batchery.cli.pool import Slot, missing_model_files, single_slot, start_pool
 from batchery.cli.processes import api_argv, api_env, flower_argv, flower_env, worker_argv
 from batchery.cli.redis_server import RedisServer, answers
 from batchery.cli.supervisor import Supervisor
@@ -62,10 +62,12 @@ def up(
     devices: str | None, no_flower: bool,
 ) -> None:
     """Run everything on this machine: Redis (if none), the worker pool, the API and Flower. Ctrl-C stops all."""
-    settings, redis_server = ensure_redis(_settings(
+    settings = _settings(
         host=host, port=port, flower_port=flower_port, redis_url=redis_url, models_file=models_file,
         worker_devices=devices,
-    ))
+    )
+    _check_models(settings)
+    settings, redis_server = ensure_redis(settings)
     supervisor = Supervisor({**os.environ, **settings.as_env()})
     supervisor.handle_signals()
     code = 1
@@ -83,6 +85,17 @@ def up(
             redis_server.stop()
         click.echo("stopped.")
     sys.exit(code)
+
+
+def _check_models(settings: Settings) -> None:
+    """Refuse to start at all when a model the pool would serve cannot load here: a wrong path is no reason
+    to start Redis, the API and workers first and find out from a worker's log."""
+    try:
+        problems = missing_model_files(settings)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message)
+    if problems:
+        raise click.ClickException("the models file names files that are not here:\n  " + "\n  ".join(problems))
 
 
 def _start_pool(supervisor: Supervisor, settings: Settings, models: list[str] | None = None) -> list[Slot]:
@@ -224,10 +237,11 @@ def dlq_list(limit: int, model: str | None) -> None:
 def dlq_retry(limit: int, model: str | None) -> None:
     """Put dead items back into their jobs and queue them again."""
     from batchery.tasks import app as celery
-    from batchery.tasks.enqueue import retry_dead_letters
+    from batchery.tasks.enqueue import Enqueuer, retry_dead_letters
 
     settings = _settings()
-    retried = retry_dead_letters(celery, _dead_letters(settings), load_registry(settings.models_file), limit, model)
+    enqueuer = Enqueuer(celery, settings.job_store(), settings, load_registry(settings.models_file))
+    retried = retry_dead_letters(enqueuer, _dead_letters(settings), limit, model)
     click.echo(f"{retried} dead letters queued again")
 
 

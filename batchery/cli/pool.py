@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
+from batchery import keys
 from batchery.cli.processes import worker_argv
-from batchery.cli.supervisor import Supervisor
+from batchery.cli.supervisor import Child, Supervisor
 from batchery.errors import ConfigError
 from batchery.models.registry import Registry, load_registry
 from batchery.settings import Settings
@@ -115,6 +117,15 @@ def threads_per_process(cores: int, processes: int) -> int:
     return max(1, cores // max(1, processes))
 
 
+def missing_model_files(settings: Settings, models: Sequence[str] = ()) -> list[str]:
+    """What this machine's pool would fail to load for want of a file, per model and device kind."""
+    registry = load_registry(settings.models_file)
+    slots = plan_pool(registry, pool_devices(settings.worker_devices, discover_gpus(), 1), models)
+    kinds = {"cuda" if slot.gpu_index is not None else "cpu" for slot in slots}
+    served = {name for slot in slots for name in slot.models}
+    return [problem for spec in registry if spec.name in served for kind in sorted(kinds) for problem in spec.missing_files(kind)]
+
+
 def start_pool(supervisor: Supervisor, settings: Settings, models: Sequence[str] = ()) -> list[Slot]:
     """Plan the pool for ``settings.worker_devices`` and start one supervised worker process per slot."""
     registry = load_registry(settings.models_file)
@@ -124,8 +135,34 @@ def start_pool(supervisor: Supervisor, settings: Settings, models: Sequence[str]
         log.info("GPU %d: %s, %.1f GiB, %s", gpu.index, gpu.name, gpu.memory_bytes / 2**30, gpu.uuid)
     slots = plan_pool(registry, pool_devices(settings.worker_devices, gpus, settings.worker_processes or cores), models)
     threads = threads_per_process(cores, len(slots))
+    recover = dead_worker_recovery(settings)
     for slot in slots:
         log.info("%s on %s serves %s", slot.name, slot.device, ", ".join(slot.models))
         argv = worker_argv(slot.settings(settings, threads), slot.queues, slot.name)
-        supervisor.spawn(slot.name, argv, slot.env(settings, threads), restart=True)
+        supervisor.spawn(slot.name, argv, slot.env(settings, threads), restart=True, on_death=recover)
     return slots
+
+
+def dead_worker_recovery(settings: Settings) -> Callable[[Child], None]:
+    """What the supervisor does the moment a worker process dies: its chunks go back to their queues now,
+    not after the broker's visibility timeout, and its heartbeat goes, so readiness reflects the death."""
+    janitors: list = []
+
+    def recover(child: Child) -> None:
+        from batchery.recovery import Janitor
+        from batchery.tasks.celery_app import create_celery
+        from batchery.tasks.enqueue import Enqueuer
+
+        if not janitors:
+            enqueuer = Enqueuer(create_celery(settings), settings.job_store(), settings, load_registry(settings.models_file))
+            janitors.append(Janitor(enqueuer, settings, f"supervisor@{socket.gethostname()}"))
+        hostname = worker_hostname(child.name)
+        janitors[0].redis.delete(keys.worker(hostname))
+        janitors[0].recover_host(hostname)
+
+    return recover
+
+
+def worker_hostname(name: str) -> str:
+    """The Celery hostname of a pool process named ``name`` (``--hostname=NAME@%h``)."""
+    return f"{name}@{socket.gethostname()}"

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from batchery import defaults
 
@@ -46,6 +47,8 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     restart: bool
+    #: Called with the child when it dies, before it is started again (to put its unfinished work back).
+    on_death: Callable[["Child"], None] | None = None
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     failures: int = 0
@@ -74,8 +77,11 @@ class Supervisor:
     signals: list[int] = field(default_factory=list)
     _wake: threading.Event = field(default_factory=threading.Event)
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, restart: bool = False) -> None:
-        child = Child(name, argv, {**self.base_env, **(env or {})}, restart)
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, restart: bool = False,
+        on_death: Callable[[Child], None] | None = None,
+    ) -> None:
+        child = Child(name, argv, {**self.base_env, **(env or {})}, restart, on_death)
         self.children[name] = child
         child.start()
 
@@ -114,6 +120,11 @@ class Supervisor:
         if not child.restart:
             log.error("%s (pid %d) exited: %s after %.1fs", child.name, child.process.pid, reason, lived_s)
             return False
+        if child.on_death is not None:
+            try:
+                child.on_death(child)
+            except Exception:
+                log.exception("%s: could not put its unfinished work back; the janitor will", child.name)
         child.failures = 1 if lived_s >= self.stable_s else child.failures + 1
         delay = restart_delay(child.failures, self.backoff_min_s, self.backoff_max_s)
         child.restart_at = now + delay

@@ -45,6 +45,10 @@ DEVICE_OVERRIDES = (
 )
 
 
+#: Options that name a file a runtime reads.
+FILE_OPTIONS = ("tokenizer", "weights")
+
+
 def device_kind(device: str) -> str:
     """``cpu`` or ``cuda`` for a device string such as ``cpu``, ``cuda`` or ``cuda:1``."""
     return device.partition(":")[0]
@@ -97,6 +101,17 @@ class ModelSpec:
             return self
         options = {**self.options, **override.get("options", {})}
         return dataclasses.replace(self, **{**override, "options": options})
+
+    def missing_files(self, device: str) -> list[str]:
+        """The files this model needs on ``device`` (its ``path``, a tokenizer or weights it names) that do not
+        exist here: what would stop it loading, said before anything starts."""
+        variant = self.on_device(device)
+        named = [("path", variant.path)] + [(f"options.{k}", variant.options.get(k)) for k in FILE_OPTIONS]
+        return [
+            f"model {self.name!r} on {device_kind(device)}: {field} {value!r} does not exist"
+            for field, value in named
+            if isinstance(value, str) and value and not Path(value).expanduser().exists()
+        ]
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -85,4 +85,4 @@ class DeadLetters:
         raw = orjson.dumps(entry)
         self.redis.lrem(keys.dead_letters(), 1, raw)
         job_id, index = entry["job_id"], entry["index"]
-        return bool(self._reopen(keys=[keys.job(job_id), keys.job_outputs(job_id)], args=[index]))
+        return bool(self._reopen(keys=[keys.job(job_id), keys.job_outputs(job_id, keys.shard(index))], args=[index]))

@@ -42,10 +42,11 @@ class FaultPlan:
     latency_rate: float = 0.0
     latency_ms: float = 0.0
     store_rate: float = 0.0
+    fatal_rate: float = 0.0
 
     @property
     def active(self) -> bool:
-        return any((self.transient_rate, self.crash_rate, self.oom_rate, self.latency_rate))
+        return any((self.transient_rate, self.crash_rate, self.oom_rate, self.latency_rate, self.fatal_rate))
 
     @classmethod
     def for_model(cls, settings: Settings, spec: ModelSpec) -> "FaultPlan":
@@ -55,6 +56,11 @@ class FaultPlan:
         if unknown:
             raise ConfigError(f"model {spec.name!r}: unknown options.faults {sorted(unknown)}")
         return dataclasses.replace(plan, **overrides)
+
+
+class InjectedFatal(BaseException):
+    """What a bug in a batcher stage looks like to it: not an error it handles, so the stage dies
+    (``BATCHERY_FAULT_FATAL_RATE``), which proves a dead batcher wedges nothing."""
 
 
 class FaultyRuntime(Runtime):
@@ -85,6 +91,8 @@ class FaultyRuntime(Runtime):
             time.sleep(plan.latency_ms / 1000)
         if self._draw("crash", plan.crash_rate):
             os.kill(os.getpid(), signal.SIGKILL)
+        if self._draw("fatal", plan.fatal_rate):
+            raise InjectedFatal(f"injected fatal fault in the batcher of model {self.spec.name}")
         if self._draw("oom", plan.oom_rate):
             raise DeviceOutOfMemory(f"injected out-of-memory fault in model {self.spec.name}")
         if self._draw("transient", plan.transient_rate):

@@ -24,12 +24,13 @@ def is_transient(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Attempt ``n`` waits ``base_s * 2**(n-1)`` plus up to ``base_s`` of jitter, never more than ``max_s``.
+    """Up to ``retries`` retries after the first attempt (so ``retries + 1`` attempts in all). Retry ``n``
+    waits ``base_s * 2**(n-1)`` plus up to ``base_s`` of jitter, never more than ``max_s``.
 
     ``on_retry`` is called once before each retry (the worker counts retries per model with it).
     """
 
-    attempts: int = 3
+    retries: int = 3
     base_s: float = 0.05
     max_s: float = 2.0
     on_retry: Callable[[], None] | None = field(default=None, compare=False)
@@ -37,7 +38,7 @@ class RetryPolicy:
     def call(self, fn: Callable[[], T], retry_if: Callable[[BaseException], bool] = is_transient) -> T:
         """``fn()``, retried on transient errors (or on what ``retry_if`` says); the last error is raised as it was."""
         retrying = Retrying(
-            stop=stop_after_attempt(max(self.attempts, 1)),
+            stop=stop_after_attempt(max(self.retries, 0) + 1),
             wait=wait_exponential_jitter(multiplier=self.base_s, jitter=self.base_s, max=self.max_s),
             retry=retry_if_exception(retry_if),
             reraise=True,
@@ -45,9 +46,14 @@ class RetryPolicy:
         )
         return retrying(fn)
 
-    def delay(self, attempt: int) -> float:
-        """How long to wait before retry number ``attempt`` (1-based): the same curve as :meth:`call`'s."""
-        return min(self.max_s, self.base_s * 2 ** (attempt - 1) + random.uniform(0, self.base_s))
+    @property
+    def attempts(self) -> int:
+        """Attempts in all: the first and each retry."""
+        return self.retries + 1
+
+    def delay(self, retry: int) -> float:
+        """How long to wait before retry number ``retry`` (1-based): the same curve as :meth:`call`'s."""
+        return min(self.max_s, self.base_s * 2 ** (retry - 1) + random.uniform(0, self.base_s))
 
     def _before_sleep(self, state: object) -> None:
         if self.on_retry is not None:

@@ -1,9 +1,13 @@
 """Job state and item outputs in Redis.
 
-Every write a batch makes is one round trip: a pipeline with one script call per job in the batch. The
-script stores each output with HSETNX and counts only the fields it created, so a chunk that runs twice
-(redelivered after a crash, or a duplicate) can neither double-count nor lose an item, and it flips the job
-to ``completed`` in the same atomic step in which the last item is accounted for.
+Every write a batch makes is one round trip and one atomic script (:mod:`batchery.store.lua`). The script
+stores each output with HSETNX and counts only the fields it created, so a chunk that runs twice
+(redelivered after a crash, or a duplicate) can neither double-count nor lose an item; it flips the job to
+``completed`` in the same step in which the last item is accounted for, and in that same step hands the
+result to every item that waited on it (see :mod:`batchery.cache`), or records a durable handoff for them
+(:mod:`batchery.store.handoff`). Nothing about an item is left for a second round trip that could fail.
+
+A job's outputs live in shards of :data:`batchery.keys.SHARD_ITEMS` items, so no key grows with the job.
 """
 
 from __future__ import annotations
@@ -18,66 +22,44 @@ from redis.exceptions import NoScriptError
 
 from batchery import keys
 from batchery.redis_urls import redis_client
+from batchery.store import lua
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
 #: The longest one blocking read waits before the job's status is read again.
 MAX_BLOCK_S = 2.0
+#: Items per call of the scripts that take many at once (results of a sweep, say): 4 arguments each.
+RECORD_PAGE = 5000
 
-_RECORD = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, -1, 0, {}, {}} end
-local prefix, cache_ttl, cache_max = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local owns = redis.call('EXISTS', KEYS[4]) == 1
-local ok, err, cached, shared = 0, 0, 0, {}
-for i = 8, #ARGV, 3 do
-  local index, value, flag = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if redis.call('HSETNX', KEYS[2], index, value) == 1 then
-    if flag == '1' or flag == 'C' then ok = ok + 1 else err = err + 1 end
-    if flag == 'C' or flag == 'E' then cached = cached + 1 end
-    local key = owns and redis.call('HGET', KEYS[4], index)
-    if key then
-      redis.call('HDEL', KEYS[4], index)
-      local entry = prefix .. key
-      if flag == '1' and cache_ttl > 0 then
-        redis.call('SET', entry, value, 'EX', cache_ttl)
-        redis.call('ZADD', ARGV[6], ARGV[2], key)
-      end
-      local group = {index, key, redis.call('GET', entry .. ':inflight') or ''}
-      redis.call('DEL', entry .. ':inflight')
-      for _, waiter in ipairs(redis.call('LRANGE', entry .. ':waiters', 0, -1)) do group[#group + 1] = waiter end
-      redis.call('DEL', entry .. ':waiters')
-      if #group > 3 then shared[#shared + 1] = group end
+_RECORD = lua.script("""
+-- ARGV after the head: (job, index, value, flag) per item; flag 1 = output, 0 = error, R = an error of its
+-- own job's making (cancelled, past its deadline): items waiting on it are computed anew, not given it.
+local function resolve_claim(job, index, value, flag)
+  local owns = C.job_prefix .. job .. ':owns:' .. shard_of(index)
+  local key = redis.call('HGET', owns, index)
+  if not key then return end
+  redis.call('HDEL', owns, index)
+  local entry = C.cache_prefix .. key
+  local inflight = redis.call('GET', entry .. ':inflight')
+  local me = job .. '|' .. index .. '\\n'
+  if inflight and string.sub(inflight, 1, #me) ~= me then return end -- abandoned, and claimed afresh since
+  redis.call('DEL', entry .. ':inflight')
+  if flag == '1' and C.cache_ttl > 0 then cache_put(key, value) end
+  local waiters = entry .. ':waiters'
+  if flag == 'R' then
+    if redis.call('LLEN', waiters) > 0 then
+      handoff('release', key, waiters, {'input', inflight and string.sub(inflight, #me + 1) or ''})
     end
+  else
+    share(key, waiters, value, flag == '1')
   end
 end
-if cache_max > 0 then
-  local over = redis.call('ZCARD', ARGV[6]) - cache_max
-  if over > 0 then
-    local oldest = redis.call('ZPOPMIN', ARGV[6], over)
-    for j = 1, #oldest, 2 do redis.call('DEL', prefix .. oldest[j]) end
-  end
+for i = FIRST, #ARGV, 4 do
+  local job, index, value, flag = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if put(job, index, value, flag == '1', false) then resolve_claim(job, index, value, flag) end
 end
-if ok + err == 0 then return {0, 0, 0, shared, {}} end
-if ok + err > cached then
-  local backlog = ARGV[7] .. redis.call('HGET', KEYS[1], 'model')
-  if redis.call('DECRBY', backlog, ok + err - cached) < 0 then redis.call('SET', backlog, 0) end
-end
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-local s = redis.call('HINCRBY', KEYS[1], 'succeeded', ok)
-local f = redis.call('HINCRBY', KEYS[1], 'failed', err)
-if cached > 0 then redis.call('HINCRBY', KEYS[1], 'cached', cached) end
-local done = {}
-if s + f >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
-  redis.call('HSET', KEYS[1], 'finished_at', ARGV[2])
-  if redis.call('HGET', KEYS[1], 'status') ~= 'cancelled' then
-    redis.call('HSET', KEYS[1], 'status', 'completed')
-  end
-  redis.call('RPUSH', KEYS[3], '1')
-  redis.call('EXPIRE', KEYS[3], ARGV[1])
-  done = redis.call('HMGET', KEYS[1], 'model', 'status', 'created_at')
-end
-return {ok, err, cached, shared, done}
-"""
+return {settle(), C.handoffs}
+""")
 
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
@@ -88,8 +70,9 @@ return redis.call('HMGET', KEYS[1], 'status', 'deadline', 'created_at')
 
 _MISSING = """
 local missing = {}
-for i = 1, #ARGV do
-  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then missing[#missing + 1] = ARGV[i] end
+for i = 2, #ARGV do
+  local key = KEYS[1] .. math.floor(tonumber(ARGV[i]) / tonumber(ARGV[1]))
+  if redis.call('HEXISTS', key, ARGV[i]) == 0 then missing[#missing + 1] = ARGV[i] end
 end
 return missing
 """
@@ -120,32 +103,39 @@ JOB_SCOPED_ERRORS = frozenset({"cancelled", "deadline_exceeded"})
 
 @dataclass(frozen=True)
 class ItemResult:
-    """One finished item on its way to Redis: ``ok`` is False when ``value`` is an encoded error.
-
-    ``cached`` marks an item this job did not compute: a cache hit, or an identical item's result shared.
-    """
+    """One finished item on its way to Redis: ``ok`` is False when ``value`` is an encoded error."""
 
     job_id: str
     index: int
     value: bytes
     ok: bool
-    cached: bool = False
 
     @property
     def flag(self) -> str:
-        """How the record script counts it: ok, error, error that releases its waiters, cached ok or error."""
-        if self.cached:
-            return "C" if self.ok else "E"
+        """How the record script takes it: an output, an error, or an error that releases its waiters."""
         if self.ok:
             return "1"
         return "R" if orjson.loads(self.value[1:]).get("code") in JOB_SCOPED_ERRORS else "0"
 
 
-#: Called with (cache key, ["<job id>|<index>", ...], input JSON) when an item others waited on ended with
-#: an error of its own job's making; the waiters must be computed anew (see :mod:`batchery.cache`).
-ReleaseHook = Callable[[str, list[str], bytes], None]
+@dataclass(frozen=True)
+class Landed:
+    """What one atomic write did to one job: new outputs and errors, and whether it finished the job."""
+
+    job_id: str
+    ok: int
+    err: int
+    cached: int
+    finished: bool
+    model: str
+    status: str
+    created_at: float
+
+
 #: Called with (model, final status, seconds from submission) by the one write that ends a job's last item.
 FinishHook = Callable[[str, str, float], None]
+#: Called when a write left handoffs behind (results to share beyond a page, items to compute anew).
+HandoffHook = Callable[[int], None]
 
 
 class JobStore:
@@ -154,10 +144,9 @@ class JobStore:
     def __init__(self, client: redis.Redis, job_ttl_s: int, cache_ttl_s: int = 0, cache_max_entries: int = 0) -> None:
         self.redis = client
         self.job_ttl_s = job_ttl_s
-        self.cache_ttl_s = cache_ttl_s
-        self.cache_max_entries = cache_max_entries
-        self.on_release: ReleaseHook | None = None
+        self.bounds = lua.Bounds(job_ttl_s, cache_ttl_s, cache_max_entries)
         self.on_finish: FinishHook | None = None
+        self.on_handoff: HandoffHook | None = None
         self._record = client.register_script(_RECORD)
         self._start = client.register_script(_START)
         self._missing = client.register_script(_MISSING)
@@ -167,10 +156,18 @@ class JobStore:
     def from_url(cls, url: str, job_ttl_s: int, cache_ttl_s: int = 0, cache_max_entries: int = 0) -> "JobStore":
         return cls(redis_client(url), job_ttl_s, cache_ttl_s, cache_max_entries)
 
+    @property
+    def cache_ttl_s(self) -> int:
+        return self.bounds.cache_ttl_s
+
     def create(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> None:
+        """A new job; every key it gets later expires with it, at ``expires_at``."""
         now = time.time()
-        values = {**fields, "id": job_id, "status": "queued", "created_at": now, "succeeded": 0, "failed": 0}
         ttl = ttl_s or self.job_ttl_s
+        values = {
+            **fields, "id": job_id, "status": "queued", "created_at": now, "expires_at": int(now + ttl),
+            "succeeded": 0, "failed": 0, "chunks": 0,
+        }
         pipe = self.redis.pipeline()
         pipe.hset(keys.job(job_id), mapping={k: _field(v) for k, v in values.items()})
         pipe.expire(keys.job(job_id), ttl)
@@ -188,13 +185,6 @@ class JobStore:
             pipe.hgetall(keys.job(job_id))
         return [job for raw in pipe.execute() if (job := _parse(raw)) is not None]
 
-    def claim_idempotency_key(self, client_key: str, job_id: str) -> str:
-        """The job id that owns ``client_key``: ``job_id`` if this call claimed it, else the first claimant's."""
-        key = keys.idempotency(client_key)
-        if self.redis.set(key, job_id, nx=True, ex=self.job_ttl_s):
-            return job_id
-        return self.redis.get(key).decode()
-
     def recent(self, limit: int) -> list[str]:
         return [m.decode() for m in self.redis.zrevrange(keys.recent_jobs(), 0, limit - 1)]
 
@@ -208,76 +198,69 @@ class JobStore:
 
     def missing(self, job_id: str, indices: Sequence[int]) -> list[int]:
         """The indices among ``indices`` that have no output or error yet."""
-        return [int(i) for i in self._missing(keys=[keys.job_outputs(job_id)], args=list(indices))]
+        prefix = keys.job_outputs(job_id, 0)[:-1]
+        found: list[int] = []
+        for start in range(0, len(indices), RECORD_PAGE):
+            page = list(indices[start : start + RECORD_PAGE])
+            found += [int(i) for i in self._missing(keys=[prefix], args=[keys.SHARD_ITEMS, *page])]
+        return found
 
     def record(
         self, results: Iterable[ItemResult], also: Callable[[redis.client.Pipeline], None] | None = None
     ) -> dict[str, tuple[int, int]]:
-        """Store finished items of any number of jobs in one round trip; returns (new ok, new errors) per job.
+        """Store finished items of any number of jobs atomically; returns (new ok, new errors) per job.
 
-        ``also`` adds its own commands to the same pipeline (the batch's dead letters, say). An item that
-        others waited on (see :mod:`batchery.cache`) hands its result to them in a second round trip. A job
-        whose last item this call stores is reported to :attr:`on_finish`, exactly once. The script goes in
-        by its hash alone: a ``Script`` object in a pipeline makes redis-py ask ``SCRIPT EXISTS`` first, one
-        more round trip per batch. Only when Redis has lost its scripts (a restart) is a job's call made
-        again, by itself, which is safe because the script counts an item only once.
+        ``also`` adds its own commands to the same pipeline (the batch's dead letters, say). A job whose last
+        item this call stores is reported to :attr:`on_finish`, exactly once. The script goes in by its hash
+        alone: a ``Script`` object in a pipeline makes redis-py ask ``SCRIPT EXISTS`` first, one more round
+        trip per batch. Only when Redis has lost its scripts (a restart) is the call made again, by itself,
+        which is safe because the script counts an item only once. More items than :data:`RECORD_PAGE` are
+        written a page per call.
         """
         results = list(results)
-        now = time.time()
-        calls = self.record_calls(results, now)
-        if not calls:
-            return {}
-        by_address: dict[tuple[str, int], ItemResult] = {}  # built only when a result has items waiting on it
-        counts = {}
-        for job_id, (ok, err, _cached, groups, done) in self._by_hash(calls, also).items():
-            counts[job_id] = (ok, err)
-            if done and self.on_finish is not None:
-                model, status, created_at = (v.decode() if v else "" for v in done)
-                self.on_finish(model, status, now - float(created_at or now))
-            if groups and not by_address:
-                by_address = {(r.job_id, r.index): r for r in results}
-            for group in groups:
-                self._share(by_address[(job_id, int(group[0]))], group[1].decode(), group[2], [w.decode() for w in group[3:]])
+        counts: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(results), RECORD_PAGE):
+            page = results[start : start + RECORD_PAGE]
+            for landed in self._record_page(page, also if start == 0 else None):
+                before = counts.get(landed.job_id, (0, 0))
+                counts[landed.job_id] = (before[0] + landed.ok, before[1] + landed.err) if landed.ok >= 0 else (-1, -1)
         return counts
 
-    def record_calls(self, results: Sequence[ItemResult], now: float) -> dict[str, tuple[list[str], list[Any]]]:
-        """The record script's keys and arguments for each job among ``results``."""
-        by_job: dict[str, list[Any]] = {}
+    def _record_page(
+        self, results: Sequence[ItemResult], also: Callable[[redis.client.Pipeline], None] | None
+    ) -> list[Landed]:
+        now = time.time()
+        args: list[Any] = lua.head(self.bounds, now)
         for r in results:
-            by_job.setdefault(r.job_id, []).extend((r.index, r.value, r.flag))
-        head = [
-            self.job_ttl_s, now, keys.cache_prefix(), self.cache_ttl_s, self.cache_max_entries,
-            keys.cache_index(), keys.backlog(""),
-        ]
-        return {
-            job_id: ([keys.job(job_id), keys.job_outputs(job_id), keys.job_done(job_id), keys.job_owns(job_id)], [*head, *args])
-            for job_id, args in by_job.items()
-        }
-
-    def _by_hash(
-        self, calls: dict[str, tuple[list[str], list[Any]]], also: Callable[[redis.client.Pipeline], None] | None
-    ) -> dict[str, Any]:
-        """Each job's script reply, from one pipeline of EVALSHA calls (and ``also``'s commands)."""
+            args.extend((r.job_id, r.index, r.value, r.flag))
         pipe = self.redis.pipeline(transaction=False)
-        for job_keys, args in calls.values():
-            pipe.evalsha(self._record.sha, len(job_keys), *job_keys, *args)
+        pipe.evalsha(self._record.sha, 0, *args)
         if also is not None:
             also(pipe)
-        replies = pipe.execute(raise_on_error=False)
-        failed = next((r for r in replies if isinstance(r, Exception) and not isinstance(r, NoScriptError)), None)
-        if failed is not None:
-            raise failed
-        return {
-            job_id: self._record(keys=calls[job_id][0], args=calls[job_id][1]) if isinstance(reply, NoScriptError) else reply
-            for job_id, reply in zip(calls, replies)
-        }
+        reply = pipe.execute(raise_on_error=False)[0]
+        if isinstance(reply, NoScriptError):
+            reply = self._record(keys=[], args=args)
+        elif isinstance(reply, Exception):
+            raise reply
+        return self.landed(reply, now)
 
-    def _share(self, owner: ItemResult, key: str, input_json: bytes, waiters: list[str]) -> None:
-        """Hand an owner's result to the items that waited on it, or have them computed anew."""
-        if owner.flag == "R" and self.on_release is not None and input_json:
-            self.on_release(key, waiters, input_json)
-            return
-        self.record(ItemResult(job, int(index), owner.value, owner.ok, cached=True) for job, index in map(_address, waiters))
+    def landed(self, reply: Sequence[Any], now: float) -> list[Landed]:
+        """Read a storing script's reply (``{settle(), handoffs}``) to a call made at ``now``, reporting
+        finished jobs and handoffs."""
+        rows, handoffs = reply[0], int(reply[1])
+        landed = [
+            Landed(
+                row[0].decode(), int(row[1]), int(row[2]), int(row[3]), bool(int(row[4])),
+                _text(row[5]), _text(row[6]), float(row[7] or 0),
+            )
+            for row in rows
+        ]
+        for job in landed:
+            if job.finished and self.on_finish is not None:
+                self.on_finish(job.model, job.status, now - (job.created_at or now))
+        if handoffs and self.on_handoff is not None:
+            self.on_handoff(handoffs)
+        return landed
 
     def fail_items(self, job_id: str, indices: Sequence[int], error: bytes) -> int:
         """Give the items at ``indices`` the (encoded) ``error`` unless they have a result; returns how many did."""
@@ -285,11 +268,11 @@ class JobStore:
             return 0
         return self.record(ItemResult(job_id, i, error, False) for i in indices).get(job_id, (0, 0))[1]
 
-    def fail_missing(self, job_id: str, total: int, error: bytes, page: int = 10_000) -> int:
+    def fail_missing(self, job_id: str, total: int, error: bytes) -> int:
         """Give every item without a result the (encoded) ``error``; returns how many were given it."""
         return sum(
-            self.fail_items(job_id, self.missing(job_id, range(start, min(start + page, total))), error)
-            for start in range(0, total, page)
+            self.fail_items(job_id, self.missing(job_id, range(start, min(start + RECORD_PAGE, total))), error)
+            for start in range(0, total, RECORD_PAGE)
         )
 
     def cancel(self, job_id: str) -> str | None:
@@ -304,12 +287,26 @@ class JobStore:
         status = self.redis.hget(keys.job(job_id), "status")
         return status.decode() if status else None
 
+    def next_chunks(self, job_id: str, count: int) -> range:
+        """Reserve ``count`` chunk numbers of the job (a job's chunks are numbered from 0 as they are sent)."""
+        last = self.redis.hincrby(keys.job(job_id), "chunks", count)
+        return range(last - count, last)
+
     def outputs(self, job_id: str, start: int, stop: int) -> list[tuple[int, bytes]]:
-        """Finished items with ``start <= index < stop``, in index order."""
+        """Finished items with ``start <= index < stop``, in index order: one HMGET per shard, one round trip."""
         if stop <= start:
             return []
-        values = self.redis.hmget(keys.job_outputs(job_id), list(range(start, stop)))
-        return [(start + i, v) for i, v in enumerate(values) if v is not None]
+        pipe = self.redis.pipeline(transaction=False)
+        spans = []
+        for first in range(start, stop):
+            if first == start or first % keys.SHARD_ITEMS == 0:
+                last = min(stop, (keys.shard(first) + 1) * keys.SHARD_ITEMS)
+                spans.append(first)
+                pipe.hmget(keys.job_outputs(job_id, keys.shard(first)), list(range(first, last)))
+        found = []
+        for first, values in zip(spans, pipe.execute()):
+            found += [(first + i, v) for i, v in enumerate(values) if v is not None]
+        return found
 
     def iter_outputs(self, job_id: str, total: int, page: int = 1000) -> Iterator[tuple[int, bytes]]:
         for start in range(0, total, page):
@@ -339,17 +336,16 @@ def _parse(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     if not raw:
         return None
     job = {k.decode(): v.decode() for k, v in raw.items()}
-    for name in ("total", "succeeded", "failed", "cached"):
+    for name in ("total", "succeeded", "failed", "cached", "chunks"):
         job[name] = int(job.get(name, 0))
-    for name in ("created_at", "started_at", "finished_at", "cancelled_at", "deadline"):
+    for name in ("created_at", "started_at", "finished_at", "cancelled_at", "deadline", "expires_at"):
         job[name] = float(job[name]) if name in job else None
     job["metadata"] = orjson.loads(job["metadata"]) if "metadata" in job else None
     return job
 
 
-def _address(waiter: str) -> tuple[str, str]:
-    job_id, _, index = waiter.rpartition("|")
-    return job_id, index
+def _text(value: bytes | None) -> str:
+    return value.decode() if value else ""
 
 
 def _field(value: Any) -> bytes | str | int | float:

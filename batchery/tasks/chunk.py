@@ -1,13 +1,18 @@
-"""The one task batchery sends: a chunk of one job's items, routed to its model's queue.
+"""The one task batchery sends: a chunk of one job's items, named by its job and number, routed to its
+model's queue. The chunk's indices and inputs are a Redis record (:mod:`batchery.store.chunks`).
 
-A chunk whose outputs Redis would not take (a lost connection, a failover) is retried as a whole by Celery,
-with backoff; the retry redoes only the items still missing. One that exhausts its retries ends its missing
-items with ``store_unavailable`` and puts them in the dead-letter store.
+A chunk that Redis fails under (a lost connection, a restart, a failover) is retried here, in the task, with
+backoff; a retry redoes only the items still missing. It is never retried by publishing a new message, since
+the broker is often the very Redis that just failed, and a message Celery cannot republish is lost. A chunk
+that exhausts its retries ends its missing items with ``store_unavailable`` and puts them in the dead-letter
+store; if even that cannot be written, the message goes back to the broker. A chunk whose worker is shutting
+down, or whose batcher died, goes back to the queue for another worker.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import kombu.exceptions
@@ -15,32 +20,50 @@ import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject
 
-from batchery.batching import QueueClosed
+from batchery.batching import BatcherStopped, QueueClosed
 from batchery.monitoring import metrics
 from batchery.workers.host import current_host
 
 CHUNK_TASK = "batchery.run_chunk"
-#: Failures of the store or the broker, not of the model: worth running the whole chunk again.
+#: Failures of the store or the broker, not of the model: worth running the chunk again.
 CHUNK_RETRY_ON = (redis.RedisError, kombu.exceptions.OperationalError, ConnectionError, TimeoutError)
 log = logging.getLogger(__name__)
 
 
 @shared_task(name=CHUNK_TASK, ignore_result=True, bind=True)
-def run_chunk(
-    self: Task, job_id: str, model: str, start: int, inputs: list[Any], indices: list[int] | None = None
-) -> dict[str, Any]:
-    """Run items ``indices`` (default ``start .. start + len(inputs) - 1``) of a job; stored items are skipped."""
-    indices = indices or list(range(start, start + len(inputs)))
+def run_chunk(self: Task, job_id: str, model: str, chunk: int) -> dict[str, Any]:
+    """Run chunk number ``chunk`` of a job; items already stored are skipped, a chunk already done is a no-op."""
     host = current_host()
+    taken = None
+    attempt = 0
+    while True:
+        try:
+            taken = taken or host.take(job_id, model, chunk)
+            if taken is None:
+                return {"job_id": job_id, "chunk": chunk, "skipped": "done already"}
+            return host.run_chunk(job_id, model, chunk, *taken)
+        except (QueueClosed, BatcherStopped) as exc:
+            host.hand_back(job_id, chunk)
+            raise Reject(f"chunk handed back: {exc}", requeue=True)
+        except CHUNK_RETRY_ON as exc:
+            attempt += 1
+            if attempt > host.chunk_retry.retries:
+                return _give_up(host, self.request.id, job_id, model, chunk, taken, exc)
+            delay = host.chunk_retry.delay(attempt)
+            metrics.CHUNK_RETRIES.labels(model).inc()
+            log.warning("chunk %s: the store failed (%s); retry %d of %d in %.1fs", self.request.id, exc, attempt, host.chunk_retry.retries, delay)
+            time.sleep(delay)
+
+
+def _give_up(host: Any, request_id: str, job_id: str, model: str, chunk: int, taken: Any, cause: BaseException) -> dict[str, Any]:
+    """Dead-letter what is still missing; if Redis refuses even that, hand the message back to the broker."""
+    if taken is None:
+        log.error("chunk %s: the store stayed unavailable for %d retries: back to the broker (%s)", request_id, host.chunk_retry.retries, cause)
+        raise Reject(f"the store is unavailable: {cause}", requeue=True)
     try:
-        return host.run_chunk(job_id, model, indices, inputs)
-    except QueueClosed:
-        raise Reject("worker is shutting down", requeue=True)
+        gave_up = host.give_up(job_id, model, chunk, taken, cause)
     except CHUNK_RETRY_ON as exc:
-        attempt = self.request.retries + 1
-        if attempt > host.chunk_retry.attempts:
-            gave_up = host.give_up(job_id, model, indices, inputs, exc)
-            log.error("chunk %s: gave up after %d retries, %d items dead-lettered: %s", self.request.id, attempt - 1, gave_up, exc)
-            return {"job_id": job_id, "gave_up": gave_up}
-        metrics.CHUNK_RETRIES.labels(model).inc()
-        raise self.retry(exc=exc, countdown=host.chunk_retry.delay(attempt), max_retries=host.chunk_retry.attempts)
+        log.error("chunk %s: gave up after %d retries and could not dead-letter it (%s): back to the broker", request_id, host.chunk_retry.retries, exc)
+        raise Reject(f"the store is unavailable: {exc}", requeue=True)
+    log.error("chunk %s: gave up after %d retries, %d items dead-lettered: %s", request_id, host.chunk_retry.retries, gave_up, cause)
+    return {"job_id": job_id, "chunk": chunk, "gave_up": gave_up}

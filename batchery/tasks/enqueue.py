@@ -1,8 +1,11 @@
 """Turning a job into chunk tasks: never one Celery message per item.
 
-Before anything is sent, the job's items are claimed against the result cache (hits are written at once;
-inputs already being computed wait for that computation) and counted into the model's backlog, whose bound
-turns a flood into ``429`` answers rather than an unbounded queue.
+Before anything is sent, the job's items are claimed against the result cache (hits are written at once,
+inside Redis; inputs already being computed wait for that computation) and counted into the model's backlog,
+whose bound turns a flood into ``429`` answers rather than an unbounded queue.
+
+A chunk is a Redis record (:mod:`batchery.store.chunks`) written before its Celery message, which carries only
+the chunk's name: the record is what lets the janitor send a chunk again whatever happened to its message.
 """
 
 from __future__ import annotations
@@ -16,14 +19,19 @@ import orjson
 from celery import Celery
 
 from batchery.cache import ResultCache
-from batchery.errors import TooManyRequests, Unavailable
+from batchery.errors import Cancelled, DeadlineExceeded, TooManyRequests, Unavailable
 from batchery.models.registry import ModelSpec, Registry
 from batchery.monitoring.metrics import record_cache, record_job_finished
 from batchery.retry.dead_letters import DeadLetters
 from batchery.settings import Settings
-from batchery.store import ItemResult, JobStore
+from batchery.store import JobStore
 from batchery.store.backlog import Backlog
+from batchery.store.chunks import ChunkRecord, ChunkStore
+from batchery.store.codec import encode_error
 from batchery.tasks.chunk import CHUNK_TASK
+
+#: Chunk records written per round trip.
+RECORDS_PER_TRIP = 64
 
 
 def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -31,47 +39,74 @@ def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk_size, total)) for start in range(0, total, chunk_size)]
 
 
-def send_chunk(
-    celery: Celery,
-    spec: ModelSpec,
-    job_id: str,
-    indices: Sequence[int],
-    inputs: list[Any],
-    task_id: str,
-    producer: Any = None,
-) -> None:
-    """One chunk task on the model's queue; its id names the job and first index, as Flower shows it.
-
-    A run of consecutive indices travels as its first index alone; a gappy one (cache hits removed) in full.
-    """
-    kwargs: dict[str, Any] = {"job_id": job_id, "model": spec.name, "start": indices[0], "inputs": inputs}
-    if list(indices) != list(range(indices[0], indices[0] + len(indices))):
-        kwargs["indices"] = list(indices)
-    celery.send_task(CHUNK_TASK, kwargs=kwargs, queue=spec.queue, routing_key=spec.queue, task_id=task_id, producer=producer)
-
-
-def send_items(
-    celery: Celery, spec: ModelSpec, job_id: str, items: Sequence[tuple[int, Any]], chunk_size: int, suffix: str = ""
-) -> int:
-    """Send ``(index, input)`` pairs in chunks over one producer connection; returns the chunk count.
-
-    Task ids are ``<job id>.<first index><suffix>``: a job's first sending of an index needs no suffix.
-    """
-    bounds = chunk_bounds(len(items), chunk_size)
-    with celery.producer_or_acquire() as producer:
-        for start, stop in bounds:
-            indices, inputs = zip(*items[start:stop])
-            send_chunk(celery, spec, job_id, indices, list(inputs), f"{job_id}.{indices[0]}{suffix}", producer)
-    return len(bounds)
-
-
-def send_job(celery: Celery, spec: ModelSpec, job_id: str, inputs: Sequence[Any], chunk_size: int) -> int:
-    """Send every item of a job, bypassing cache and backlog (tests and tools that create jobs themselves)."""
-    return send_items(celery, spec, job_id, list(enumerate(inputs)), chunk_size)
+def task_id(job_id: str, number: int, suffix: str = "") -> str:
+    """``<job id>.<chunk number>``, as Flower and the logs show it; a chunk sent again gets a suffix."""
+    return f"{job_id}.{number}{suffix}"
 
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass
+class Dispatcher:
+    """Sends chunks: each one's record first, then its message over one producer connection."""
+
+    celery: Celery
+    store: JobStore
+    chunk_size: int
+
+    def __post_init__(self) -> None:
+        self.chunks = ChunkStore(self.store.redis)
+
+    def send(self, spec: ModelSpec, job_id: str, items: Sequence[tuple[int, Any]], expires_at: int) -> list[int]:
+        """Send ``(index, input)`` pairs of one job in chunks; returns the chunk numbers.
+
+        If publishing fails part-way, the records of the chunks not published stay behind: the caller
+        either deletes them (:meth:`ChunkStore.delete`) or leaves them for the janitor to send.
+        """
+        bounds = chunk_bounds(len(items), self.chunk_size)
+        numbers = list(self.store.next_chunks(job_id, len(bounds)))
+        sent_at = time.time()
+        for group in range(0, len(bounds), RECORDS_PER_TRIP):
+            pipe = self.store.redis.pipeline(transaction=False)
+            for k in range(group, min(group + RECORDS_PER_TRIP, len(bounds))):
+                start, stop = bounds[k]
+                indices, inputs = zip(*items[start:stop])
+                self.chunks.add(
+                    pipe, job_id, numbers[k], spec.name, spec.queue, indices, orjson.dumps(list(inputs)),
+                    task_id(job_id, numbers[k]), sent_at + k * 1e-6, expires_at,
+                )
+            pipe.execute()
+        with self.celery.producer_or_acquire() as producer:
+            for k, number in enumerate(numbers):
+                self.publish(spec.name, spec.queue, job_id, number, task_id(job_id, number), sent_at + k * 1e-6, producer)
+        return numbers
+
+    def publish(
+        self, model: str, queue: str, job_id: str, number: int, task: str, sent_at: float, producer: Any = None
+    ) -> None:
+        """One chunk's message: its name, and when it was sent (which the janitor compares against)."""
+        self.celery.send_task(
+            CHUNK_TASK,
+            kwargs={"job_id": job_id, "model": model, "chunk": number},
+            queue=queue,
+            routing_key=queue,
+            task_id=task,
+            headers={"sent_at": sent_at},
+            producer=producer,
+        )
+
+    def resend(self, record: ChunkRecord, holder: str | None = None) -> bool:
+        """Send a chunk again under a new message id (taking it from ``holder``); False when it is done."""
+        task = task_id(record.job_id, record.number, f".{uuid.uuid4().hex[:6]}")
+        sent_at = time.time()
+        found = self.chunks.requeue(record.job_id, record.number, task, sent_at, holder)
+        if found is None:
+            return False
+        model, queue = found
+        self.publish(model, queue, record.job_id, record.number, task, sent_at)
+        return True
 
 
 @dataclass
@@ -84,8 +119,9 @@ class Enqueuer:
     registry: Registry
 
     def __post_init__(self) -> None:
-        self.cache = ResultCache(self.store.redis, self.store.job_ttl_s)
+        self.cache = ResultCache(self.store)
         self.backlog = Backlog(self.store.redis)
+        self.dispatcher = Dispatcher(self.celery, self.store, self.settings.chunk_size)
 
     def submit(
         self,
@@ -98,7 +134,11 @@ class Enqueuer:
         ttl_s: int | None = None,
         cache: bool = True,
     ) -> str:
-        """Record a new job and queue what the cache cannot answer; 429 when the model's backlog is full."""
+        """Record a new job and queue what the cache cannot answer; 429 when the model's backlog is full.
+
+        Whatever fails after the job is recorded, the job ends ``failed``, its claims are dropped (their
+        waiters handed off) and its backlog given back: nothing is left half-accepted.
+        """
         self._reserve(spec, len(inputs))
         job_id = job_id or new_job_id()
         fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs)}
@@ -106,37 +146,55 @@ class Enqueuer:
             fields["metadata"] = metadata
         if timeout_s is not None:
             fields["deadline"] = time.time() + timeout_s
+        ttl = ttl_s or self.store.job_ttl_s
         claimed = cache and self.settings.cache_enabled
         try:
-            self.store.create(job_id, fields, ttl_s)
+            self.store.create(job_id, fields, ttl)
             todo = self._claim(spec, job_id, inputs) if claimed else list(range(len(inputs)))
-        except Exception:
-            self.backlog.release(spec.name, len(inputs))
+        except Exception as exc:
+            self._undo(spec, job_id, len(inputs), len(inputs), claimed, exc)
             raise
         self.backlog.release(spec.name, len(inputs) - len(todo))
-        self._send(spec, job_id, todo, inputs, claimed)
+        if todo:
+            self._send(spec, job_id, len(inputs), [(i, inputs[i]) for i in todo], int(time.time() + ttl), claimed)
         return job_id
 
-    def resubmit(self, spec: ModelSpec, job_id: str, indices: Sequence[int], value: Any) -> None:
-        """Items that waited on an identical item that ended for its own job's reasons: claim them anew."""
-        inputs = [value] * len(indices)
-        claim = self.cache.claim(job_id, spec, inputs, indices)
-        self._record_hits(job_id, claim.hits)
-        if claim.owned:
-            self.backlog.reserve(spec.name, len(claim.owned), bound=0)
-            items = [(index, value) for index in claim.owned]
-            send_items(self.celery, spec, job_id, items, self.settings.chunk_size, suffix=f".{uuid.uuid4().hex[:8]}")
+    def cancel(self, job_id: str) -> str | None:
+        """Cancel the job and drop its claims at once: items of other jobs waiting on them are computed anew."""
+        status = self.store.cancel(job_id)
+        if status == "cancelled":
+            job = self.store.get(job_id)
+            if job is not None:
+                self.cache.abandon(job_id, job["total"])
+        return status
 
-    def release(self, key: str, waiters: list[str], input_json: bytes) -> None:
-        """The store's release hook: the waiters of ``key`` (``"<job id>|<index>"``) are claimed anew."""
-        spec = self.registry.get(key.rsplit(":", 1)[0])
-        value = orjson.loads(input_json)
-        by_job: dict[str, list[int]] = {}
-        for waiter in waiters:
-            job_id, _, index = waiter.rpartition("|")
-            by_job.setdefault(job_id, []).append(int(index))
-        for job_id, indices in by_job.items():
-            self.resubmit(spec, job_id, indices, value)
+    def resubmit(self, job_id: str, items: Sequence[tuple[int, Any]]) -> int:
+        """Items that waited on an identical item that will not land for them: claim them anew and send those
+        this job now owns, in chunks. Items of a cancelled or overdue job end as such instead; items that
+        meanwhile have a result are left alone. Returns how many were sent."""
+        job = self.store.get(job_id)
+        if job is None:
+            return 0
+        values = dict(items)
+        indices = self.store.missing(job_id, list(values))
+        error = _unrunnable(job)
+        if error is not None:
+            self.store.fail_items(job_id, indices, encode_error(error))
+            return 0
+        if not indices:
+            return 0
+        spec = self.registry.get(f"{job['model']}@{job['version']}")
+        claim = self.cache.claim(job_id, spec, [values[i] for i in indices], indices)
+        if not claim.owned:
+            return 0
+        self.backlog.reserve(spec.name, len(claim.owned), bound=0)
+        try:
+            self.dispatcher.send(spec, job_id, [(i, values[i]) for i in claim.owned], int(job["expires_at"] or 0))
+        except Exception:
+            self.backlog.release(spec.name, len(claim.owned))
+            self.cache.abandon_items(job_id, claim.owned)
+            raise
+        return len(claim.owned)
 
     def _reserve(self, spec: ModelSpec, items: int) -> None:
         taken, queued = self.backlog.reserve(spec.name, items, self.settings.max_queued_items)
@@ -148,40 +206,56 @@ class Enqueuer:
 
     def _claim(self, spec: ModelSpec, job_id: str, inputs: Sequence[Any]) -> list[int]:
         claim = self.cache.claim(job_id, spec, inputs)
-        record_cache(spec.name, hits=len(claim.hits) + claim.waiting, misses=len(claim.owned))
-        self._record_hits(job_id, claim.hits)
+        record_cache(spec.name, hits=claim.hits + claim.waiting, misses=len(claim.owned))
         return claim.owned
 
-    def _record_hits(self, job_id: str, hits: list[tuple[int, bytes]]) -> None:
-        if hits:
-            self.store.record(ItemResult(job_id, index, raw, True, cached=True) for index, raw in hits)
-
-    def _send(self, spec: ModelSpec, job_id: str, todo: Sequence[int], inputs: Sequence[Any], claimed: bool) -> None:
-        """Send the items to compute; if the broker refuses, the job fails and its cache claims are dropped."""
-        if not todo:
-            return
+    def _send(
+        self, spec: ModelSpec, job_id: str, total: int, items: list[tuple[int, Any]], expires_at: int, claimed: bool
+    ) -> None:
+        """Send the items to compute; if the broker refuses, the job fails and what it had taken is given back."""
         try:
-            send_items(self.celery, spec, job_id, [(i, inputs[i]) for i in todo], self.settings.chunk_size)
+            self.dispatcher.send(spec, job_id, items, expires_at)
         except Exception as exc:
-            self.backlog.release(spec.name, len(todo))
-            if claimed:
-                self.cache.abandon(spec, [inputs[i] for i in todo])
-            self.store.fail(job_id, f"could not queue the job: {exc}")
-            record_job_finished(spec.name, "failed", None)
+            self._undo(spec, job_id, total, len(items), claimed, exc)
             raise Unavailable(f"the broker did not take the job: {exc}") from exc
 
+    def _undo(self, spec: ModelSpec, job_id: str, total: int, reserved: int, claimed: bool, exc: Exception) -> None:
+        """A job that could not be accepted whole: no chunk of it runs, no claim of it stays, it ends failed."""
+        self.backlog.release(spec.name, reserved)
+        job = self.store.get(job_id)
+        if job is None:
+            return
+        self.dispatcher.chunks.delete(job_id, range(job["chunks"]), spec.queue)
+        if claimed:
+            self.cache.abandon(job_id, total)
+        self.store.fail(job_id, f"could not queue the job: {exc}")
+        record_job_finished(spec.name, "failed", None)
 
-def retry_dead_letters(
-    celery: Celery, dead_letters: DeadLetters, registry: Registry, limit: int = 1000, model: str | None = None
-) -> int:
-    """Put up to ``limit`` dead items (of ``model``, or all) back into their own jobs and queue each again."""
-    retried = 0
+
+def _unrunnable(job: dict[str, Any]) -> Exception | None:
+    """Why a job's items should not be computed any more, if they should not."""
+    if job["status"] == "cancelled":
+        return Cancelled()
+    if job["deadline"] is not None and time.time() > job["deadline"]:
+        return DeadlineExceeded()
+    return None
+
+
+def retry_dead_letters(enqueuer: Enqueuer, dead_letters: DeadLetters, limit: int = 1000, model: str | None = None) -> int:
+    """Put up to ``limit`` dead items (of ``model``, or all) back into their own jobs and queue them again,
+    a job's items together in chunks."""
+    by_job: dict[str, list[tuple[int, Any]]] = {}
+    specs: dict[str, ModelSpec] = {}
     for entry in dead_letters.list(0, limit, model):
-        if entry["model"] not in registry.names() or not dead_letters.take(entry):
+        if entry["model"] not in enqueuer.registry.names() or not dead_letters.take(entry):
             continue
-        spec = registry.get(entry["model"])
-        task_id = f"{entry['job_id']}.{entry['index']}.retry-{entry['id']}"
-        Backlog(dead_letters.redis).reserve(spec.name, 1, bound=0)
-        send_chunk(celery, spec, entry["job_id"], [entry["index"]], [entry["input"]], task_id)
-        retried += 1
-    return retried
+        specs[entry["job_id"]] = enqueuer.registry.get(entry["model"])
+        by_job.setdefault(entry["job_id"], []).append((entry["index"], entry["input"]))
+    for job_id, items in by_job.items():
+        job = enqueuer.store.get(job_id)
+        if job is None:
+            continue
+        spec = specs[job_id]
+        enqueuer.backlog.reserve(spec.name, len(items), bound=0)
+        enqueuer.dispatcher.send(spec, job_id, items, int(job["expires_at"] or 0))
+    return sum(len(items) for items in by_job.values())

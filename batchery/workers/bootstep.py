@@ -1,22 +1,31 @@
-"""The worker bootstep that owns this process's :class:`ModelHost`.
+"""The worker bootstep that owns this process's :class:`ModelHost` and its janitor.
 
 It starts after the pool and before the consumer, so a worker loads and warms its models before it takes a
-message, with its batch metrics hooked in and its own ``/metrics`` port open, and it announces the worker (its heartbeat) on ``worker_ready``, once the consumer is consuming. On a warm shutdown it stops after the consumer: batchers finish the items they hold, and a chunk that
-had not reached its batcher yet is rejected back to the queue for another worker.
+message, with its batch metrics hooked in and its own ``/metrics`` port open. A model that fails to load is
+left out: its queue is not consumed here, and the heartbeat says why. Before consuming, the worker also puts
+back to work any chunk an earlier process of the same name died holding. It announces the worker (its
+heartbeat) on ``worker_ready``, once the consumer is consuming. A worker whose batcher dies asks Celery for a
+warm shutdown with a failing exit code, so that its supervisor starts it again. On a warm shutdown it stops
+after the consumer: batchers finish the items they hold, within one drain deadline, and a chunk that had not
+reached its batcher yet is handed back to the queue for another worker.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import bootsteps
+from celery.platforms import EX_FAILURE
 from celery.signals import worker_ready
+from celery.worker import state
 
 from batchery.batching import add_hook, remove_hook
 from batchery.models.registry import load_registry
 from batchery.monitoring.batch_metrics import BatchMetrics
 from batchery.monitoring.exporter import WorkerExporter
 from batchery.monitoring.metrics import record_job_finished
+from batchery.recovery import Janitor
 from batchery.settings import get_settings
 from batchery.tasks.enqueue import Enqueuer
 from batchery.workers.host import ModelHost, set_host
@@ -32,31 +41,48 @@ class ModelHostStep(bootsteps.StartStopStep):
         self.host: ModelHost | None = None
         self.metrics: BatchMetrics | None = None
         self.exporter: WorkerExporter | None = None
+        self.janitor: Janitor | None = None
 
     def start(self, worker) -> None:  # noqa: ANN001
         settings = get_settings()
-        consumed = worker.app.amqp.queues.consume_from
+        queues = worker.app.amqp.queues
+        consumed = queues.consume_from
         registry = load_registry(settings.models_file)
         specs = [s.on_device(settings.worker_device) for s in registry if consumed is None or s.queue in consumed]
         store = settings.job_store()
-        store.on_release = Enqueuer(worker.app, store, settings, registry).release
         store.on_finish = record_job_finished
         self.metrics = add_hook(BatchMetrics())
         self.host = ModelHost(specs, settings, worker.hostname, store)
+        self.host.on_unhealthy = self._unhealthy
         self.exporter = WorkerExporter(self.host.batchers, settings.host, settings.worker_metrics_port).start()
         self.host.start()
+        for name in self.host.unavailable:
+            queues.deselect(registry.get(name).queue)
         set_host(self.host)
+        self.janitor = Janitor(Enqueuer(worker.app, store, settings, registry), settings, worker.hostname, lambda: self.host.heartbeat)
+        store.on_handoff = self.janitor.wake
+        self.janitor.recover_host(worker.hostname)
         worker_ready.connect(self._announce, weak=False)
-        log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in specs], self.host.describe()["device"])
+        log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in self.host.served], self.host.describe()["device"])
 
     def _announce(self, sender=None, **kwargs) -> None:  # noqa: ANN001
         """The consumer is taking messages now: only then is the worker live."""
         if self.host is not None:
             self.host.announce()
+        if self.janitor is not None:
+            self.janitor.start()
+
+    def _unhealthy(self, why: str) -> None:
+        """Celery's own warm shutdown, as a signal would ask for it, but with a failing exit code."""
+        log.error("worker is unhealthy (%s): shutting down to be restarted", why)
+        state.should_stop = EX_FAILURE
 
     def stop(self, worker) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + get_settings().worker_drain_timeout_s
+        if self.janitor is not None:
+            self.janitor.stop()
         if self.host is not None:
-            self.host.stop()
+            self.host.stop(deadline)
         if self.exporter is not None:
             self.exporter.stop()
         if self.metrics is not None:

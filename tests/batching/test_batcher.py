@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Sequence
 
 import pytest
 
-from batchery.batching import Batcher, BatchHook, add_hook, remove_hook
+from batchery.batching import Batcher, BatcherStopped, BatchHook, QueueClosed, add_hook, remove_hook
 from batchery.models.registry import ModelSpec
 from batchery.retry.dead_letters import DeadLetters
 from batchery.runtimes.base import Runtime
@@ -164,3 +165,81 @@ def test_after_store_sees_every_stored_result_even_of_items_that_never_ran(store
     assert [hook.results[(keep, i)] for i in range(12)] == list(range(12))
     dropped = [hook.results[(drop, i)] for i in range(12)]
     assert len(dropped) == 12 and sum(getattr(r, "code", None) == "cancelled" for r in dropped) == second.failed >= 8
+
+
+class Unencodable(Runtime):
+    """A model whose outputs JSON cannot hold (a set); the codec fails on them, after the model ran."""
+
+    def run(self, prepared: Sequence[Any]) -> Sequence[Any]:
+        return [{i} if i % 2 else i for i in prepared]
+
+
+def test_an_output_that_cannot_be_stored_is_that_items_error_and_the_batcher_lives_on(store):
+    batcher = Batcher(Unencodable(ModelSpec("t", "odd", input="json", max_wait_ms=1), "cpu"), store).start()
+    job_id = new_job(store, 6)
+    ticket = batcher.submit(job_id, [(i, i) for i in range(6)])
+    assert ticket.wait(10) and batcher.alive
+    stored = [decode(raw) for _, raw in store.outputs(job_id, 0, 6)]
+    assert [kind for kind, _ in stored] == ["output", "error"] * 3
+    assert "could not be stored" in stored[1][1]["message"]
+    assert batcher.submit(job_id, [(0, 0)]).wait(10), "the batcher still takes work"
+    batcher.stop()
+
+
+class Fatal(BaseException):
+    """What no stage expects: it ends the stage's loop."""
+
+
+class DiesOnThirdBatch(Runtime):
+    def __init__(self, spec: ModelSpec, device: str) -> None:
+        super().__init__(spec, device)
+        self.batches = 0
+
+    def run(self, prepared: Sequence[Any]) -> Sequence[Any]:
+        self.batches += 1
+        if self.batches == 3:
+            raise Fatal("a bug in the run stage")
+        return list(prepared)
+
+
+def test_a_dead_stage_releases_every_waiting_chunk_and_tells_the_worker(store):
+    deaths = []
+    batcher = Batcher(DiesOnThirdBatch(ModelSpec("t", "dies", input="json", max_batch_size=4, max_wait_ms=1), "cpu"), store)
+    batcher.on_death = lambda b, exc: deaths.append((b, exc))
+    batcher.start()
+    job_id = new_job(store, 40)
+    tickets = [batcher.submit(job_id, [(i, i) for i in range(start, start + 10)]) for start in range(0, 40, 10)]
+    errors = []
+    for ticket in tickets:
+        try:
+            batcher.wait(ticket)
+        except BatcherStopped as exc:
+            errors.append(exc)
+    assert errors, "chunks whose items the dead batcher never stored must not wait for ever"
+    assert not batcher.alive and len(deaths) == 1 and isinstance(deaths[0][1], Fatal)
+    with pytest.raises(QueueClosed):
+        batcher.submit(job_id, [(0, 0)])
+
+
+class Slow(Runtime):
+    def run(self, prepared: Sequence[Any]) -> Sequence[Any]:
+        time.sleep(3)
+        return list(prepared)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_stop_keeps_one_deadline_and_closes_the_runtime_only_once_its_batch_is_done(store):
+    runtime = Slow(ModelSpec("t", "slow", input="json", max_wait_ms=1), "cpu")
+    runtime.closed = False
+    batcher = Batcher(runtime, store).start()
+    job_id = new_job(store, 2)
+    ticket = batcher.submit(job_id, [(0, 0), (1, 1)])
+    time.sleep(0.3)  # the batch is running
+    started = time.monotonic()
+    assert batcher.stop(time.monotonic() + 0.5) is False
+    assert time.monotonic() - started < 1.0, "three stages, one deadline: not one timeout each"
+    assert runtime.closed is False, "the model is not closed under a batch that still runs"
+    assert ticket.wait(10)
+    assert batcher.stop(time.monotonic() + 5) is True and runtime.closed is True

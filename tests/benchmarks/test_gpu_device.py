@@ -64,7 +64,7 @@ def test_the_oom_check_finds_the_splits_the_batcher_logs(tmp_path, caplog):
     encoder = TextEncoder(minilm.weights_dir(BUILTINS["minilm"]) / "tokenizer.json", 16)
     runtime = TorchRuntime(ModelSpec(name="tight", runtime="torch"), "cpu", RunsOutOfMemory(), encoder)
     with caplog.at_level(logging.INFO, logger="batchery.retry.isolate"):
-        run_isolated(lambda batch: runtime.infer(runtime.prepare(batch)), ["a"] * 8, RetryPolicy(attempts=1))
+        run_isolated(lambda batch: runtime.infer(runtime.prepare(batch)), ["a"] * 8, RetryPolicy(retries=0))
     log_file = tmp_path / "oom.log"
     log_file.write_text("\n".join(caplog.messages) + "\nan unrelated line: a batch of 3 failed (boom)\n")
     assert checks.splits_in_log(log_file) == [8, 4, 4]  # 8 and both its halves do not fit; quarters of 2 do

@@ -8,12 +8,45 @@ import uuid
 
 import pytest
 
+import orjson
+import redis
+
 from batchery import keys
 from batchery.cache import ResultCache, cache_key
 from batchery.models.registry import load_registry
-from batchery.store import ItemResult
+from batchery.store import ItemResult, JobStore
 from batchery.store.codec import encode_output
+from batchery.store.handoff import Handoffs
+from batchery.tasks import create_celery
+from batchery.tasks.enqueue import Enqueuer
 from tests.helpers import new_job, wait_for_job
+
+
+class OneRoundTrip(redis.Redis):
+    """A client that serves one pipeline and then behaves as if the connection died."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(connection_pool=client.connection_pool)
+        self.trips = 0
+
+    def pipeline(self, *args, **kwargs):
+        pipe = super().pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def once(*a, **k):
+            self.trips += 1
+            if self.trips > 1:
+                raise redis.ConnectionError("connection lost after the first round trip")
+            return execute(*a, **k)
+
+        pipe.execute = once
+        return pipe
+
+    def execute_command(self, *args, **kwargs):
+        self.trips += 1
+        if self.trips > 1:
+            raise redis.ConnectionError("connection lost after the first round trip")
+        return super().execute_command(*args, **kwargs)
 
 
 def unique(n: int, tag: str = "") -> list[str]:
@@ -50,19 +83,21 @@ def test_the_key_names_model_and_version_and_ignores_key_order(spec):
 
 
 def test_a_computed_item_is_a_hit_for_its_version_and_a_miss_for_another(store, spec):
-    cache = ResultCache(store.redis, store.job_ttl_s)
+    cache = ResultCache(store)
     inputs = unique(3)
     first = new_job(store, 3, "echo")
     assert cache.claim(first, spec, inputs).owned == [0, 1, 2]
     store.record(ItemResult(first, i, encode_output(f"out-{i}"), True) for i in range(3))
-    again = cache.claim(new_job(store, 3, "echo"), spec, inputs)
-    assert again.owned == [] and [i for i, _ in again.hits] == [0, 1, 2]
-    assert [raw for _, raw in again.hits] == [encode_output(f"out-{i}") for i in range(3)]
+    second = new_job(store, 3, "echo")
+    again = cache.claim(second, spec, inputs)
+    assert again.owned == [] and again.hits == 3
+    assert store.outputs(second, 0, 3) == [(i, encode_output(f"out-{i}")) for i in range(3)]
+    assert store.get(second)["status"] == "completed" and store.get(second)["cached"] == 3, "hits complete the job in Redis"
     assert cache.claim(new_job(store, 3, "echo"), dataclasses.replace(spec, version="2"), inputs).owned == [0, 1, 2]
 
 
 def test_errors_are_shared_with_waiters_but_never_cached(store, spec):
-    cache = ResultCache(store.redis, store.job_ttl_s)
+    cache = ResultCache(store)
     owner, waiter = new_job(store, 1, "echo"), new_job(store, 1, "echo")
     value = unique(1)
     assert cache.claim(owner, spec, value).owned == [0]
@@ -74,16 +109,99 @@ def test_errors_are_shared_with_waiters_but_never_cached(store, spec):
     assert cache.claim(new_job(store, 1, "echo"), spec, value).owned == [0]
 
 
-def test_the_cache_keeps_at_most_its_bound_dropping_the_oldest(settings, spec):
-    store = dataclasses.replace(settings, cache_max_entries=3).job_store()
-    cache = ResultCache(store.redis, store.job_ttl_s)
-    inputs = unique(5)
+def test_the_cache_keeps_about_its_bound_dropping_the_oldest_of_each_index_shard(settings, spec):
+    store = dataclasses.replace(settings, cache_max_entries=32).job_store()
+    cache = ResultCache(store)
+    inputs = unique(200)
     for value in inputs:
         job_id = new_job(store, 1, "echo")
         assert cache.claim(job_id, spec, [value]).owned == [0]
         store.record([ItemResult(job_id, 0, encode_output(value), True)])
-    assert store.redis.zcard(keys.cache_index()) == 3
-    assert cache.claim(new_job(store, 5, "echo"), spec, inputs).owned == [0, 1]
+    mine = {cache_key(spec, value): value for value in inputs}
+    for digit in "0123456789abcdef":
+        kept = [k.decode() for k in store.redis.zrange(keys.cache_index(digit), 0, -1)]
+        assert len(kept) <= 2, "32 entries over 16 index shards: 2 each"
+        written = [k for k in mine if k.endswith(digit)]
+        assert [k for k in written if store.redis.exists(keys.cache_entry(k))] == written[-len(kept):] if kept else True
+        assert all(not store.redis.exists(keys.cache_entry(k)) for k in written[: len(written) - len(kept)])
+
+
+def test_a_shared_result_reaches_every_waiter_in_the_write_that_stores_it(store, spec):
+    """No second round trip: a connection that dies right after the owner's write strands nobody."""
+    cache = ResultCache(store)
+    value = unique(1)
+    owner = new_job(store, 1, "echo")
+    waiters = [new_job(store, 1, "echo") for _ in range(3)]
+    assert cache.claim(owner, spec, value).owned == [0]
+    for waiter in waiters:
+        assert cache.claim(waiter, spec, value).waiting == 1
+    one_trip = OneRoundTrip(store.redis)
+    JobStore(one_trip, store.job_ttl_s, store.cache_ttl_s).record([ItemResult(owner, 0, encode_output("x"), True)])
+    assert one_trip.trips == 1
+    assert [store.get(w)["status"] for w in waiters] == ["completed"] * 3
+    assert not store.redis.exists(keys.cache_inflight(cache_key(spec, value[0])))
+
+
+def test_more_waiters_than_a_page_are_served_through_a_handoff(settings, spec):
+    store = settings.job_store()
+    store.bounds = dataclasses.replace(store.bounds, share_page=10)
+    cache, handoffs = ResultCache(store), Handoffs(store)
+    value = unique(1)
+    owner = new_job(store, 1, "echo")
+    waiter = new_job(store, 25, "echo")
+    assert cache.claim(owner, spec, value).owned == [0]
+    assert cache.claim(waiter, spec, value * 25).waiting == 25
+    store.record([ItemResult(owner, 0, encode_output("x"), True)])
+    [handoff] = [h for h in handoffs.pending(1000) if h.key == cache_key(spec, value[0])]
+    assert handoff.kind == "share" and store.get(waiter)["succeeded"] == 0
+    assert handoffs.share(handoff, 10) == 15
+    assert store.get(waiter)["succeeded"] == 10
+    assert handoffs.share(handoff, 10) == 5 and handoffs.share(handoff, 10) == 0
+    assert store.get(waiter)["status"] == "completed"
+    assert store.outputs(waiter, 0, 25) == [(i, encode_output("x")) for i in range(25)]
+    assert handoff.number not in [h.number for h in handoffs.pending(1000)]
+
+
+def test_a_claim_that_fails_part_way_is_abandoned_with_its_job(settings, store, spec):
+    """A later page's failure must not leave the earlier pages' claims in flight for the job TTL."""
+    registry = load_registry(settings.models_file)
+    enqueuer = Enqueuer(create_celery(settings), store, settings, registry)
+    inputs = unique(1500)
+    store.redis.rpush(keys.cache_entry(cache_key(spec, inputs[1200])), "not a string")  # GET on it fails
+    with pytest.raises(redis.ResponseError):
+        enqueuer.submit(spec, inputs)
+    claimed = [k for k in (keys.cache_inflight(cache_key(spec, v)) for v in inputs[:1000]) if store.redis.exists(k)]
+    assert claimed == []
+    [job] = [j for j in store.get_many(store.recent(5)) if j["total"] == 1500]
+    assert job["status"] == "failed"
+    store.redis.delete(keys.cache_entry(cache_key(spec, inputs[1200])))
+
+
+def test_abandoning_a_claim_hands_its_waiters_off_to_be_computed_anew(store, spec):
+    cache, handoffs = ResultCache(store), Handoffs(store)
+    value = unique(1)
+    owner, waiter = new_job(store, 1, "echo"), new_job(store, 1, "echo")
+    assert cache.claim(owner, spec, value).owned == [0]
+    assert cache.claim(waiter, spec, value).waiting == 1
+    assert cache.abandon(owner, 1) == 1
+    key = cache_key(spec, value[0])
+    assert not store.redis.exists(keys.cache_inflight(key)) and not store.redis.exists(keys.cache_waiters(key))
+    [handoff] = [h for h in handoffs.pending(1000) if h.key == key]
+    assert handoff.kind == "release" and orjson.loads(handoff.input) == value[0]
+    assert handoffs.waiters(handoff, 10) == [(waiter, 0)]
+    assert handoffs.advance(handoff, 1) == 0
+    assert cache.claim(new_job(store, 1, "echo"), spec, value).owned == [0], "the next identical item computes it"
+
+
+def test_abandon_leaves_a_claim_taken_afresh_since_alone(store, spec):
+    cache = ResultCache(store)
+    value = unique(1)
+    first, second = new_job(store, 1, "echo"), new_job(store, 1, "echo")
+    assert cache.claim(first, spec, value).owned == [0]
+    assert cache.abandon(first, 1) == 1
+    assert cache.claim(second, spec, value).owned == [0]
+    assert cache.abandon(first, 1) == 0
+    assert store.redis.get(keys.cache_inflight(cache_key(spec, value[0]))).startswith(f"{second}|0\n".encode())
 
 
 def test_a_resubmitted_job_is_served_wholly_from_the_cache_and_faster(http, api, echo_worker):

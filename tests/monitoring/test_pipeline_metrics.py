@@ -27,9 +27,8 @@ from batchery.cli.redis_server import free_port
 from batchery.models.registry import load_registry
 from batchery.settings import Settings
 from batchery.tasks.celery_app import create_celery
-from batchery.tasks.enqueue import send_job
 from tests.conftest import WorkerProcess
-from tests.helpers import wait_for_job
+from tests.helpers import send_job, wait_for_job
 
 MODELS = textwrap.dedent(
     """
@@ -110,7 +109,7 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         port=free_port(),
         api_workers=2,
         api_threads=4,
-        retry_attempts=2,
+        retry_attempts=1,
         retry_base_s=0.001,
         chunk_retry_attempts=CHUNK_RETRIES,
         chunk_retry_base_s=0.01,
@@ -167,7 +166,7 @@ def ran(stack: dict) -> dict:
     ).json()
     assert wait_for_job(http, unstored["links"]["self"])["counts"]["failed"] == UNSTORED_ITEMS
     spec = load_registry(stack["settings"].models_file).get("echo-metrics-idle")
-    send_job(stack["celery"], spec, "never-run", list(range(IDLE_ITEMS)), stack["settings"].chunk_size)
+    send_job(stack["celery"], stack["settings"].job_store(), spec, "never-run", list(range(IDLE_ITEMS)), stack["settings"].chunk_size)
     wait_for_value(
         stack["worker_url"], "batchery_jobs_finished_total", {"model": "echo-metrics", "status": "completed"}, JOBS
     )

@@ -37,7 +37,7 @@ def test_exhausted_items_are_dead_lettered_then_retried_into_their_job(settings,
 
         letters = http.get(f"{api.url}/v1/dead-letters", params={"model": "echo-flaky", "limit": 1000}).json()["dead_letters"]
         mine = sorted((e for e in letters if e["job_id"] == job["id"]), key=lambda e: e["index"])
-        assert [(e["index"], e["input"], e["attempts"], e["error"]["code"]) for e in mine] == [(i, i, 2, "transient_error") for i in range(20)]
+        assert [(e["index"], e["input"], e["attempts"], e["error"]["code"]) for e in mine] == [(i, i, 3, "transient_error") for i in range(20)], "2 retries: 3 attempts"
         listed = dlq(settings, "list", "--model", "echo-flaky", "--limit", "1000")
         assert listed.returncode == 0 and listed.stdout.count(job["id"]) == 20
 

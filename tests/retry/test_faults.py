@@ -31,7 +31,7 @@ def run_job(store, runtime, retry: RetryPolicy, total: int = 400) -> tuple[str, 
 
 def test_at_a_transient_fault_rate_of_0_3_every_item_still_succeeds(store):
     runtime = FaultyRuntime(EchoRuntime(SPEC, "cpu"), FaultPlan(transient_rate=0.3), random.Random(7))
-    job_id, results = run_job(store, runtime, RetryPolicy(attempts=8, base_s=0.001, max_s=0.005))
+    job_id, results = run_job(store, runtime, RetryPolicy(retries=7, base_s=0.001, max_s=0.005))
     assert results == [("output", i) for i in range(400)]
     assert store.get(job_id)["status"] == "completed"
     assert runtime.injected["transient"] > 5, "faults must really have been injected and retried"
@@ -39,7 +39,7 @@ def test_at_a_transient_fault_rate_of_0_3_every_item_still_succeeds(store):
 
 def test_at_a_rate_of_1_every_item_ends_with_an_error_after_its_attempts(store):
     runtime = FaultyRuntime(EchoRuntime(SPEC, "cpu"), FaultPlan(transient_rate=1.0), random.Random(1))
-    job_id, results = run_job(store, runtime, RetryPolicy(attempts=2, base_s=0.001, max_s=0.002), total=32)
+    job_id, results = run_job(store, runtime, RetryPolicy(retries=1, base_s=0.001, max_s=0.002), total=32)
     assert [kind for kind, _ in results] == ["error"] * 32
     assert {e["code"] for _, e in results} == {"transient_error"}
     assert all("injected" in e["message"] for _, e in results)

@@ -9,7 +9,7 @@ import pytest
 from batchery.errors import InvalidInput, ModelError, TransientError
 from batchery.retry import RetryPolicy, run_isolated
 
-FAST = RetryPolicy(attempts=3, base_s=0.001, max_s=0.01)
+FAST = RetryPolicy(retries=2, base_s=0.001, max_s=0.01)
 
 
 class Flaky:
@@ -34,7 +34,7 @@ def test_transient_errors_are_retried_then_succeed():
 
 def test_retries_back_off_exponentially_up_to_the_cap():
     flaky = Flaky(failures=3)
-    policy = RetryPolicy(attempts=4, base_s=0.05, max_s=0.08)
+    policy = RetryPolicy(retries=3, base_s=0.05, max_s=0.08)
     started = time.perf_counter()
     assert policy.call(lambda: flaky([1])) == [1]
     waited = time.perf_counter() - started

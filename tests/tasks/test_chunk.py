@@ -9,8 +9,9 @@ import pytest
 
 from batchery.models.registry import load_registry
 from batchery.tasks import create_celery
-from batchery.tasks.enqueue import Enqueuer, chunk_bounds, send_job
+from batchery.tasks.enqueue import Dispatcher, Enqueuer, chunk_bounds, task_id
 from batchery.store.codec import decode
+from tests.helpers import send_job
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,10 @@ def test_a_chunk_delivered_twice_counts_each_item_once(celery, store, settings, 
     job_id = uuid.uuid4().hex
     store.create(job_id, {"model": "echo", "version": "1", "total": 300})
     inputs = list(range(300))
-    send_job(celery, spec, job_id, inputs, chunk_size=100)
-    send_job(celery, spec, job_id, inputs, chunk_size=100)
+    numbers = send_job(celery, store, spec, job_id, inputs, chunk_size=100)
+    dispatcher = Dispatcher(celery, store, 100)
+    for number in numbers:  # each chunk's message again, as a redelivery would
+        dispatcher.publish(spec.name, spec.queue, job_id, number, task_id(job_id, number, ".again"), time.time())
     job = wait_completed(store, job_id)
     assert (job["succeeded"], job["failed"]) == (300, 0)
     assert [decode(raw)[1] for _, raw in store.outputs(job_id, 0, 300)] == inputs
