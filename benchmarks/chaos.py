@@ -3,7 +3,10 @@
 1. Throughput with transient faults injected into a tenth of the batches, as a share of the same worker's
    fault-free throughput (target: at least 0.8), with the faults counted and every item checked.
 2. The seconds a worker SIGKILLed when a tenth of a job is done costs that job, against the same job with
-   both workers alive, with a short visibility timeout (5 s) so the dead worker's chunks come back soon.
+   both workers alive, with the service's own settings: the dead worker's chunks come back once its
+   heartbeat is gone, whatever the broker's visibility timeout.
+3. A job waiting on another job's computations, the other cancelled at a tenth, with faults injected into
+   the handoffs that send the waiting items to be computed anew: it must still come back whole.
 
 The model is a synthetic echo with a cost curve (a fixed cost per batch plus a cost per item), so what is
 measured is batchery's handling of the faults, not a model's speed. Both measurements run on one private
@@ -23,7 +26,9 @@ from typing import Any, Sequence
 
 from batchery.retry import RetryPolicy
 from benchmarks import report
-from benchmarks.disruption import FAULTY, STEADY, CostCurve, Inputs, fault_pairs, kill_pairs, models_toml, warm_up
+from benchmarks.disruption import (
+    FAULTY, STEADY, CostCurve, Inputs, fault_pairs, kill_pairs, models_toml, shared_runs, warm_up,
+)
 from benchmarks.pipeline import DEFAULT_DATA_DIR
 from benchmarks.stack import Stack, run_interruptibly
 
@@ -34,6 +39,8 @@ SETTINGS_SHOWN = (
     "chunk_size",
     "worker_concurrency",
     "visibility_timeout_s",
+    "worker_heartbeat_ttl_s",
+    "fault_handoff_rate",
     "retry_attempts",
     "retry_base_s",
     "retry_max_s",
@@ -63,7 +70,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, help="pairs per measurement (default 3, --quick 1)")
     parser.add_argument("--fault-rate", type=float, default=0.1, help="share of batches that raise a transient fault")
     parser.add_argument("--kill-at", type=float, default=0.1, help="share of the job done when a worker is killed")
-    parser.add_argument("--visibility-timeout-s", type=int, default=5, help="BATCHERY_VISIBILITY_TIMEOUT_S")
+    parser.add_argument("--visibility-timeout-s", type=int, default=600, help="BATCHERY_VISIBILITY_TIMEOUT_S")
+    parser.add_argument(
+        "--handoff-fault-rate", type=float, default=0.2, help="BATCHERY_FAULT_HANDOFF_RATE: handoff steps that fail half-way"
+    )
     parser.add_argument(
         "--retry-attempts",
         type=int,
@@ -124,7 +134,7 @@ def rows(results: dict[str, Any]) -> list[report.Row]:
             k["killed"]["items"],
             k["killed"]["seconds"],
             k["ratio"],
-            f"+{k['extra_s']:.1f}s (visibility timeout {results['settings']['visibility_timeout_s']}s)",
+            f"+{k['extra_s']:.1f}s (heartbeat TTL {results['settings']['worker_heartbeat_ttl_s']:g}s)",
         ),
     ]
 
@@ -140,6 +150,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         f"extra {kill['extra_s']:.1f}s ({_range(kill['extra_s_range'], '.1f')}); "
         f"every item succeeded exactly once: {kill['all_exactly_once']}; "
         f"{kill['beyond_lost_capacity_s']:.1f}s beyond what one worker alone needs from the kill on",
+        f"shared: owner cancelled at {results['kill_at']:.0%}; {results['shared']['handoff_faults']} handoff faults "
+        f"injected; the waiting job came back whole every time: {results['shared']['all_exactly_once']}",
     ]
 
 
@@ -157,6 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             models_file=str(models_file),
             visibility_timeout_s=args.visibility_timeout_s,
             retry_attempts=args.retry_attempts,
+            fault_handoff_rate=args.handoff_fault_rate,
         )
         settings = stack.settings
         stack.start_api()
@@ -164,6 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         warm_up(stack, (STEADY, FAULTY), inputs)
         faults = fault_pairs(stack, survivor, sizes.fault_items, sizes.repeat, inputs)
         kill = kill_pairs(stack, settings, sizes.kill_items, sizes.repeat, args.kill_at, inputs)
+        shared = shared_runs(stack, [survivor], sizes.fault_items, sizes.repeat, args.kill_at, inputs)
     policy = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
     faults["expected_ratio"] = round(expected_fault_ratio(curve, args.fault_rate, policy), 4)
     add_capacity_estimate(kill, _median([p["steady"]["items_per_s"] for p in faults["pairs"]]))
@@ -177,6 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k in SETTINGS_SHOWN},
         "faults": faults,
         "kill": kill,
+        "shared": shared,
     }
     table = rows(results)
     return {

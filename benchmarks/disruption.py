@@ -5,8 +5,12 @@
    machine hits both alike. The faults take the real path: the batch raises, the retry policy backs off and
    runs it again.
 2. :func:`kill_pairs`: two workers serve the fault-free model; a job runs undisturbed, then the same size
-   again with one worker SIGKILLed once a tenth of the items are done. The dead worker's unacknowledged
-   chunks come back to the queue after the visibility timeout (plus up to one sweep) and finish on the other.
+   again with one worker SIGKILLed once a tenth of the items are done. The dead worker's chunks come back
+   once its heartbeat is gone (the janitor puts them back; the broker's visibility timeout plays no part)
+   and finish on the other.
+3. :func:`shared_runs`: a job, and a second job of the same inputs that waits on the first's computations;
+   the first is cancelled at a tenth, so the second's items are handed off to be computed anew, while faults
+   are injected into those handoffs half-way. The second job must still come back whole.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import requests
 
 from batchery.settings import Settings
 from benchmarks.stack import Child, Stack
-from benchmarks.watch import Outcome, watched_job
+from benchmarks.watch import Outcome, submit, watched_job
 
 log = logging.getLogger("benchmarks")
 
@@ -146,6 +150,51 @@ def kill_pairs(
         "all_exactly_once": all(p[k]["exactly_once"] for p in pairs for k in ("undisturbed", "killed")),
         "pairs": pairs,
     }
+
+
+def shared_runs(stack: Stack, workers: list[Child], items: int, repeat: int, cancel_at: float, inputs: Inputs) -> dict[str, Any]:
+    """``repeat`` times: an owner job and a waiter job of the same inputs; the owner is cancelled at
+    ``cancel_at``, and the waiter must come back whole through handoffs that fail half-way at random."""
+    runs = []
+    for _ in range(repeat):
+        marks = [_log_size(w) for w in workers]
+        shared = inputs.fresh(items)
+        http = requests.Session()
+        owner = submit(http, stack.api_url, STEADY, shared, cache=True)
+        waiter = submit(http, stack.api_url, STEADY, shared, cache=True)
+        canceller = Canceller(http, owner, cancel_at * items)
+        outcome = watched_job(stack.api_url, STEADY, shared, job=waiter, on_progress=canceller)
+        lines = [line for w, mark in zip(workers, marks) for line in _new_log_lines(w, mark)]
+        outcome.details.update(
+            cancelled_owner_at=canceller.done,
+            handoff_faults=_count(lines, "injected handoff fault"),
+            resent=_count(lines, "their shared computation ended elsewhere"),
+        )
+        log.info("shared: %d items in %.2fs %s", items, outcome.seconds, outcome.details)
+        runs.append(outcome.as_dict())
+    return {
+        "all_exactly_once": all(r["exactly_once"] for r in runs),
+        "handoff_faults": sum(r["handoff_faults"] for r in runs),
+        "runs": runs,
+    }
+
+
+class Canceller:
+    """Cancels the owner job once ``threshold`` of its items are done, polled alongside the waiter."""
+
+    def __init__(self, http: requests.Session, owner: dict[str, Any], threshold: float) -> None:
+        self.http = http
+        self.owner = owner
+        self.threshold = threshold
+        self.done: int | None = None
+
+    def __call__(self, counts: dict[str, int], waited_s: float) -> None:
+        if self.done is not None:
+            return
+        doc = self.http.get(self.owner["links"]["self"], timeout=10).json()
+        if doc["counts"]["succeeded"] >= self.threshold:
+            self.http.delete(self.owner["links"]["self"], timeout=10)
+            self.done = doc["counts"]["succeeded"]
 
 
 class Killer:

@@ -66,12 +66,15 @@ def watched_job(
     on_progress: OnProgress | None = None,
     poll_s: float = 0.02,
     timeout_s: float = 600.0,
+    job: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Submit ``inputs`` (an echo model's) as one job, poll it to its end, read and check every result."""
+    """Submit ``inputs`` (an echo model's) as one job, poll it to its end, read and check every result.
+
+    ``job`` is a submission already made (see :func:`submit`), to watch instead of submitting one.
+    """
     http = requests.Session()
-    body = orjson.dumps({"model": model, "inputs": list(inputs), "cache": False})
     started = time.perf_counter()
-    job = _ok(http.post(f"{api_url}/v1/jobs", data=body, headers={"content-type": "application/json"})).json()
+    job = job or submit(http, api_url, model, inputs)
     doc = _wait(http, job, started, on_progress, poll_s, timeout_s)
     completed = time.perf_counter()
     results = _read_results(http, job["links"]["results"], inputs)
@@ -83,6 +86,12 @@ def watched_job(
         "server_s": _server_seconds(doc),
     }
     return Outcome(len(inputs), finished - started, doc["status"], doc["counts"], results, details)
+
+
+def submit(http: requests.Session, api_url: str, model: str, inputs: Sequence[Any], cache: bool = False) -> dict[str, Any]:
+    """The 202 answer to one job of ``inputs``, by default bypassing the result cache."""
+    body = orjson.dumps({"model": model, "inputs": list(inputs), "cache": cache})
+    return _ok(http.post(f"{api_url}/v1/jobs", data=body, headers={"content-type": "application/json"})).json()
 
 
 def _wait(

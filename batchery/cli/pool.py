@@ -158,7 +158,8 @@ def dead_worker_recovery(settings: Settings) -> Callable[[Child], None]:
             janitors.append(Janitor(enqueuer, settings, f"supervisor@{socket.gethostname()}"))
         hostname = worker_hostname(child.name)
         janitors[0].redis.delete(keys.worker(hostname))
-        janitors[0].recover_host(hostname)
+        recovered = janitors[0].recover_host(hostname)
+        log.info("%s: %d chunks it held are back in their queues", child.name, recovered)
 
     return recover
 

@@ -23,7 +23,7 @@ import logging
 import random
 import threading
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import orjson
 import redis
@@ -34,8 +34,10 @@ from batchery.recovery import broker
 from batchery.settings import Settings
 from batchery.store.backlog import Backlog
 from batchery.store.handoff import Handoff, Handoffs
-from batchery.tasks.enqueue import Enqueuer
 from batchery.workers.heartbeat import Heartbeat, is_alive
+
+if TYPE_CHECKING:
+    from batchery.tasks.enqueue import Enqueuer
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class InjectedHandoffFault(redis.ConnectionError):
 class Janitor:
     def __init__(
         self,
-        enqueuer: Enqueuer,
+        enqueuer: "Enqueuer",
         settings: Settings,
         hostname: str,
         heartbeat: Callable[[], Heartbeat | None] = lambda: None,
@@ -157,12 +159,14 @@ class Janitor:
             sent = self.enqueuer.resubmit(job_id, items)
             if sent:
                 log.info("janitor: %d items of job %s sent again, their shared computation ended elsewhere", sent, job_id)
+        self._maybe_fault(pending[0])
         for handoff, count in taken:
-            self._maybe_fault(handoff)
             self.handoffs.advance(handoff, count)
         return sum(count for _, count in taken)
 
     def _maybe_fault(self, handoff: Handoff) -> None:
+        """An injected fault, once per step of a drain: after its work is done and before it is marked done,
+        the worst moment, which leaves that work to be redone by the next sweep."""
         rate = self.settings.fault_handoff_rate
         if rate > 0 and self.rng.random() < rate:
             model = handoff.key.split("@", 1)[0]

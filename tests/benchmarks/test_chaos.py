@@ -29,7 +29,9 @@ def test_quick_chaos_benchmark_reports_its_ratios_and_every_item_succeeds(tmp_pa
     assert 0 < faults["ratio"] < 10 and 0 < faults["expected_ratio"] <= 1
     assert kill["ratio"] > 0 and isinstance(kill["extra_s"], float)
     assert isinstance(kill["beyond_lost_capacity_s"], float)
-    assert report["settings"]["visibility_timeout_s"] == 5
+    assert report["settings"]["visibility_timeout_s"] == 600, "recovery without a short visibility timeout"
+    assert report["settings"]["fault_handoff_rate"] > 0
+    assert report["shared"]["all_exactly_once"] and report["shared"]["runs"]
     assert [row["ratio"] is not None for row in report["table"]] == [False, True, False, True]
 
     assert faults["all_exactly_once"] and kill["all_exactly_once"]

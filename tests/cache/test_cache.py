@@ -259,3 +259,4 @@ def test_items_waiting_on_a_cancelled_job_are_computed_for_their_own(http, api, 
     assert cancelled["counts"]["failed"] > 0, "the cancel came too late to test anything"
     assert done["counts"]["succeeded"] == 400 and done["counts"]["failed"] == 0
     assert results(http, waiter) == inputs
+    assert chunks_run(echo_worker, waiter["id"]) <= 8, "the released items go back in chunks, never one task each"

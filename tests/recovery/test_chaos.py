@@ -1,0 +1,54 @@
+"""Chaos on a supervised pool: workers crash at random, batches fail transiently, handoffs fail half-way, a job
+is cancelled while others wait on its items; every item of every job still ends exactly once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from batchery import keys
+
+
+@pytest.mark.slow
+def test_crashes_transient_faults_and_broken_handoffs_lose_nothing(stack_factory):
+    stack = stack_factory(visibility_timeout_s=30)
+    stack.pool(2, {
+        "BATCHERY_FAULT_CRASH_RATE": "0.03",  # some 190 batches computed: a crash is all but sure
+        "BATCHERY_FAULT_TRANSIENT_RATE": "0.3",
+        "BATCHERY_FAULT_HANDOFF_RATE": "0.3",
+        "BATCHERY_RETRY_ATTEMPTS": "3",
+        "BATCHERY_RETRY_BASE_S": "0.001",
+    })
+    stack.serve()
+    run = uuid.uuid4().hex[:6]
+    a_inputs = [f"{run}-a{i}" for i in range(2000)]
+    c_inputs = [f"{run}-c{i}" for i in range(1000)]
+    jobs = {
+        "a": (stack.submit(a_inputs), a_inputs),
+        "b": (stack.submit([f"{run}-same"] * 1500 + a_inputs[:1000]), [f"{run}-same"] * 1500 + a_inputs[:1000]),
+    }
+    cancelled = stack.submit(c_inputs)
+    jobs["d"] = (stack.submit(list(reversed(c_inputs))), list(reversed(c_inputs)))
+    time.sleep(0.5)
+    stack.http.delete(cancelled["links"]["self"])
+    for name, (job, inputs) in jobs.items():
+        doc = stack.wait(job, timeout_s=300)
+        assert doc["status"] == "completed", (name, doc)
+        assert doc["counts"]["succeeded"] + doc["counts"]["failed"] == len(inputs), (name, doc)
+        outputs = stack.outputs(job, len(inputs))
+        ok = [o == i for o, i in zip(outputs, inputs)]
+        errors = [o for o in outputs if isinstance(o, dict)]
+        assert sum(ok) == doc["counts"]["succeeded"] and len(errors) == doc["counts"]["failed"], name
+        assert {e["code"] for e in errors} <= {"transient_error"}, (name, errors[:3])
+    ended = stack.wait(cancelled, timeout_s=120)
+    assert ended["status"] == "cancelled" and ended["counts"]["pending"] == 0
+    deadline = time.monotonic() + 30
+    while (left := stack.leftovers()) or stack.backlog():
+        assert time.monotonic() < deadline, f"left behind: {left}, backlog {stack.backlog()}"
+        time.sleep(0.2)
+    log = stack.pool_log()
+    assert "injected crash fault" in log and "died: killed by signal SIGKILL" in log, "nothing crashed"
+    assert "injected handoff fault" in log, "no handoff failed half-way"
+    assert not stack.client.llen(keys.handoffs())
