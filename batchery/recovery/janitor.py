@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: Waiters served or sent again per step of a handoff, and handoffs taken together (their items grouped).
 HANDOFF_PAGE = 1000
-HANDOFFS_PER_STEP = 200
+HANDOFFS_PER_STEP = 1000
 _RELEASE_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -149,8 +149,7 @@ class Janitor:
             return 0
         by_job: dict[str, list[tuple[int, object]]] = {}
         taken: list[tuple[Handoff, int]] = []
-        for handoff in pending:
-            waiters = self.handoffs.waiters(handoff, HANDOFF_PAGE)
+        for handoff, waiters in zip(pending, self.handoffs.waiters(pending, HANDOFF_PAGE)):
             value = orjson.loads(handoff.input) if handoff.input else None
             for job_id, index in waiters:
                 by_job.setdefault(job_id, []).append((index, value))
@@ -160,8 +159,7 @@ class Janitor:
             if sent:
                 log.info("janitor: %d items of job %s sent again, their shared computation ended elsewhere", sent, job_id)
         self._maybe_fault(pending[0])
-        for handoff, count in taken:
-            self.handoffs.advance(handoff, count)
+        self.handoffs.advance(taken)
         return sum(count for _, count in taken)
 
     def _maybe_fault(self, handoff: Handoff) -> None:

@@ -89,14 +89,20 @@ class Handoffs:
         self.store.landed(stored, now)
         return int(left)
 
-    def waiters(self, handoff: Handoff, count: int) -> list[tuple[str, int]]:
-        """The next ``count`` waiters of a ``release`` handoff, as (job id, index), still in the handoff."""
-        raw = self.redis.lrange(keys.handoff_waiters(handoff.number), 0, count - 1)
-        return [_address(w.decode()) for w in raw]
+    def waiters(self, handoffs: list[Handoff], count: int) -> list[list[tuple[str, int]]]:
+        """The next ``count`` waiters of each ``release`` handoff, as (job id, index), still in the handoff;
+        one round trip for all of them."""
+        pipe = self.redis.pipeline(transaction=False)
+        for handoff in handoffs:
+            pipe.lrange(keys.handoff_waiters(handoff.number), 0, count - 1)
+        return [[_address(w.decode()) for w in raw] for raw in pipe.execute()]
 
-    def advance(self, handoff: Handoff, count: int) -> int:
-        """Drop the first ``count`` waiters, now dealt with; the handoff goes with its last. Returns those left."""
-        return int(self._advance(keys=[keys.handoffs()], args=[handoff.number, count]))
+    def advance(self, done: list[tuple[Handoff, int]]) -> list[int]:
+        """Drop each handoff's first waiters, now dealt with; a handoff goes with its last. Returns those left."""
+        pipe = self.redis.pipeline(transaction=False)
+        for handoff, count in done:
+            self._advance(keys=[keys.handoffs()], args=[handoff.number, count], client=pipe)
+        return [int(left) for left in pipe.execute()]
 
 
 def _address(waiter: str) -> tuple[str, int]:

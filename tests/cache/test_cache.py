@@ -188,8 +188,8 @@ def test_abandoning_a_claim_hands_its_waiters_off_to_be_computed_anew(store, spe
     assert not store.redis.exists(keys.cache_inflight(key)) and not store.redis.exists(keys.cache_waiters(key))
     [handoff] = [h for h in handoffs.pending(1000) if h.key == key]
     assert handoff.kind == "release" and orjson.loads(handoff.input) == value[0]
-    assert handoffs.waiters(handoff, 10) == [(waiter, 0)]
-    assert handoffs.advance(handoff, 1) == 0
+    assert handoffs.waiters([handoff], 10) == [[(waiter, 0)]]
+    assert handoffs.advance([(handoff, 1)]) == [0]
     assert cache.claim(new_job(store, 1, "echo"), spec, value).owned == [0], "the next identical item computes it"
 
 
