@@ -8,6 +8,7 @@ FLOWER_PORT = 5555
 DATA_DIR = "~/.local/share/batchery"
 
 CHUNK_SIZE = 256
+CHUNKS_IN_FLIGHT_PER_WORKER = 2  # a lane's chunks sent and not done, per live worker; the rest wait in Redis
 MAX_ITEMS_PER_JOB = 1_000_000
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 MAX_INPUT_CHARS = 10_000

@@ -7,6 +7,9 @@
     batchery:job:<id>:chunk:<n>       hash    one chunk: indices, inputs, queue   deleted when the chunk is done
     batchery:jobs                     zset    job id -> created_at (recent jobs)  trimmed to RECENT_JOBS
     batchery:queued:<queue>           zset    "<job id>:<n>" -> sent at           member removed when a worker takes it
+    batchery:running:<queue>          set     "<job id>:<n>" taken by a worker    member removed when the chunk is done
+    batchery:lane:<queue>             list    job ids with chunks held back       job removed with its last held chunk
+    batchery:job:<id>:held            list    chunk numbers not sent yet          until the job's expires_at
     batchery:holding:<hostname>       set     "<job id>:<n>" the worker runs      member removed when the chunk is done
     batchery:holders                  set     hostnames with a holding set        member removed once swept
     batchery:worker:<hostname>        string  worker heartbeat (JSON)             settings.worker_heartbeat_ttl_s
@@ -96,6 +99,19 @@ def parse_chunk_ref(ref: str) -> tuple[str, int]:
 
 def queued(queue: str) -> str:
     return f"{PREFIX}:queued:{queue}"
+
+
+def running(queue: str) -> str:
+    return f"{PREFIX}:running:{queue}"
+
+
+def lane(queue: str) -> str:
+    """The ring of jobs whose chunks wait to be released into ``queue``, served round-robin."""
+    return f"{PREFIX}:lane:{queue}"
+
+
+def job_held(job_id: str) -> str:
+    return f"{job(job_id)}:held"
 
 
 def holding(hostname: str) -> str:

@@ -35,6 +35,7 @@ class Settings:
     models_file: str = ""
     data_dir: str = defaults.DATA_DIR
     chunk_size: int = defaults.CHUNK_SIZE
+    chunks_in_flight_per_worker: int = defaults.CHUNKS_IN_FLIGHT_PER_WORKER
     max_items_per_job: int = defaults.MAX_ITEMS_PER_JOB
     max_request_bytes: int = defaults.MAX_REQUEST_BYTES
     max_input_chars: int = defaults.MAX_INPUT_CHARS

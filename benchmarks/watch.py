@@ -67,6 +67,7 @@ def watched_job(
     poll_s: float = 0.02,
     timeout_s: float = 600.0,
     job: dict[str, Any] | None = None,
+    tier: str | None = None,
 ) -> Outcome:
     """Submit ``inputs`` (an echo model's) as one job, poll it to its end, read and check every result.
 
@@ -74,7 +75,7 @@ def watched_job(
     """
     http = requests.Session()
     started = time.perf_counter()
-    job = job or submit(http, api_url, model, inputs)
+    job = job or submit(http, api_url, model, inputs, tier=tier)
     doc = _wait(http, job, started, on_progress, poll_s, timeout_s)
     completed = time.perf_counter()
     results = _read_results(http, job["links"]["results"], inputs)
@@ -88,9 +89,12 @@ def watched_job(
     return Outcome(len(inputs), finished - started, doc["status"], doc["counts"], results, details)
 
 
-def submit(http: requests.Session, api_url: str, model: str, inputs: Sequence[Any], cache: bool = False) -> dict[str, Any]:
-    """The 202 answer to one job of ``inputs``, by default bypassing the result cache."""
-    body = orjson.dumps({"model": model, "inputs": list(inputs), "cache": cache})
+def submit(
+    http: requests.Session, api_url: str, model: str, inputs: Sequence[Any], cache: bool = False, tier: str | None = None
+) -> dict[str, Any]:
+    """The 202 answer to one job of ``inputs``, by default bypassing the result cache, in the job's default
+    tier unless ``tier`` is given."""
+    body = orjson.dumps({"model": model, "inputs": list(inputs), "cache": cache, **({"tier": tier} if tier else {})})
     return _ok(http.post(f"{api_url}/v1/jobs", data=body, headers={"content-type": "application/json"})).json()
 
 

@@ -151,7 +151,7 @@ class WorkerProcess:
     @property
     def queues(self) -> list[str]:
         registry = load_registry(self.settings.models_file)
-        return [registry.get(m).queue for m in self.models]
+        return [queue for m in self.models for queue in registry.get(m).queues]
 
     def start(self, timeout_s: float = 180.0) -> "WorkerProcess":
         argv = [sys.executable, "-m", "batchery", "worker", "--models", ",".join(self.models), "--name", self.name]

@@ -15,6 +15,7 @@ from batchery.monitoring.logs import bind
 from batchery.monitoring.metrics import record_submission
 from batchery.store.codec import FRAMES, dumps, encode_error, frame, result_record
 from batchery.tasks.enqueue import new_job_id
+from batchery.tiers import of_job as job_tier
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -42,7 +43,8 @@ def create_job() -> Response:
             return _replay(owner)
     try:
         svc.enqueuer.submit(
-            job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache
+            job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache,
+            tier=job.tier,
         )
     except BaseException:
         if client_key is not None:
@@ -51,13 +53,13 @@ def create_job() -> Response:
     if client_key is not None:
         svc.idempotency.bind(client_key, job_id)
     record_submission(job.spec.name, len(job.inputs))
-    return _accepted(job_id, "queued", job.spec.ref, len(job.inputs))
+    return _accepted(job_id, "queued", job.spec.ref, len(job.inputs), job.tier)
 
 
-def _accepted(job_id: str, status: str, model_ref: str, total: int, **headers: str) -> Response:
+def _accepted(job_id: str, status: str, model_ref: str, total: int, tier: str, **headers: str) -> Response:
     """The 202 answer to a submission, first or replayed."""
     links = job_links(job_id)
-    body = {"id": job_id, "status": status, "model": model_ref, "total": total, "links": links}
+    body = {"id": job_id, "status": status, "model": model_ref, "total": total, "tier": tier, "links": links}
     return json_response(body, 202, {"Location": links["self"], **headers})
 
 
@@ -76,7 +78,7 @@ def _replay(job_id: str) -> Response:
             raise Unavailable("the first request with this Idempotency-Key is still being accepted; retry shortly")
         time.sleep(0.01)
     model_ref = f"{job['model']}@{job['version']}"
-    return _accepted(job_id, job["status"], model_ref, job["total"], **{"Idempotent-Replayed": "true"})
+    return _accepted(job_id, job["status"], model_ref, job["total"], job_tier(job), **{"Idempotent-Replayed": "true"})
 
 
 @bp.get("/<job_id>")

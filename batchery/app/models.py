@@ -36,9 +36,9 @@ def predict(name: str) -> Response:
     """Runs through the same queue and batcher as a job, and waits for it (504 past the timeout)."""
     svc = services()
     spec = svc.registry.get(name)
-    inputs = read_predict_request(request, spec, svc.settings)
+    inputs, tier = read_predict_request(request, spec, svc.settings)
     svc.require_worker(spec)
-    job_id = svc.enqueuer.submit(spec, inputs, ttl_s=_predict_ttl(svc))
+    job_id = svc.enqueuer.submit(spec, inputs, ttl_s=_predict_ttl(svc), tier=tier)
     bind(job_id)
     record_submission(spec.name, len(inputs))
     if not svc.store.wait_done(job_id, svc.settings.predict_timeout_s):

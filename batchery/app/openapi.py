@@ -17,6 +17,7 @@ from batchery.app.auth import OPEN_RULES
 from batchery.app.jobs import MAX_OFFSET
 from batchery.models.registry import Registry
 from batchery.settings import Settings
+from batchery.tiers import TIERS
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -117,7 +118,15 @@ def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
         "timeout_s": nullable({"type": "number", "exclusiveMinimum": 0, "maximum": settings.job_ttl_s,
                                "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
         "cache": {"type": "boolean", "description": "`false` bypasses the result cache (default `true`)."},
+        "tier": TIER_PARAM,
     }, title=f"{kind} job")
+
+
+TIER_PARAM: Schema = {
+    "anyOf": [{"enum": list(TIERS)}, {"type": "integer", "minimum": 0, "maximum": len(TIERS) - 1}],
+    "description": "The priority tier, by name or rank: `interactive` (0), `standard` (1, jobs' default) or "
+                   "`bulk` (2). Higher tiers run first; an unknown tier is a 400.",
+}
 
 
 def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
@@ -131,13 +140,14 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
         "JobRequest": {"oneOf": [job_request(settings, registry, kind) for kind in input_kinds(registry)]},
         "JobAccepted": obj(["id", "status", "model", "total", "links"], {
             "id": {"type": "string"}, "status": {"enum": STATUSES}, "model": {"type": "string"},
-            "total": {"type": "integer", "minimum": 1}, "links": links,
+            "total": {"type": "integer", "minimum": 1}, "tier": {"enum": list(TIERS)}, "links": links,
         }),
         "Job": obj(
             ["id", "model", "version", "status", "total", "counts", "created_at", "started_at", "finished_at", "deadline", "links"],
             {
                 "id": {"type": "string"}, "model": {"type": "string"}, "version": {"type": "string"},
                 "status": {"enum": STATUSES}, "total": {"type": "integer", "minimum": 0},
+                "tier": {"enum": list(TIERS)},
                 "counts": obj(["succeeded", "failed", "pending", "cached"], {
                     k: {"type": "integer", "minimum": 0} for k in ("succeeded", "failed", "pending", "cached")
                 }),
@@ -157,10 +167,13 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
             "results": {"type": "array", "items": ref("Result")},
             "next": nullable({"type": "string"}),
         }),
-        "PredictRequest": obj(["inputs"], {"inputs": inputs_of(
-            settings, {"anyOf": [ITEMS[kind](settings) for kind in input_kinds(registry)]},
-            "Each input must fit the model in the path (a 422 names the first that does not).",
-        )}),
+        "PredictRequest": obj(["inputs"], {
+            "inputs": inputs_of(
+                settings, {"anyOf": [ITEMS[kind](settings) for kind in input_kinds(registry)]},
+                "Each input must fit the model in the path (a 422 names the first that does not).",
+            ),
+            "tier": {**TIER_PARAM, "description": "The priority tier (predict's default: `interactive`)."},
+        }),
         "Prediction": obj(["model", "outputs"], {
             "model": {"type": "string"},
             "outputs": {"type": "array", "description": "One per input, in order; null where the item failed."},
@@ -170,13 +183,15 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
         }),
         "Model": obj(
             ["name", "version", "runtime", "runtimes", "input", "max_batch_size", "max_wait_ms", "devices", "synthetic",
-             "description", "queue", "device", "live_workers", "live_workers_by_device", "serving"],
+             "description", "queues", "device", "live_workers", "live_workers_by_device", "serving"],
             {
                 "name": {"type": "string"}, "version": {"type": "string"}, "runtime": {"type": "string"},
                 "input": {"enum": ["text", "tensor", "json"]},
                 "max_batch_size": {"type": "integer", "minimum": 1}, "max_wait_ms": {"type": "number", "minimum": 0},
                 "devices": {"type": "array", "items": {"type": "string"}}, "synthetic": {"type": "boolean"},
-                "description": {"type": "string"}, "queue": {"type": "string"},
+                "description": {"type": "string"},
+                "queues": {"type": "array", "items": {"type": "string"},
+                           "description": "Its Celery queues, one per tier, highest first: `batchery.<name>.<tier>`."},
                 "runtimes": {"type": "object", "additionalProperties": {"type": "string"},
                              "description": "The runtime per device kind (`cpu`, `cuda`)."},
                 "device": {"type": "array", "items": {"type": "string"}, "description": "Devices of the live workers."},
@@ -236,6 +251,8 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
             "parameters": [
                 {"name": "model", "in": "query", "schema": model_refs(registry),
                  "description": "The model, for an NDJSON body. Beside a JSON body it must name the body's model."},
+                {"name": "tier", "in": "query", "schema": TIER_PARAM,
+                 "description": "The priority tier, for an NDJSON body (`standard` by default)."},
                 {"name": "cache", "in": "query", "schema": {"type": "boolean"},
                  "description": "`false` bypasses the result cache, for an NDJSON body (`1`/`0` also do). "
                                 "Beside a JSON body it must agree with the body's `cache`."},
@@ -374,8 +391,14 @@ def operations_around(settings: Settings) -> dict[str, Any]:
                 query_int("window_s", "Seconds of activity to average over (default 10).", 1, 60),
             ],
             "responses": {"200": {"description": "The overview.", "content": json_content(
-                obj(["jobs", "models", "devices", "links"], {"jobs": {"type": "array"}, "models": {"type": "array"},
-                                                             "devices": {"type": "array"}, "links": {"type": "object"}}))},
+                obj(["jobs", "models", "tiers", "devices", "links"], {
+                    "jobs": {"type": "array"}, "models": {"type": "array"}, "devices": {"type": "array"},
+                    "links": {"type": "object"},
+                    "tiers": {"type": "array", "description": "Per model and tier: chunks queued, running and "
+                              "held back (and their jobs), and the p95 latency of recently completed jobs.",
+                              "items": obj(["model", "tier", "queued_chunks", "running_chunks", "held_chunks",
+                                            "held_jobs", "recent_jobs", "p95_s"], {})},
+                }))},
                 **errors(400, 503)},
         }},
         "/v1": {"get": {

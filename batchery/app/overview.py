@@ -11,11 +11,13 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, request, url_for
 
+from batchery import tiers
 from batchery.app.jobs import int_arg, json_response
 from batchery.app.services import Services, services
 from batchery.app.views import iso
 from batchery.monitoring.activity import MAX_WINDOW_S, WINDOW_S, read_activity
 from batchery.settings import Settings
+from batchery.store.chunks import ChunkStore
 
 bp = Blueprint("overview", __name__, url_prefix="/v1/overview")
 JOBS_DEFAULT = 20
@@ -32,6 +34,7 @@ def overview() -> Response:
         {
             "jobs": [job_summary(job) for job in svc.store.get_many(svc.store.recent(limit))],
             "models": model_activity(svc, workers, window_s),
+            "tiers": tier_activity(svc),
             "devices": workers_by_device(workers),
             "links": {"flower": flower_url(svc.settings, request.host_url), "metrics": url_for("health.metrics")},
         }
@@ -45,6 +48,7 @@ def job_summary(job: dict[str, Any]) -> dict[str, Any]:
         "model": job["model"],
         "version": job["version"],
         "status": job["status"],
+        "tier": tiers.of_job(job),
         "total": job["total"],
         "succeeded": job["succeeded"],
         "failed": job["failed"],
@@ -66,11 +70,35 @@ def model_activity(svc: Services, workers: list[dict[str, Any]], window_s: int) 
             "ref": spec.ref,
             "synthetic": spec.synthetic,
             "max_batch_size": spec.max_batch_size,
-            "live_workers": sum(spec.queue in w.get("queues", []) for w in workers),
+            "live_workers": sum(set(spec.queues) <= set(w.get("queues", [])) for w in workers),
             **activity[spec.name].as_dict(),
         }
         for spec in specs
     ]
+
+
+#: How many recent jobs the tiers' latency is read from.
+TIER_JOBS = 200
+
+
+def tier_activity(svc: Services) -> list[dict[str, Any]]:
+    """Per model and tier: chunks waiting in the broker, running in workers and held back in its lane (with
+    the jobs they belong to), and the p95 of the latency of its recently finished jobs."""
+    chunks = ChunkStore(svc.store.redis)
+    latencies: dict[tuple[str, str], list[float]] = {}
+    for job in svc.store.get_many(svc.store.recent(TIER_JOBS)):
+        if job["finished_at"] is not None and job["status"] == "completed":
+            latencies.setdefault((job["model"], tiers.of_job(job)), []).append(job["finished_at"] - job["created_at"])
+    rows = []
+    for spec in svc.registry:
+        for tier in tiers.TIERS:
+            backlog = chunks.backlog(spec.queue_for(tier))
+            done = sorted(latencies.get((spec.name, tier), []))
+            rows.append({
+                "model": spec.name, "tier": tier, **backlog,
+                "recent_jobs": len(done), "p95_s": round(done[int(0.95 * (len(done) - 1))], 3) if done else None,
+            })
+    return rows
 
 
 def workers_by_device(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:

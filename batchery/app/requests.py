@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from flask import Request
 
+from batchery import tiers
 from batchery.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from batchery.models.inputs import check_inputs
 from batchery.models.registry import ModelSpec, Registry
@@ -23,6 +24,7 @@ class JobRequest:
     metadata: dict[str, Any] | None = None
     timeout_s: float | None = None
     cache: bool = True
+    tier: str = tiers.STANDARD
 
 
 def read_job_request(request: Request, registry: Registry, settings: Settings) -> JobRequest:
@@ -34,6 +36,8 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
         body: dict[str, Any] = {"model": model, "inputs": _ndjson_lines(request.get_data())}
         if "cache" in request.args:
             body["cache"] = _query_bool("cache", request.args["cache"])
+        if "tier" in request.args:
+            body["tier"] = request.args["tier"]
     else:
         body = _json_object(request)
         model = body.get("model")
@@ -45,9 +49,11 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
     cache = body.get("cache", True)
     if not isinstance(cache, bool):
         raise BadRequest("'cache' must be true or false")
+    tier = tiers.parse(body.get("tier"), tiers.STANDARD)
     spec = registry.get(model)
     _check_query_agrees(request, registry, spec, cache)
-    return JobRequest(spec, read_inputs(body, spec, settings), metadata, _timeout(body.get("timeout_s"), settings), cache)
+    timeout_s = _timeout(body.get("timeout_s"), settings)
+    return JobRequest(spec, read_inputs(body, spec, settings), metadata, timeout_s, cache, tier)
 
 
 def _query_bool(name: str, raw: str) -> bool:
@@ -76,9 +82,10 @@ def _timeout(value: Any, settings: Settings) -> float | None:
     return float(value)
 
 
-def read_predict_request(request: Request, spec: ModelSpec, settings: Settings) -> list[Any]:
-    """``POST /v1/models/<name>/predict``: ``{"inputs": [...]}``."""
-    return read_inputs(_json_object(request), spec, settings)
+def read_predict_request(request: Request, spec: ModelSpec, settings: Settings) -> tuple[list[Any], str]:
+    """``POST /v1/models/<name>/predict``: ``{"inputs": [...], "tier": "interactive"?}``; the inputs and tier."""
+    body = _json_object(request)
+    return read_inputs(body, spec, settings), tiers.parse(body.get("tier"), tiers.INTERACTIVE)
 
 
 def read_inputs(body: dict[str, Any], spec: ModelSpec, settings: Settings) -> list[Any]:

@@ -43,7 +43,7 @@ class Services:
         return workers
 
     def workers_for(self, spec: ModelSpec, fresh: bool = False) -> list[dict[str, Any]]:
-        return [w for w in self.live_workers(fresh) if spec.queue in w.get("queues", [])]
+        return [w for w in self.live_workers(fresh) if set(spec.queues) <= set(w.get("queues", []))]
 
     def unavailable(self, spec: ModelSpec) -> dict[str, str]:
         """Why the model failed to load, per live worker that tried: hostname -> reason."""

@@ -7,6 +7,8 @@ from typing import Any
 
 from flask import url_for
 
+from batchery import tiers
+
 
 def job_links(job_id: str) -> dict[str, str]:
     return {
@@ -23,6 +25,7 @@ def job_document(job: dict[str, Any]) -> dict[str, Any]:
         "version": job["version"],
         "status": job["status"],
         "total": job["total"],
+        "tier": tiers.of_job(job),
         "counts": {
             "succeeded": job["succeeded"],
             "failed": job["failed"],

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Container, Sequence
 
-from batchery import defaults
+from batchery import defaults, tiers
 from batchery.batching import hooks
 from batchery.batching.adaptive import AdaptiveBatchSize
 from batchery.batching.queue import Item, ItemQueue
@@ -33,6 +33,7 @@ from batchery.retry import RetryPolicy, as_error, run_isolated
 from batchery.retry.dead_letters import DeadLetter, DeadLetters, is_dead_letter
 from batchery.store import ItemResult
 from batchery.store.codec import encode_error, encode_output
+from batchery.tiers import STANDARD
 
 if TYPE_CHECKING:
     from batchery.runtimes.base import Runtime
@@ -86,16 +87,19 @@ class Batcher:
             thread.start()
         return self
 
-    def submit(self, job_id: str, inputs: Sequence[tuple[int, Any]], deadline: float | None = None) -> Ticket:
-        """Queue ``(index, input)`` pairs of one job; the ticket is done when all are stored.
+    def submit(
+        self, job_id: str, inputs: Sequence[tuple[int, Any]], deadline: float | None = None, tier: str = STANDARD
+    ) -> Ticket:
+        """Queue ``(index, input)`` pairs of one job of ``tier``; the ticket is done when all are stored.
 
         Runs on the chunk task's thread, which does the per-item work (tokenising) here, beside the model.
         """
         ticket = Ticket(len(inputs), deadline)
         features = self.runtime.preprocess([value for _, value in inputs])
         lengths = self.runtime.lengths(features) or [None] * len(features)
+        level = tiers.rank(tier)
         self.queue.put_many(
-            Item(job_id, index, value, ticket, features=f, length=n)
+            Item(job_id, index, value, ticket, features=f, length=n, tier=level)
             for (index, value), f, n in zip(inputs, features, lengths)
         )
         return ticket
@@ -192,12 +196,21 @@ class Batcher:
     def _run_loop(self) -> None:
         while (work := self._prepared.get()) is not _STOP:
             items, prepared = work
+            if self._outranked(items):
+                self.queue.put_back(items)
+                continue
             started = time.perf_counter()
             results = self._run(items, prepared)
             hooks.call("after_batch", self.spec, items, results, time.perf_counter() - started, reverse=True)
             self.batches_run += 1
             self._ran.put((items, results))
         self._ran.put(_STOP)
+
+    def _outranked(self, items: Sequence[Item]) -> bool:
+        """A higher tier than any in this prepared batch came while it waited: it goes back, and the next
+        batch is formed with the newcomer, so no item waits behind more than the batch already running."""
+        waiting = self.queue.highest_waiting()
+        return waiting is not None and waiting < min(item.tier for item in items)
 
     def _run(self, items: Sequence[Item], prepared: Any) -> Sequence[Any]:
         """Outputs or errors, one per item: transient failures retried, a failing batch bisected."""

@@ -1,23 +1,28 @@
-"""The batcher's collection step: hand out batches of waiting items, by size or by deadline.
+"""The batcher's collection step: hand out batches of waiting items, by size or by deadline, by tier and fairly.
 
 It waits on a condition with the real deadline (the oldest item's arrival plus ``max_wait_s``), never by
 polling: a full batch leaves at once, and a lone item waits at most ``max_wait_s`` from when it arrived.
-Which items make the batch is :func:`batchery.batching.selection.select`'s choice (by count, by token
-budget, by like length). The clock is injectable so that tests can drive it as a pure function of queue,
-limits and time.
+
+Which items a batch considers is the *schedule*: the highest tier first, and within a tier the jobs in turn,
+one item each, so that two jobs of one tier share the batches about equally and a small job is not queued
+behind a big one. Lower tiers fill what the higher ones leave of a batch. A lower tier that has waited through
+:data:`batchery.tiers.STARVATION_BATCHES` batches of higher tiers in a row goes first in the next one, so nothing
+starves. An interactive item at the head never waits for company. Which of the scheduled items make the batch
+is :func:`batchery.batching.selection.select`'s choice (by count, by token budget, by like length). The clock
+is injectable so that tests can drive it as a pure function of queue, limits and time.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from batchery.batching.selection import Limits, select
 from batchery.batching.ticket import Ticket
+from batchery.tiers import STARVATION_BATCHES, TIERS
 
 
 @dataclass(slots=True)
@@ -25,7 +30,8 @@ class Item:
     """One input of one job, waiting for a batch; ``ticket`` is its chunk's countdown.
 
     ``features`` is what the runtime made of the input on arrival (its tokens, say) and ``length`` its
-    length in what a batch pads to; None where the runtime does not measure one.
+    length in what a batch pads to; None where the runtime does not measure one. ``tier`` is its job's rank
+    (0 is the highest).
     """
 
     job_id: str
@@ -35,6 +41,7 @@ class Item:
     enqueued_at: float = field(default=0.0)
     features: Any = None
     length: int | None = None
+    tier: int = 1
 
 
 class QueueClosed(Exception):
@@ -42,16 +49,18 @@ class QueueClosed(Exception):
 
 
 class ItemQueue:
-    """A FIFO of items shared by the chunk tasks (producers) and the batcher (the one consumer)."""
+    """Items shared by the chunk tasks (producers) and the batcher (the one consumer), per tier and per job."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._items: deque[Item] = deque()
+        self._tiers: list[OrderedDict[str, deque[Item]]] = [OrderedDict() for _ in TIERS]
+        self._skipped = [0] * len(TIERS)
+        self._count = 0
         self._cond = threading.Condition()
         self._closed = False
         self.clock = clock
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
 
     def put_many(self, items: Iterable[Item]) -> None:
         now = self.clock()
@@ -60,14 +69,26 @@ class ItemQueue:
                 raise QueueClosed("the batcher is shutting down")
             for item in items:
                 item.enqueued_at = now
-                self._items.append(item)
+                self._append(item)
+            self._cond.notify_all()
+
+    def put_back(self, items: Iterable[Item]) -> None:
+        """Items of a batch that will not run now (a higher tier came): back at the head of their jobs, as they were."""
+        with self._cond:
+            for item in reversed(list(items)):
+                jobs = self._tiers[item.tier]
+                jobs.setdefault(item.job_id, deque()).appendleft(item)
+                jobs.move_to_end(item.job_id, last=False)
+                self._count += 1
             self._cond.notify_all()
 
     def clear(self) -> int:
         """Drop every waiting item (their batcher died); returns how many."""
         with self._cond:
-            dropped = len(self._items)
-            self._items.clear()
+            dropped = self._count
+            for jobs in self._tiers:
+                jobs.clear()
+            self._count = 0
             self._cond.notify_all()
             return dropped
 
@@ -76,6 +97,10 @@ class ItemQueue:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def highest_waiting(self) -> int | None:
+        """The rank of the highest tier with items waiting, or None."""
+        return next((rank for rank, jobs in enumerate(self._tiers) if jobs), None)
 
     def take(
         self,
@@ -86,38 +111,76 @@ class ItemQueue:
         by_length: bool = False,
     ) -> list[Item] | None:
         """The next batch: up to ``max_size`` items (and ``max_tokens`` padded tokens), once a batch is full or
-        once the oldest item has waited ``max_wait_s``; with ``by_length``, items of like length together.
+        once the first scheduled item has waited ``max_wait_s`` (at once for an interactive one); with
+        ``by_length``, items of like length together.
 
         ``max_size`` may be a function, read each time a batch is chosen: the size a device takes can drop
         while the batcher waits for items.
         """
         with self._cond:
             while True:
-                while not self._items:
+                while not self._count:
                     if self._closed:
                         return None
                     self._cond.wait()
-                remaining = self._items[0].enqueued_at + max_wait_s - self.clock()
                 limits = Limits(max_size() if callable(max_size) else max_size, max_tokens, by_length)
-                batch = self._select(limits, due=self._closed or remaining <= 0)
+                window = list(self._schedule(limits.window()))
+                remaining = window[0].enqueued_at + max_wait_s - self.clock()
+                due = self._closed or remaining <= 0 or window[0].tier == 0
+                batch = self._select(window, limits, due)
                 if batch is not None:
                     return batch
                 self._cond.wait(remaining)
 
-    def _select(self, limits: Limits, due: bool) -> list[Item] | None:
-        if self._items[0].length is None:  # nothing to bucket or budget by: the cheap path, by count
+    def _select(self, window: list[Item], limits: Limits, due: bool) -> list[Item] | None:
+        if window[0].length is None:  # nothing to bucket or budget by: the cheap path, by count
             limits = Limits(limits.max_items)
-        window = list(islice(self._items, limits.window()))
         chosen = select([item.length for item in window], limits, due)
         if chosen is None:
             return None
-        if chosen == list(range(len(chosen))):
-            return [self._items.popleft() for _ in chosen]
-        return self._remove(window, set(chosen))
+        batch = [window[i] for i in chosen]
+        self._remove(batch)
+        return batch
 
-    def _remove(self, window: list[Item], chosen: set[int]) -> list[Item]:
-        """Take the chosen items out of the window; the others keep their places, oldest first."""
-        for _ in window:
-            self._items.popleft()
-        self._items.extendleft(reversed([item for i, item in enumerate(window) if i not in chosen]))
-        return [item for i, item in enumerate(window) if i in chosen]
+    def _schedule(self, size: int) -> Iterator[Item]:
+        """Up to ``size`` waiting items in the order they should run: tiers by rank (a starved one first), and
+        within a tier the jobs in turn, one item each."""
+        given = 0
+        for rank in self._tier_order():
+            queues = [iter(items) for items in self._tiers[rank].values()]
+            while queues and given < size:
+                for it in list(queues):
+                    item = next(it, None)
+                    if item is None:
+                        queues.remove(it)
+                        continue
+                    yield item
+                    given += 1
+                    if given >= size:
+                        return
+
+    def _tier_order(self) -> list[int]:
+        waiting = [rank for rank, jobs in enumerate(self._tiers) if jobs]
+        starved = [rank for rank in waiting if self._skipped[rank] >= STARVATION_BATCHES]
+        return starved[:1] + [rank for rank in waiting if rank not in starved[:1]]
+
+    def _remove(self, batch: list[Item]) -> None:
+        """Take the batch's items out (they are at the heads of their jobs' queues, in schedule order), rotate
+        each served job to the back of its tier, and count which waiting tiers got nothing."""
+        served_tiers = set()
+        for item in batch:
+            jobs = self._tiers[item.tier]
+            items = jobs[item.job_id]
+            items.remove(item)
+            self._count -= 1
+            served_tiers.add(item.tier)
+            if items:
+                jobs.move_to_end(item.job_id)
+            else:
+                del jobs[item.job_id]
+        for rank, jobs in enumerate(self._tiers):
+            self._skipped[rank] = 0 if rank in served_tiers or not jobs else self._skipped[rank] + 1
+
+    def _append(self, item: Item) -> None:
+        self._tiers[item.tier].setdefault(item.job_id, deque()).append(item)
+        self._count += 1

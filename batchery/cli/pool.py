@@ -18,8 +18,9 @@ from batchery import keys
 from batchery.cli.processes import worker_argv
 from batchery.cli.supervisor import Child, Supervisor
 from batchery.errors import ConfigError
-from batchery.models.registry import Registry, load_registry
+from batchery.models.registry import ModelSpec, Registry, load_registry
 from batchery.settings import Settings
+from batchery.tiers import TIERS
 from batchery.workers.devices import Gpu, cpu_cores, discover_gpus
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def plan_pool(registry: Registry, devices: Sequence[tuple[str, str]], models: Se
         if not specs:
             log.warning("none of the models to serve is placed on %s: no worker process for it", device)
             continue
-        slots.append(Slot(len(slots), name, device, tuple(s.name for s in specs), tuple(s.queue for s in specs)))
+        slots.append(Slot(len(slots), name, device, tuple(s.name for s in specs), tier_queues(specs)))
         served.update(s.name for s in specs)
     unplaced = sorted((wanted or set(registry.names())) - served)
     if wanted and unplaced:
@@ -109,7 +110,12 @@ def single_slot(registry: Registry, name: str, device: str, models: Sequence[str
         raise ConfigError(f"models {elsewhere} are not placed on {device}: see their devices in the models file")
     if not specs:
         raise ConfigError(f"no model is placed on {device}: nothing to run")
-    return Slot(0, name, device, tuple(s.name for s in specs), tuple(s.queue for s in specs))
+    return Slot(0, name, device, tuple(s.name for s in specs), tier_queues(specs))
+
+
+def tier_queues(specs: Sequence[ModelSpec]) -> tuple[str, ...]:
+    """The queues of ``specs``, every model's highest tier first: the order a worker asks the broker in."""
+    return tuple(spec.queue_for(tier) for tier in TIERS for spec in specs)
 
 
 def threads_per_process(cores: int, processes: int) -> int:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from batchery.errors import ConfigError, ModelNotFound
+from batchery.tiers import TIERS
 
 INPUT_KINDS = ("text", "tensor", "json")
 QUEUE_PREFIX = "batchery."
@@ -75,9 +76,13 @@ class ModelSpec:
     on: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
-    def queue(self) -> str:
-        """The Celery queue that carries this model's chunks."""
-        return QUEUE_PREFIX + self.name
+    def queues(self) -> tuple[str, ...]:
+        """The Celery queues that carry this model's chunks, one per tier, highest tier first."""
+        return tuple(self.queue_for(tier) for tier in TIERS)
+
+    def queue_for(self, tier: str) -> str:
+        """``batchery.<model>.<tier>``: the tier shows in Flower and ``celery inspect active_queues``."""
+        return f"{QUEUE_PREFIX}{self.name}.{tier}"
 
     @property
     def ref(self) -> str:
@@ -127,7 +132,7 @@ class ModelSpec:
             "runtimes": {kind: self.on_device(kind).runtime for kind in DEVICE_KINDS},
             "synthetic": self.synthetic,
             "description": self.description,
-            "queue": self.queue,
+            "queues": list(self.queues),
         }
 
 
@@ -173,6 +178,14 @@ class Registry:
     def placed_on(self, device: str) -> list[ModelSpec]:
         """The models that run on ``device``, each as it runs there."""
         return [spec.on_device(device) for spec in self if spec.placed_on(device)]
+
+    def by_queue(self, queue: str) -> tuple[ModelSpec, str] | None:
+        """The model and tier a queue name carries, or None for a queue that is not one of ours."""
+        for spec in self:
+            for tier in TIERS:
+                if spec.queue_for(tier) == queue:
+                    return spec, tier
+        return None
 
     def get(self, ref: str) -> ModelSpec:
         """Look a model up by ``name`` or ``name@version``."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from batchery.batching.hooks import BatchHook, BatchShape
 from batchery.errors import BatcheryError
 from batchery.monitoring import metrics
+from batchery.tiers import TIERS
 from batchery.retry.dead_letters import is_dead_letter
 
 if TYPE_CHECKING:
@@ -27,9 +28,8 @@ class BatchMetrics(BatchHook):
 
     def before_batch(self, spec: "ModelSpec", items: Sequence["Item"]) -> None:
         now = self.clock()
-        wait = metrics.QUEUE_WAIT.labels(spec.name, "batcher")
         for item in items:
-            wait.observe(max(now - item.enqueued_at, 0.0))
+            metrics.QUEUE_WAIT.labels(spec.name, "batcher", TIERS[item.tier]).observe(max(now - item.enqueued_at, 0.0))
 
     def after_prepare(self, spec: "ModelSpec", items: Sequence["Item"], shape: BatchShape) -> None:
         metrics.BATCH_FILL.labels(spec.name).observe(shape.fill)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 import redis
 from prometheus_client.core import GaugeMetricFamily
 
+from batchery.tiers import TIERS
 from batchery.workers.heartbeat import live_workers
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def _queue_messages() -> GaugeMetricFamily:
     return GaugeMetricFamily(
         "batchery_queue_messages",
         "Chunk messages waiting in each model's broker queue (not yet taken by a worker).",
-        labels=["model", "queue"],
+        labels=["model", "tier", "queue"],
     )
 
 
@@ -63,7 +64,9 @@ class QueueDepth:
             with self.celery.connection_for_read() as conn:
                 conn.ensure_connection(max_retries=1)
                 for spec in self.registry:
-                    family.add_metric([spec.name, spec.queue], _message_count(conn, spec.queue))
+                    for tier in TIERS:
+                        queue = spec.queue_for(tier)
+                        family.add_metric([spec.name, tier, queue], _message_count(conn, queue))
         except Exception as exc:
             log.warning("queue depth unavailable: the broker did not answer: %s", exc)
             return []
@@ -102,7 +105,7 @@ class LiveWorkers:
             return []
         family = _live_workers()
         for spec in self.registry:
-            family.add_metric([spec.name], sum(spec.queue in w.get("queues", []) for w in workers))
+            family.add_metric([spec.name], sum(set(spec.queues) <= set(w.get("queues", [])) for w in workers))
         return [family]
 
 

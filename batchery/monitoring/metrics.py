@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from batchery.tiers import STANDARD
+
 #: Seconds, from a millisecond batch to an hour-long job.
 LATENCY_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
@@ -37,14 +39,14 @@ ITEMS_PROCESSED = Counter(
 JOB_LATENCY = Histogram(
     "batchery_job_latency_seconds",
     "End to end: a job's submission to its last item stored.",
-    ["model", "status"],
+    ["model", "status", "tier"],
     buckets=LATENCY_BUCKETS_S,
 )
 QUEUE_WAIT = Histogram(
     "batchery_queue_wait_seconds",
     "Waiting before a model runs: stage 'broker' is a job's submission to its chunk starting in a worker "
     "(once per chunk); stage 'batcher' is an item's hand-over to the batcher to its batch forming (once per item).",
-    ["model", "stage"],
+    ["model", "stage", "tier"],
     buckets=LATENCY_BUCKETS_S,
 )
 INFERENCE = Histogram(
@@ -121,7 +123,7 @@ def record_items(model: str, outcome: str, count: int) -> None:
         ITEMS_PROCESSED.labels(model, outcome).inc(count)
 
 
-def record_job_finished(model: str, status: str, seconds: float | None) -> None:
+def record_job_finished(model: str, status: str, seconds: float | None, tier: str = STANDARD) -> None:
     JOBS_FINISHED.labels(model, status).inc()
     if seconds is not None:
-        JOB_LATENCY.labels(model, status).observe(max(seconds, 0.0))
+        JOB_LATENCY.labels(model, status, tier).observe(max(seconds, 0.0))

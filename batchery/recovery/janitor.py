@@ -11,6 +11,9 @@ One runs in every worker process. Each sweep it:
 - **recovers lost chunks** (Redis broker): a chunk sent before the oldest message still waiting in its queue,
   and taken by no worker, was popped by a worker that died before kombu recorded it as unacknowledged, or its
   message was never published. It is sent again;
+- **keeps lanes moving**: a lane (a model's queue for one tier) with chunks held back and room in its budget
+  releases them (a finished chunk releases the next one itself; this catches a release lost to a crash), and
+  a chunk whose record expired with its job stops counting as in flight;
 - **reconciles backlogs**: a model with no chunk anywhere has an empty backlog.
 
 The sweeps over shared state take a lease in Redis, so one worker sweeps at a time. Sending a chunk twice is
@@ -115,6 +118,7 @@ class Janitor:
                 self.recover_dead_holders()
                 if self.on_redis:
                     self.recover_lost_chunks()
+                self.keep_lanes_moving()
                 self.reconcile_backlogs()
 
     # -- handoffs ---------------------------------------------------------------------------------------
@@ -216,13 +220,13 @@ class Janitor:
         grace = self.settings.janitor_grace_s
         unacked: dict[str, broker.Unacked] | None = None
         recovered = 0
-        for spec in self.enqueuer.registry:
-            oldest = broker.oldest_sent(self.celery, spec.queue)
+        for spec, queue in self._queues():
+            oldest = broker.oldest_sent(self.celery, queue)
             cutoff = now - grace if oldest is None else min(oldest, now - grace)
-            for job_id, number in self.chunks.queued_before(spec.queue, cutoff):
+            for job_id, number in self.chunks.queued_before(queue, cutoff):
                 record = self.chunks.get(job_id, number)
                 if record is None:
-                    self.redis.zrem(keys.queued(spec.queue), keys.chunk_ref(job_id, number))
+                    self.redis.zrem(keys.queued(queue), keys.chunk_ref(job_id, number))
                     continue
                 unacked = broker.unacked_by_task(self.celery) if unacked is None else unacked
                 found = unacked.get(record.task_id)
@@ -237,20 +241,27 @@ class Janitor:
                 log.warning("janitor: chunk %s.%s of %s was lost on its way to a worker; sent again", job_id, number, spec.name)
         return recovered
 
+    def keep_lanes_moving(self) -> int:
+        """Release what each lane's budget allows (a release lost to a crash would leave a lane waiting), after
+        dropping from the in-flight count chunks whose records expired with their jobs. Returns how many."""
+        released = 0
+        for _, queue in self._queues():
+            self.chunks.prune_running(queue)
+            if self.chunks.lanes_waiting(queue):
+                released += self.enqueuer.dispatcher.pump(queue)
+        return released
+
     def reconcile_backlogs(self) -> None:
-        """A model with no chunk queued or held anywhere has nothing in its backlog."""
-        held = {
-            record.model
-            for host in self.chunks.holders()
-            for job_id, number in self.chunks.held_by(host)
-            if (record := self.chunks.get(job_id, number)) is not None
-        }
+        """A model with no chunk held back, queued or running anywhere has nothing in its backlog."""
         for spec in self.enqueuer.registry:
-            if spec.name in held or self.chunks.queued_count(spec.queue):
+            if any(self.chunks.open_count(queue) for queue in spec.queues):
                 continue
             left = self.backlog.reconcile_idle(spec.name)
             if left > 0:
                 log.warning("janitor: model %s had %d items counted in its backlog and none anywhere; reset", spec.name, left)
+
+    def _queues(self) -> list[tuple[object, str]]:
+        return [(spec, queue) for spec in self.enqueuer.registry for queue in spec.queues]
 
     # -- leases -----------------------------------------------------------------------------------------
 

@@ -1,11 +1,15 @@
 """Chunks as Redis records: the broker carries only a chunk's name, and Redis knows where every chunk is.
 
-A chunk is written here (its indices and inputs) before its Celery message is published, and deleted once
-its items are stored. In between it is always in one of two places, each a small index the janitor
+A chunk is written here (its indices and inputs) before any message names it, and deleted once its items are
+stored. In between it is always in exactly one of three places, each a small index the janitor
 (:mod:`batchery.recovery`) reads:
 
+- ``job:<id>:held``: not sent yet. A job's chunks are released into the broker progressively: each queue (a
+  model and tier) has a budget of chunks in flight, and its *lane*, a ring of the jobs with chunks held back,
+  is served round-robin, one chunk a turn. So a huge job never puts all its chunks in front of everybody, and
+  a small job submitted after it waits for about one chunk, not for the huge job;
 - ``queued:<queue>``: sent and not yet taken by a worker, scored by when it was sent;
-- ``holding:<hostname>``: taken by that worker, which is running it.
+- ``running:<queue>`` and ``holding:<hostname>``: taken by that worker, which is running it.
 
 So whatever a broker or a crash does to a message (a publish that failed, a message popped by a worker killed
 before kombu recorded it as unacknowledged, a worker SIGKILLed holding chunks), the chunk itself is still
@@ -22,29 +26,73 @@ import redis
 
 from batchery import keys
 
+#: A budget no lane reaches: every chunk is released at once (the interactive tier's).
+UNBOUNDED = 1 << 30
+
+_RELEASE_LIB = """
+local P = ARGV[1]
+-- Release chunks of the lane of ``queue`` round-robin while its chunks in flight are under ``budget``.
+-- Returns {job, number, model, task id} for each chunk released, for the caller to publish.
+local function release(queue, budget, now)
+  local out = {}
+  local ring = P .. 'lane:' .. queue
+  local inflight = redis.call('ZCARD', P .. 'queued:' .. queue) + redis.call('SCARD', P .. 'running:' .. queue)
+  while inflight < budget do
+    local job = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+    if not job then break end
+    local held = P .. 'job:' .. job .. ':held'
+    local number = redis.call('LPOP', held)
+    if redis.call('LLEN', held) == 0 then redis.call('LREM', ring, 0, job) end
+    if number then
+      local chunk = P .. 'job:' .. job .. ':chunk:' .. number
+      if redis.call('EXISTS', chunk) == 1 then
+        redis.call('ZADD', P .. 'queued:' .. queue, now, job .. ':' .. number)
+        redis.call('HSET', chunk, 'sent', now)
+        out[#out + 1] = {job, number, redis.call('HGET', chunk, 'model'), redis.call('HGET', chunk, 'task')}
+        inflight = inflight + 1
+      end
+    end
+  end
+  return out
+end
+"""
+
 _TAKE = """
+-- KEYS: chunk, queued, running, holding, holders; ARGV: ref, hostname
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
   return nil
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('SADD', KEYS[4], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[2])
 redis.call('HSET', KEYS[1], 'holder', ARGV[2])
-return redis.call('HMGET', KEYS[1], 'indices', 'inputs')
+return redis.call('HMGET', KEYS[1], 'indices', 'inputs', 'tier')
 """
 
-_FINISH = """
-redis.call('SREM', KEYS[2], ARGV[1])
-return redis.call('DEL', KEYS[1])
+_FINISH = _RELEASE_LIB + """
+-- KEYS: chunk, holding; ARGV: prefix, ref, queue, budget, now
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SREM', P .. 'running:' .. ARGV[3], ARGV[2])
+local done = redis.call('DEL', KEYS[1])
+return {done, release(ARGV[3], tonumber(ARGV[4]), ARGV[5])}
+"""
+
+_PUMP = _RELEASE_LIB + """
+-- ARGV: prefix, queue, budget, now
+return release(ARGV[2], tonumber(ARGV[3]), ARGV[4])
 """
 
 _REQUEUE = """
+-- KEYS: chunk, holding ('' for none); ARGV: ref, task id, sent at, prefix
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
-redis.call('HSET', KEYS[1], 'task', ARGV[2], 'sent', ARGV[3])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'task', ARGV[2]) end
+redis.call('HSET', KEYS[1], 'sent', ARGV[3])
 redis.call('HDEL', KEYS[1], 'holder')
 local queue = redis.call('HGET', KEYS[1], 'queue')
-redis.call('ZADD', ARGV[4] .. queue, ARGV[3], ARGV[1])
+redis.call('SREM', ARGV[4] .. 'running:' .. queue, ARGV[1])
+redis.call('ZADD', ARGV[4] .. 'queued:' .. queue, ARGV[3], ARGV[1])
 if KEYS[2] ~= '' then redis.call('SREM', KEYS[2], ARGV[1]) end
 return redis.call('HMGET', KEYS[1], 'model', 'queue')
 """
@@ -61,6 +109,26 @@ class ChunkRecord:
     task_id: str
     sent_at: float
     holder: str | None
+
+
+@dataclass(frozen=True)
+class Released:
+    """A chunk let out of its lane, to be published by whoever released it."""
+
+    job_id: str
+    number: int
+    model: str
+    queue: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A chunk as a worker takes it: its indices, inputs and tier."""
+
+    indices: list[int]
+    inputs: list[Any]
+    tier: str
 
 
 def pack_indices(indices: Sequence[int]) -> bytes:
@@ -83,6 +151,7 @@ class ChunkStore:
         self.redis = client
         self._take = client.register_script(_TAKE)
         self._finish = client.register_script(_FINISH)
+        self._pump = client.register_script(_PUMP)
         self._requeue = client.register_script(_REQUEUE)
 
     def add(
@@ -92,43 +161,64 @@ class ChunkStore:
         number: int,
         model: str,
         queue: str,
+        tier: str,
         indices: Sequence[int],
         inputs_json: bytes,
         task_id: str,
         sent_at: float,
         expires_at: int,
+        held: bool,
     ) -> None:
-        """Queue the chunk's record on ``pipe``: written before its message, it lives until its items are stored."""
+        """Queue the chunk's record on ``pipe``, written before any message names it, and either hold it back
+        in its job's lane (``held``) or mark it sent now."""
         key = keys.chunk(job_id, number)
         pipe.hset(key, mapping={
-            "model": model, "queue": queue, "indices": pack_indices(indices), "inputs": inputs_json,
+            "model": model, "queue": queue, "tier": tier, "indices": pack_indices(indices), "inputs": inputs_json,
             "count": len(indices), "task": task_id, "sent": repr(sent_at),
         })
         pipe.expireat(key, expires_at)
-        pipe.zadd(keys.queued(queue), {keys.chunk_ref(job_id, number): sent_at})
+        if held:
+            pipe.rpush(keys.job_held(job_id), number)
+            pipe.expireat(keys.job_held(job_id), expires_at)
+        else:
+            pipe.zadd(keys.queued(queue), {keys.chunk_ref(job_id, number): sent_at})
 
-    def take(self, job_id: str, number: int, queue: str, hostname: str) -> tuple[list[int], list[Any]] | None:
-        """A worker takes the chunk to run it: its (indices, inputs), or None when it is done (or gone)."""
+    def enter_lane(self, pipe: redis.client.Pipeline, job_id: str, queue: str) -> None:
+        """The job joins the ring of its queue's lane, after its held chunks are written."""
+        pipe.rpush(keys.lane(queue), job_id)
+
+    def release(self, queue: str, budget: int, now: float) -> list[Released]:
+        """Let chunks out of the lane of ``queue`` while fewer than ``budget`` are in flight; they are marked
+        sent, and the caller publishes them (a chunk whose publish is lost is found by the janitor)."""
+        return _released(self._pump(keys=[], args=[keys.PREFIX + ":", queue, budget, repr(now)]), queue)
+
+    def take(self, job_id: str, number: int, queue: str, hostname: str) -> Taken | None:
+        """A worker takes the chunk to run it; None when it is done (or gone)."""
         ref = keys.chunk_ref(job_id, number)
         found = self._take(
-            keys=[keys.chunk(job_id, number), keys.queued(queue), keys.holding(hostname), keys.holders()],
+            keys=[keys.chunk(job_id, number), keys.queued(queue), keys.running(queue), keys.holding(hostname), keys.holders()],
             args=[ref, hostname],
         )
         if found is None:
             return None
-        return unpack_indices(found[0]), orjson.loads(found[1])
+        indices, inputs, tier = found
+        return Taken(unpack_indices(indices), orjson.loads(inputs), tier.decode() if tier else "standard")
 
-    def finish(self, job_id: str, number: int, hostname: str) -> bool:
-        """The chunk's items are all stored: it is done. False when it was done already."""
-        ref = keys.chunk_ref(job_id, number)
-        return bool(self._finish(keys=[keys.chunk(job_id, number), keys.holding(hostname)], args=[ref]))
+    def finish(self, job_id: str, number: int, queue: str, hostname: str, budget: int, now: float) -> tuple[bool, list[Released]]:
+        """The chunk's items are all stored: it is done (False when it was done already), and its place in
+        flight goes to the next chunk of its lane, returned for the caller to publish."""
+        done, released = self._finish(
+            keys=[keys.chunk(job_id, number), keys.holding(hostname)],
+            args=[keys.PREFIX + ":", keys.chunk_ref(job_id, number), queue, budget, repr(now)],
+        )
+        return bool(done), _released(released, queue)
 
     def requeue(self, job_id: str, number: int, task_id: str, sent_at: float, holder: str | None = None) -> tuple[str, str] | None:
-        """Mark the chunk sent again as ``task_id`` (and no longer held by ``holder``); its (model, queue),
-        or None when it is done."""
+        """Mark the chunk sent again as ``task_id`` ('' keeps its message id: the same message goes back) and
+        no longer held by ``holder``; its (model, queue), or None when it is done."""
         found = self._requeue(
             keys=[keys.chunk(job_id, number), keys.holding(holder) if holder else ""],
-            args=[keys.chunk_ref(job_id, number), task_id, repr(sent_at), keys.queued("")],
+            args=[keys.chunk_ref(job_id, number), task_id, repr(sent_at), keys.PREFIX + ":"],
         )
         return (found[0].decode(), found[1].decode()) if found else None
 
@@ -149,6 +239,8 @@ class ChunkStore:
             pipe.delete(keys.chunk(job_id, number))
         if numbers:
             pipe.zrem(keys.queued(queue), *(keys.chunk_ref(job_id, n) for n in numbers))
+        pipe.delete(keys.job_held(job_id))
+        pipe.lrem(keys.lane(queue), 0, job_id)
         pipe.execute()
 
     def queued_before(self, queue: str, before: float, limit: int = 500) -> list[tuple[str, int]]:
@@ -156,8 +248,27 @@ class ChunkStore:
         refs = self.redis.zrangebyscore(keys.queued(queue), "-inf", f"({before!r}", start=0, num=limit)
         return [keys.parse_chunk_ref(ref.decode()) for ref in refs]
 
-    def queued_count(self, queue: str) -> int:
-        return self.redis.zcard(keys.queued(queue))
+    def open_count(self, queue: str) -> int:
+        """Chunks of ``queue`` sent and not done, plus jobs with chunks still held back: 0 when it is idle."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(keys.queued(queue))
+        pipe.scard(keys.running(queue))
+        pipe.llen(keys.lane(queue))
+        return sum(pipe.execute())
+
+    def backlog(self, queue: str) -> dict[str, int]:
+        """Chunks of ``queue`` queued in the broker, running in a worker, and held back (with their jobs)."""
+        jobs = [job.decode() for job in self.redis.lrange(keys.lane(queue), 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(keys.queued(queue))
+        pipe.scard(keys.running(queue))
+        for job_id in jobs:
+            pipe.llen(keys.job_held(job_id))
+        queued, running, *held = pipe.execute()
+        return {"queued_chunks": queued, "running_chunks": running, "held_chunks": sum(held), "held_jobs": len(jobs)}
+
+    def lanes_waiting(self, queue: str) -> int:
+        return self.redis.llen(keys.lane(queue))
 
     def holders(self) -> list[str]:
         return sorted(h.decode() for h in self.redis.smembers(keys.holders()))
@@ -171,3 +282,19 @@ class ChunkStore:
         pipe.delete(keys.holding(hostname))
         pipe.srem(keys.holders(), hostname)
         pipe.execute()
+
+    def prune_running(self, queue: str) -> int:
+        """Drop from the running set chunks whose record is gone (expired with their job): they are in flight
+        no more, and must not take a lane's budget for ever. Returns how many."""
+        refs = [ref.decode() for ref in self.redis.smembers(keys.running(queue))]
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in refs:
+            pipe.exists(keys.chunk(*keys.parse_chunk_ref(ref)))
+        gone = [ref for ref, exists in zip(refs, pipe.execute()) if not exists]
+        if gone:
+            self.redis.srem(keys.running(queue), *gone)
+        return len(gone)
+
+
+def _released(rows: list[Any], queue: str) -> list[Released]:
+    return [Released(job.decode(), int(number), model.decode(), queue, task.decode()) for job, number, model, task in rows]

@@ -130,10 +130,11 @@ class Landed:
     model: str
     status: str
     created_at: float
+    tier: str
 
 
-#: Called with (model, final status, seconds from submission) by the one write that ends a job's last item.
-FinishHook = Callable[[str, str, float], None]
+#: Called with (model, final status, seconds from submission, tier) by the one write that ends a job's last item.
+FinishHook = Callable[[str, str, float, str], None]
 #: Called when a write left handoffs behind (results to share beyond a page, items to compute anew).
 HandoffHook = Callable[[int], None]
 
@@ -251,13 +252,13 @@ class JobStore:
         landed = [
             Landed(
                 row[0].decode(), int(row[1]), int(row[2]), int(row[3]), bool(int(row[4])),
-                _text(row[5]), _text(row[6]), float(row[7] or 0),
+                _text(row[5]), _text(row[6]), float(row[7] or 0), _text(row[8]),
             )
             for row in rows
         ]
         for job in landed:
             if job.finished and self.on_finish is not None:
-                self.on_finish(job.model, job.status, now - (job.created_at or now))
+                self.on_finish(job.model, job.status, now - (job.created_at or now), job.tier)
         if handoffs and self.on_handoff is not None:
             self.on_handoff(handoffs)
         return landed

@@ -40,10 +40,10 @@ local function job_state(job)
   local s = jobs[job]
   if s == nil then
     local key = C.job_prefix .. job
-    local f = redis.call('HMGET', key, 'total', 'expires_at', 'model')
+    local f = redis.call('HMGET', key, 'total', 'expires_at', 'model', 'tier')
     if f[1] then
       s = {key = key, total = tonumber(f[1]), expires = math.floor(tonumber(f[2]) or 0), model = f[3] or '',
-           ok = 0, err = 0, cached = 0, computed = 0, shards = {}}
+           tier = f[4] or 'standard', ok = 0, err = 0, cached = 0, computed = 0, shards = {}}
     else
       s = false
     end
@@ -119,15 +119,15 @@ local function share(key, waiters, value, ok)
 end
 
 -- Count what landed into each job, complete the jobs whose last item it was, and say so:
--- {job, new ok, new errors, new cached, finished (0/1), model, status, created_at} per job touched.
+-- {job, new ok, new errors, new cached, finished (0/1), model, status, created_at, tier} per job touched.
 local function settle()
   local out = {}
   for _, job in ipairs(order) do
     local s = jobs[job]
     if not s then
-      out[#out + 1] = {job, -1, -1, 0, 0, '', '', ''}
+      out[#out + 1] = {job, -1, -1, 0, 0, '', '', '', ''}
     else
-      local row = {job, s.ok, s.err, s.cached, 0, s.model, '', ''}
+      local row = {job, s.ok, s.err, s.cached, 0, s.model, '', '', s.tier}
       if s.ok + s.err > 0 then
         if s.computed > 0 and s.model ~= '' then
           local backlog = C.backlog_prefix .. s.model

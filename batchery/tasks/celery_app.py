@@ -21,6 +21,7 @@ from batchery.models.registry import load_registry
 from batchery.monitoring.logs import connect_celery_signals
 from batchery.redis_urls import ssl_options
 from batchery.settings import Settings
+from batchery.tiers import STANDARD
 from batchery.workers.bootstep import ModelHostStep
 
 
@@ -31,6 +32,10 @@ def create_celery(settings: Settings) -> Celery:
         "visibility_timeout": settings.visibility_timeout_s,
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
         "unacked_restore_throttle": 1,
+        # BRPOP asks a worker's queues in the order it consumes them, highest tier first: a waiting interactive
+        # chunk is always taken before a standard or bulk one (RabbitMQ has no order across queues; there the
+        # lanes' small budgets and the batcher's tiers keep interactive work first).
+        "queue_order_strategy": "priority",
     }
     broker_ssl = ssl_options(settings.effective_broker_url)
     if broker_ssl is not None:
@@ -59,8 +64,8 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
-        task_queues=[Queue(spec.queue, routing_key=spec.queue) for spec in registry],
-        task_default_queue=next(iter(registry)).queue,
+        task_queues=[Queue(queue, routing_key=queue) for spec in registry for queue in spec.queues],
+        task_default_queue=next(iter(registry)).queue_for(STANDARD),
     )
     app.steps["worker"].add(ModelHostStep)
     connect_celery_signals()

@@ -22,6 +22,7 @@ from celery.exceptions import Reject
 
 from batchery.batching import BatcherStopped, QueueClosed
 from batchery.monitoring import metrics
+from batchery.tiers import STANDARD
 from batchery.workers.host import current_host
 
 CHUNK_TASK = "batchery.run_chunk"
@@ -31,17 +32,17 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(name=CHUNK_TASK, ignore_result=True, bind=True)
-def run_chunk(self: Task, job_id: str, model: str, chunk: int) -> dict[str, Any]:
+def run_chunk(self: Task, job_id: str, model: str, chunk: int, tier: str = STANDARD) -> dict[str, Any]:
     """Run chunk number ``chunk`` of a job; items already stored are skipped, a chunk already done is a no-op."""
     host = current_host()
     taken = None
     attempt = 0
     while True:
         try:
-            taken = taken or host.take(job_id, model, chunk)
+            taken = taken or host.take(job_id, model, chunk, tier)
             if taken is None:
                 return {"job_id": job_id, "chunk": chunk, "skipped": "done already"}
-            return host.run_chunk(job_id, model, chunk, *taken)
+            return host.run_chunk(job_id, model, chunk, taken)
         except (QueueClosed, BatcherStopped) as exc:
             host.hand_back(job_id, chunk)
             raise Reject(f"chunk handed back: {exc}", requeue=True)

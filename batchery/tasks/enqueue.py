@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 from celery import Celery
@@ -26,9 +26,12 @@ from batchery.retry.dead_letters import DeadLetters
 from batchery.settings import Settings
 from batchery.store import JobStore
 from batchery.store.backlog import Backlog
-from batchery.store.chunks import ChunkRecord, ChunkStore
+from batchery.store.chunks import UNBOUNDED, ChunkRecord, ChunkStore, Released
 from batchery.store.codec import encode_error
+from batchery.tasks.budget import LaneBudget
 from batchery.tasks.chunk import CHUNK_TASK
+from batchery.tiers import STANDARD
+from batchery.tiers import of_job as job_tier
 
 #: Chunk records written per round trip.
 RECORDS_PER_TRIP = 64
@@ -50,21 +53,31 @@ def new_job_id() -> str:
 
 @dataclass
 class Dispatcher:
-    """Sends chunks: each one's record first, then its message over one producer connection."""
+    """Sends chunks: each one's record first, then, as its lane's budget allows, its message.
+
+    ``budget`` says how many chunks a queue may have in flight (:mod:`batchery.tasks.budget`); the chunks over
+    it are held back in Redis and released round-robin across the lane's jobs as chunks finish.
+    """
 
     celery: Celery
     store: JobStore
     chunk_size: int
+    budget: Callable[[str], int] = lambda queue: UNBOUNDED
 
     def __post_init__(self) -> None:
         self.chunks = ChunkStore(self.store.redis)
 
-    def send(self, spec: ModelSpec, job_id: str, items: Sequence[tuple[int, Any]], expires_at: int) -> list[int]:
-        """Send ``(index, input)`` pairs of one job in chunks; returns the chunk numbers.
+    def send(
+        self, spec: ModelSpec, job_id: str, items: Sequence[tuple[int, Any]], expires_at: int, tier: str = STANDARD
+    ) -> list[int]:
+        """Write ``(index, input)`` pairs of one job as chunks, hold them in the job's lane and release what
+        the lane's budget allows; returns the chunk numbers.
 
-        If publishing fails part-way, the records of the chunks not published stay behind: the caller
+        If publishing fails part-way, the chunks released and not published stay marked as sent: the caller
         either deletes them (:meth:`ChunkStore.delete`) or leaves them for the janitor to send.
         """
+        queue = spec.queue_for(tier)
+        held = self.budget(queue) < UNBOUNDED
         bounds = chunk_bounds(len(items), self.chunk_size)
         numbers = list(self.store.next_chunks(job_id, len(bounds)))
         sent_at = time.time()
@@ -74,22 +87,40 @@ class Dispatcher:
                 start, stop = bounds[k]
                 indices, inputs = zip(*items[start:stop])
                 self.chunks.add(
-                    pipe, job_id, numbers[k], spec.name, spec.queue, indices, orjson.dumps(list(inputs)),
-                    task_id(job_id, numbers[k]), sent_at + k * 1e-6, expires_at,
+                    pipe, job_id, numbers[k], spec.name, queue, tier, indices, orjson.dumps(list(inputs)),
+                    task_id(job_id, numbers[k]), sent_at + k * 1e-6, expires_at, held,
                 )
+            if held and group + RECORDS_PER_TRIP >= len(bounds):
+                self.chunks.enter_lane(pipe, job_id, queue)
             pipe.execute()
-        with self.celery.producer_or_acquire() as producer:
-            for k, number in enumerate(numbers):
-                self.publish(spec.name, spec.queue, job_id, number, task_id(job_id, number), sent_at + k * 1e-6, producer)
+        if held:
+            self.pump(queue)
+        else:
+            self.publish_all([Released(job_id, n, spec.name, queue, task_id(job_id, n)) for n in numbers])
         return numbers
+
+    def pump(self, queue: str) -> int:
+        """Release what the lane of ``queue`` may have in flight now, and publish it; returns how many."""
+        released = self.chunks.release(queue, self.budget(queue), time.time())
+        self.publish_all(released)
+        return len(released)
+
+    def publish_all(self, released: Sequence[Released]) -> None:
+        """Publish released chunks over one producer connection."""
+        if not released:
+            return
+        sent_at = time.time()
+        with self.celery.producer_or_acquire() as producer:
+            for k, chunk in enumerate(released):
+                self.publish(chunk.model, chunk.queue, chunk.job_id, chunk.number, chunk.task_id, sent_at + k * 1e-6, producer)
 
     def publish(
         self, model: str, queue: str, job_id: str, number: int, task: str, sent_at: float, producer: Any = None
     ) -> None:
-        """One chunk's message: its name, and when it was sent (which the janitor compares against)."""
+        """One chunk's message: its name and tier, and when it was sent (which the janitor compares against)."""
         self.celery.send_task(
             CHUNK_TASK,
-            kwargs={"job_id": job_id, "model": model, "chunk": number},
+            kwargs={"job_id": job_id, "model": model, "chunk": number, "tier": queue.rsplit(".", 1)[1]},
             queue=queue,
             routing_key=queue,
             task_id=task,
@@ -121,7 +152,8 @@ class Enqueuer:
     def __post_init__(self) -> None:
         self.cache = ResultCache(self.store)
         self.backlog = Backlog(self.store.redis)
-        self.dispatcher = Dispatcher(self.celery, self.store, self.settings.chunk_size)
+        budget = LaneBudget(self.store.redis, self.settings.chunks_in_flight_per_worker)
+        self.dispatcher = Dispatcher(self.celery, self.store, self.settings.chunk_size, budget)
 
     def submit(
         self,
@@ -133,6 +165,7 @@ class Enqueuer:
         timeout_s: float | None = None,
         ttl_s: int | None = None,
         cache: bool = True,
+        tier: str = STANDARD,
     ) -> str:
         """Record a new job and queue what the cache cannot answer; 429 when the model's backlog is full.
 
@@ -141,7 +174,7 @@ class Enqueuer:
         """
         self._reserve(spec, len(inputs))
         job_id = job_id or new_job_id()
-        fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs)}
+        fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs), "tier": tier}
         if metadata is not None:
             fields["metadata"] = metadata
         if timeout_s is not None:
@@ -156,7 +189,8 @@ class Enqueuer:
             raise
         self.backlog.release(spec.name, len(inputs) - len(todo))
         if todo:
-            self._send(spec, job_id, len(inputs), [(i, inputs[i]) for i in todo], int(time.time() + ttl), claimed)
+            items = [(i, inputs[i]) for i in todo]
+            self._send(spec, job_id, len(inputs), items, int(time.time() + ttl), claimed, tier)
         return job_id
 
     def cancel(self, job_id: str) -> str | None:
@@ -189,7 +223,8 @@ class Enqueuer:
             return 0
         self.backlog.reserve(spec.name, len(claim.owned), bound=0)
         try:
-            self.dispatcher.send(spec, job_id, [(i, values[i]) for i in claim.owned], int(job["expires_at"] or 0))
+            items = [(i, values[i]) for i in claim.owned]
+            self.dispatcher.send(spec, job_id, items, int(job["expires_at"] or 0), job_tier(job))
         except Exception:
             self.backlog.release(spec.name, len(claim.owned))
             self.cache.abandon_items(job_id, claim.owned)
@@ -210,11 +245,12 @@ class Enqueuer:
         return claim.owned
 
     def _send(
-        self, spec: ModelSpec, job_id: str, total: int, items: list[tuple[int, Any]], expires_at: int, claimed: bool
+        self, spec: ModelSpec, job_id: str, total: int, items: list[tuple[int, Any]], expires_at: int, claimed: bool,
+        tier: str,
     ) -> None:
         """Send the items to compute; if the broker refuses, the job fails and what it had taken is given back."""
         try:
-            self.dispatcher.send(spec, job_id, items, expires_at)
+            self.dispatcher.send(spec, job_id, items, expires_at, tier)
         except Exception as exc:
             self._undo(spec, job_id, total, len(items), claimed, exc)
             raise Unavailable(f"the broker did not take the job: {exc}") from exc
@@ -225,7 +261,7 @@ class Enqueuer:
         job = self.store.get(job_id)
         if job is None:
             return
-        self.dispatcher.chunks.delete(job_id, range(job["chunks"]), spec.queue)
+        self.dispatcher.chunks.delete(job_id, range(job["chunks"]), spec.queue_for(job_tier(job)))
         if claimed:
             self.cache.abandon(job_id, total)
         self.store.fail(job_id, f"could not queue the job: {exc}")
@@ -257,5 +293,5 @@ def retry_dead_letters(enqueuer: Enqueuer, dead_letters: DeadLetters, limit: int
             continue
         spec = specs[job_id]
         enqueuer.backlog.reserve(spec.name, len(items), bound=0)
-        enqueuer.dispatcher.send(spec, job_id, items, int(job["expires_at"] or 0))
+        enqueuer.dispatcher.send(spec, job_id, items, int(job["expires_at"] or 0), job_tier(job))
     return sum(len(items) for items in by_job.values())

@@ -48,7 +48,9 @@ class ModelHostStep(bootsteps.StartStopStep):
         queues = worker.app.amqp.queues
         consumed = queues.consume_from
         registry = load_registry(settings.models_file)
-        specs = [s.on_device(settings.worker_device) for s in registry if consumed is None or s.queue in consumed]
+        specs = [
+            s.on_device(settings.worker_device) for s in registry if consumed is None or set(s.queues) & set(consumed)
+        ]
         store = settings.job_store()
         store.on_finish = record_job_finished
         self.metrics = add_hook(BatchMetrics())
@@ -57,9 +59,12 @@ class ModelHostStep(bootsteps.StartStopStep):
         self.exporter = WorkerExporter(self.host.batchers, settings.host, settings.worker_metrics_port).start()
         self.host.start()
         for name in self.host.unavailable:
-            queues.deselect(registry.get(name).queue)
+            queues.deselect(list(registry.get(name).queues))
         set_host(self.host)
-        self.janitor = Janitor(Enqueuer(worker.app, store, settings, registry), settings, worker.hostname, lambda: self.host.heartbeat)
+        enqueuer = Enqueuer(worker.app, store, settings, registry)
+        self.host.budget = enqueuer.dispatcher.budget
+        self.host.on_release = enqueuer.dispatcher.publish_all
+        self.janitor = Janitor(enqueuer, settings, worker.hostname, lambda: self.host.heartbeat)
         store.on_handoff = self.janitor.wake
         self.janitor.recover_host(worker.hostname)
         worker_ready.connect(self._announce, weak=False)

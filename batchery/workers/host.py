@@ -24,7 +24,8 @@ from batchery.retry.faults import with_faults, with_store_faults
 from batchery.runtimes import load_runtime
 from batchery.settings import Settings
 from batchery.store import ItemResult, JobStore
-from batchery.store.chunks import ChunkStore
+from batchery.store.chunks import UNBOUNDED, ChunkStore, Released, Taken
+from batchery.tiers import TIERS
 from batchery.store.codec import encode_error
 from batchery.workers.cancellations import CancellationListener
 from batchery.workers.devices import physical_device
@@ -55,6 +56,9 @@ class ModelHost:
         self.stopping = False
         #: Told why, when the worker stops being healthy (its bootstep then has Celery shut it down).
         self.on_unhealthy: Callable[[str], None] | None = None
+        #: How many chunks a queue may have in flight, and who publishes the chunks a finished one lets out.
+        self.budget: Callable[[str], int] = lambda queue: UNBOUNDED
+        self.on_release: Callable[[list[Released]], None] | None = None
 
     def start(self) -> None:
         """Load and warm every model and start the batchers; :meth:`announce` follows once consuming.
@@ -144,33 +148,42 @@ class ModelHost:
             "models": [spec.ref for spec in served],
             "runtimes": {spec.name: spec.runtime for spec in served},
             "warm_batch_sizes": self.warm_batch_sizes,
-            "queues": [spec.queue for spec in served],
+            "queues": [queue for tier in TIERS for spec in served for queue in [spec.queue_for(tier)]],
             "unavailable": dict(self.unavailable),
             "started_at": time.time(),
         }
 
-    def take(self, job_id: str, model: str, chunk: int) -> tuple[list[int], list[Any]] | None:
-        """Take chunk ``chunk`` of a job to run it here: its (indices, inputs), or None when it is done."""
-        return self.chunks.take(job_id, chunk, QUEUE_PREFIX + model, self.hostname)
+    def take(self, job_id: str, model: str, chunk: int, tier: str) -> Taken | None:
+        """Take chunk ``chunk`` of a job to run it here, or None when it is done."""
+        return self.chunks.take(job_id, chunk, _queue(model, tier), self.hostname)
 
     def hand_back(self, job_id: str, chunk: int) -> None:
         """This worker will not run the chunk after all (it is shutting down): another worker will."""
         try:
-            self.chunks.requeue(job_id, chunk, f"{job_id}.{chunk}", time.time(), self.hostname)
+            self.chunks.requeue(job_id, chunk, "", time.time(), self.hostname)
         except Exception as exc:  # the janitor finds it in this worker's holding set when it is gone
             log.warning("could not hand back chunk %s.%s: %s", job_id, chunk, exc)
 
-    def run_chunk(self, job_id: str, model: str, chunk: int, indices: Sequence[int], inputs: Sequence[Any]) -> dict[str, Any]:
+    def run_chunk(self, job_id: str, model: str, chunk: int, taken: Taken) -> dict[str, Any]:
         """Run the items of one chunk that have no result yet; returns once all are stored and the chunk is done."""
-        outcome = self._run_items(job_id, model, indices, inputs)
-        self.chunks.finish(job_id, chunk, self.hostname)
+        outcome = self._run_items(job_id, model, taken.indices, taken.inputs, taken.tier)
+        self.finish(job_id, model, chunk, taken.tier)
         return {"job_id": job_id, "chunk": chunk, **outcome}
 
-    def _run_items(self, job_id: str, model: str, indices: Sequence[int], inputs: Sequence[Any]) -> dict[str, Any]:
+    def finish(self, job_id: str, model: str, chunk: int, tier: str) -> None:
+        """The chunk is done, and its place in flight goes to the next chunk of its lane, published here."""
+        queue = _queue(model, tier)
+        _, released = self.chunks.finish(job_id, chunk, queue, self.hostname, self.budget(queue), time.time())
+        if released and self.on_release is not None:
+            self.on_release(released)
+
+    def _run_items(
+        self, job_id: str, model: str, indices: Sequence[int], inputs: Sequence[Any], tier: str
+    ) -> dict[str, Any]:
         started = self.store.start(job_id)
         if started is None:
             return {"skipped": "job no longer exists"}
-        metrics.QUEUE_WAIT.labels(model, "broker").observe(max(time.time() - started.created_at, 0.0))
+        metrics.QUEUE_WAIT.labels(model, "broker", tier).observe(max(time.time() - started.created_at, 0.0))
         by_index = dict(zip(indices, inputs))
         todo = self.store.missing(job_id, indices)
         if started.status == "cancelled":
@@ -184,19 +197,17 @@ class ModelHost:
             missing = ModelNotFound(f"worker {self.hostname} does not serve model {model!r}")
             self._fail_items(job_id, model, todo, missing)
             return {"failed": len(todo)}
-        ticket = batcher.submit(job_id, [(i, by_index[i]) for i in todo], started.deadline)
+        ticket = batcher.submit(job_id, [(i, by_index[i]) for i in todo], started.deadline, tier)
         batcher.wait(ticket)
         if ticket.error is not None:
             raise ticket.error
         return {"items": len(todo), "succeeded": ticket.succeeded, "failed": ticket.failed}
 
-    def give_up(
-        self, job_id: str, model: str, chunk: int, taken: tuple[Sequence[int], Sequence[Any]], cause: BaseException
-    ) -> int:
+    def give_up(self, job_id: str, model: str, chunk: int, taken: Taken, cause: BaseException) -> int:
         """A chunk that exhausted its retries: its items still without a result end with an error and become
         dead letters (``batchery dlq retry`` runs them again), and the chunk is done. Returns how many;
         Redis may refuse this too."""
-        indices, inputs = taken
+        indices, inputs = taken.indices, taken.inputs
         todo = self.store.missing(job_id, indices)
         error = StoreUnavailable(f"could not store this item's output after {self.chunk_retry.retries} retries: {cause}")
         by_index = dict(zip(indices, inputs))
@@ -205,7 +216,7 @@ class ModelHost:
             (ItemResult(job_id, i, encode_error(error), False) for i in todo),
             also=lambda pipe: DeadLetters(self.store.redis).add(pipe, letters),
         )
-        self.chunks.finish(job_id, chunk, self.hostname)
+        self.finish(job_id, model, chunk, taken.tier)
         metrics.record_items(model, error.code, len(todo))
         if todo:
             metrics.DEAD_LETTERS.labels(model).inc(len(todo))
@@ -215,6 +226,10 @@ class ModelHost:
         """End items that will not reach a model with an explicit error, so the job still completes."""
         ended = self.store.fail_items(job_id, indices, encode_error(error))
         metrics.record_items(model, error.code, ended)
+
+
+def _queue(model: str, tier: str) -> str:
+    return f"{QUEUE_PREFIX}{model}.{tier}"
 
 
 def set_host(host: ModelHost | None) -> None:

@@ -93,8 +93,8 @@ def named_model(case) -> str | None:
 
 
 def served(settings: Settings, model: str | None) -> bool:
-    queue = load_registry(settings.models_file).get(model).queue
-    return any(queue in w.get("queues", []) for w in live_workers(redis.Redis.from_url(settings.redis_url)))
+    queues = set(load_registry(settings.models_file).get(model).queues)
+    return any(queues <= set(w.get("queues", [])) for w in live_workers(redis.Redis.from_url(settings.redis_url)))
 
 
 def make_documented_server_errors_only(settings: Settings):

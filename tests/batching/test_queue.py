@@ -127,3 +127,63 @@ def test_max_size_is_read_when_the_batch_is_chosen_not_when_the_wait_began():
     started = time.perf_counter()
     assert len(queue.take(lambda: size[0], max_wait_s=10.0)) == 2
     assert time.perf_counter() - started < 0.5
+
+
+def tiered(n: int, job: str, tier: int) -> list[Item]:
+    ticket = Ticket(n)
+    return [Item(job, i, i, ticket, tier=tier) for i in range(n)]
+
+
+def test_a_higher_tier_goes_first_and_lower_tiers_fill_the_batch():
+    clock = Clock()
+    queue = ItemQueue(clock)
+    queue.put_many(tiered(10, "backfill", 2))
+    queue.put_many(tiered(3, "online", 0))
+    batch = queue.take(8, max_wait_s=1.0)
+    assert [item.job_id for item in batch] == ["online"] * 3 + ["backfill"] * 5
+
+
+def test_an_interactive_item_never_waits_for_company():
+    queue = ItemQueue()
+    queue.put_many(tiered(1, "online", 0))
+    started = time.perf_counter()
+    assert len(queue.take(64, max_wait_s=10.0)) == 1
+    assert time.perf_counter() - started < 0.05
+
+
+def test_jobs_of_one_tier_share_each_batch_in_turn():
+    clock = Clock()
+    queue = ItemQueue(clock)
+    queue.put_many(tiered(1000, "huge", 1))
+    queue.put_many(tiered(6, "small", 1))
+    clock.now = 1.0
+    first, second = queue.take(4, 0.5), queue.take(4, 0.5)
+    assert [item.job_id for item in first] == ["huge", "small", "huge", "small"]
+    assert [item.job_id for item in second] == ["huge", "small", "huge", "small"]
+    third = queue.take(4, 0.5)
+    assert [item.job_id for item in third].count("small") == 2, "the small job is done in three batches, not 250"
+
+
+def test_a_lower_tier_is_never_starved():
+    from batchery.tiers import STARVATION_BATCHES
+
+    clock = Clock()
+    queue = ItemQueue(clock)
+    queue.put_many(tiered(400, "standard", 1))
+    queue.put_many(tiered(10, "backfill", 2))
+    clock.now = 1.0
+    tiers_served = [{item.tier for item in queue.take(4, 0.5)} for _ in range(2 * (STARVATION_BATCHES + 1))]
+    assert tiers_served.count({2}) == 2, tiers_served
+    assert tiers_served[STARVATION_BATCHES] == {2}, "after that many batches without it, the bulk tier goes first"
+
+
+def test_a_batch_put_back_keeps_its_place_at_the_head():
+    clock = Clock()
+    queue = ItemQueue(clock)
+    queue.put_many(tiered(6, "backfill", 2))
+    batch = queue.take(4, 0.0)
+    queue.put_many(tiered(1, "online", 0))
+    queue.put_back(batch)
+    assert queue.highest_waiting() == 0
+    first = queue.take(8, 0.0)
+    assert [(i.job_id, i.index) for i in first] == [("online", 0)] + [("backfill", n) for n in range(6)]

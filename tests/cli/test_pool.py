@@ -52,7 +52,9 @@ def test_each_slot_takes_the_queues_of_the_models_placed_on_its_device(registry)
         (0, "gpu0", "cuda:0"), (1, "gpu1", "cuda:1"), (2, "cpu0", "cpu")
     ]
     assert slots[0].models == ("echo", "echo-gpu")
-    assert slots[1].queues == ("batchery.echo", "batchery.echo-gpu1", "batchery.echo-gpu")
+    assert slots[1].queues == tuple(
+        f"batchery.{model}.{tier}" for tier in ("interactive", "standard", "bulk") for model in ("echo", "echo-gpu1", "echo-gpu")
+    ), "every model's highest tier first: the order the worker asks the broker in"
     assert slots[2].models == ("minilm", "echo")
 
 

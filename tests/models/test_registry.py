@@ -8,7 +8,7 @@ def test_builtins_are_there_without_a_models_file():
     registry = load_registry()
     assert registry.get("minilm").runtime == "onnx" and registry.get("minilm").max_batch_size == 64
     assert registry.get("echo").synthetic and not registry.get("minilm").synthetic
-    assert registry.get("minilm@l6-v2").queue == "batchery.minilm"
+    assert registry.get("minilm@l6-v2").queues == ("batchery.minilm.interactive", "batchery.minilm.standard", "batchery.minilm.bulk")
 
 
 def test_toml_adds_models_and_overrides_builtin_fields(tmp_path):

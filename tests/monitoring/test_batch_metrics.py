@@ -56,7 +56,7 @@ def test_padding_tokens_fill_and_sizes_of_each_batch(store, hook):
     assert sample("batchery_batch_size_count", model=model) == batcher.batches_run == 2
     assert sample("batchery_batch_size_sum", model=model) == 6
     assert sample("batchery_items_processed_total", model=model, outcome="succeeded") == 6
-    assert sample("batchery_queue_wait_seconds_count", model=model, stage="batcher") == 6
+    assert sample("batchery_queue_wait_seconds_count", model=model, stage="batcher", tier="standard") == 6
 
 
 def test_items_dropped_while_waiting_count_under_their_error_code(store, hook):

@@ -125,7 +125,7 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         {"BATCHERY_WORKER_METRICS_PORT": str(worker_port)},
     ).start()
     api = GunicornApi(mine, base / "api.log").start()
-    idle_queue = load_registry(mine.models_file).get("echo-metrics-idle").queue
+    idle_queue = load_registry(mine.models_file).get("echo-metrics-idle").queue_for("standard")
     celery = create_celery(mine)
     try:
         yield {
@@ -225,12 +225,13 @@ def test_api_metrics_merge_gunicorns_processes_and_read_broker_and_heartbeats(st
     assert value(api, "batchery_cache_misses_total", model="echo-metrics-faulty") == FAULTY_ITEMS
     completed = {"model": "echo-metrics", "status": "completed"}
     assert value(api, "batchery_jobs_finished_total", **completed) == 1, "the cached job ended in the API"
-    assert value(api, "batchery_job_latency_seconds_count", **completed) == 1
+    assert value(api, "batchery_job_latency_seconds_count", tier="standard", **completed) == 1
     chunks = -(-IDLE_ITEMS // stack["settings"].chunk_size)
-    assert (
-        value(api, "batchery_queue_messages", model="echo-metrics-idle", queue="batchery.echo-metrics-idle") == chunks
-    )
-    assert value(api, "batchery_queue_messages", model="echo-metrics", queue="batchery.echo-metrics") == 0
+    idle = {"model": "echo-metrics-idle", "tier": "standard", "queue": "batchery.echo-metrics-idle.standard"}
+    assert value(api, "batchery_queue_messages", **idle) == chunks
+    for tier in ("interactive", "standard", "bulk"):
+        queue = f"batchery.echo-metrics.{tier}"
+        assert value(api, "batchery_queue_messages", model="echo-metrics", tier=tier, queue=queue) == 0
     assert value(api, "batchery_live_workers", model="echo-metrics") == 1
     assert value(api, "batchery_live_workers", model="echo-metrics-faulty") == 1
     assert value(api, "batchery_live_workers", model="echo-metrics-idle") == 0
@@ -254,11 +255,12 @@ def test_worker_metrics_count_what_the_jobs_did(stack, ran):
 
     assert value(worker, "batchery_items_processed_total", outcome="succeeded", **model) == items
     assert value(worker, "batchery_jobs_finished_total", status="completed", **model) == JOBS
-    assert value(worker, "batchery_job_latency_seconds_count", status="completed", **model) == JOBS
-    assert 0 < value(worker, "batchery_job_latency_seconds_sum", status="completed", **model) < 60
-    assert value(worker, "batchery_queue_wait_seconds_count", stage="broker", **model) == JOBS, "once per chunk"
-    assert value(worker, "batchery_queue_wait_seconds_count", stage="batcher", **model) == items, "once per item"
-    assert value(worker, "batchery_queue_wait_seconds_sum", stage="batcher", **model) < items * 1.0
+    assert value(worker, "batchery_job_latency_seconds_count", status="completed", tier="standard", **model) == JOBS
+    assert 0 < value(worker, "batchery_job_latency_seconds_sum", status="completed", tier="standard", **model) < 60
+    standard = {"tier": "standard", **model}
+    assert value(worker, "batchery_queue_wait_seconds_count", stage="broker", **standard) == JOBS, "once per chunk"
+    assert value(worker, "batchery_queue_wait_seconds_count", stage="batcher", **standard) == items, "once per item"
+    assert value(worker, "batchery_queue_wait_seconds_sum", stage="batcher", **standard) < items * 1.0
     assert value(worker, "batchery_batcher_queue_items", **model) == 0
 
     faulty_batches = 2  # 10 items: 8 and 2; each tried twice, and a transient failure fails its batch whole

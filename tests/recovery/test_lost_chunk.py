@@ -19,8 +19,9 @@ def test_a_chunk_popped_off_the_queue_and_never_run_is_sent_again(stack_factory)
     spec = load_registry(stack.settings.models_file).get("echo-recovery")
     enqueuer = Enqueuer(create_celery(stack.settings), stack.settings.job_store(), stack.settings, load_registry(stack.settings.models_file))
     job_id = enqueuer.submit(spec, list(range(500)), cache=False)
-    assert stack.client.llen(spec.queue) == 10
-    lost = stack.client.rpop(spec.queue)  # the oldest message, as BRPOP hands it to a worker that then dies
+    queue = spec.queue_for("standard")
+    assert stack.client.llen(queue) == 2, "two chunks in flight, the lane's budget with no worker up; 8 held"
+    lost = stack.client.rpop(queue)  # the oldest message, as BRPOP hands it to a worker that then dies
     assert b'"chunk": 0' in lost or b"chunk" in lost
     stack.worker("finder")
     assert stack.settings.job_store().wait_done(job_id, 60), stack.settings.job_store().get(job_id)
@@ -40,7 +41,7 @@ def test_chunks_whose_messages_were_never_published_are_sent(stack_factory):
     enqueuer = Enqueuer(create_celery(unpublished), store, unpublished, load_registry(stack.settings.models_file))
     enqueuer.dispatcher.publish = lambda *args, **kwargs: None  # as if the process died right after the records
     job_id = enqueuer.submit(spec, list(range(200)), cache=False)
-    assert stack.client.llen(spec.queue) == 0 and store.get(job_id)["chunks"] == 4
+    assert stack.client.llen(spec.queue_for("standard")) == 0 and store.get(job_id)["chunks"] == 4
     started = time.monotonic()
     stack.worker("sender")
     assert store.wait_done(job_id, 60), store.get(job_id)

@@ -147,4 +147,4 @@ def test_the_write_that_ends_a_job_reports_it_once_with_its_model_status_and_dur
     reporting.record([ok(job_id, 3), ok(job_id, 2)])
     reporting.record([ok(job_id, 3)])
     job = store.get(job_id)
-    assert finished == [("echo", "completed", pytest.approx(job["finished_at"] - job["created_at"]))]
+    assert finished == [("echo", "completed", pytest.approx(job["finished_at"] - job["created_at"]), "standard")]

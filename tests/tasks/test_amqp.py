@@ -49,4 +49,5 @@ def test_queue_depth_is_read_from_an_amqp_broker_and_an_undeclared_queue_is_empt
         assert depth["echo-amqp-never"] == 0 and depth["echo"] == depth["minilm"] == 0
     finally:
         with celery.connection_for_write() as conn:
-            conn.default_channel.queue_delete(idle.queue)
+            for queue in idle.queues:
+                conn.default_channel.queue_delete(queue)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from batchery import defaults
+from batchery.tiers import TIERS
 from batchery.tasks import create_celery
 
 
@@ -23,7 +24,7 @@ def test_inspect_active_queues_shows_the_model_queues(settings, echo_worker):
     assert done.returncode == 0, done.stderr
     replies = json.loads(done.stdout.strip().splitlines()[-1])
     queues = {q["name"] for node, qs in replies.items() if node.startswith("echo@") for q in qs}
-    assert queues == {"batchery.echo", "batchery.echo-slow"}
+    assert queues == {f"batchery.{model}.{tier}" for model in ("echo", "echo-slow") for tier in TIERS}
 
 
 def test_inspect_stats_and_ping(settings, echo_worker):

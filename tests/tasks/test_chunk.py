@@ -37,7 +37,7 @@ def test_a_chunk_delivered_twice_counts_each_item_once(celery, store, settings, 
     numbers = send_job(celery, store, spec, job_id, inputs, chunk_size=100)
     dispatcher = Dispatcher(celery, store, 100)
     for number in numbers:  # each chunk's message again, as a redelivery would
-        dispatcher.publish(spec.name, spec.queue, job_id, number, task_id(job_id, number, ".again"), time.time())
+        dispatcher.publish(spec.name, spec.queue_for("standard"), job_id, number, task_id(job_id, number, ".again"), time.time())
     job = wait_completed(store, job_id)
     assert (job["succeeded"], job["failed"]) == (300, 0)
     assert [decode(raw)[1] for _, raw in store.outputs(job_id, 0, 300)] == inputs

@@ -182,17 +182,14 @@ def test_one_threads_pool_process_per_gpu_each_pinned_to_its_own(pool: Pool, poo
         assert worker["device"] == f"cuda:{index}" and worker["runtime_device"] == "cuda:0"
         assert worker["metrics_port"] == pool_settings.worker_metrics_port + index
         assert "--pool=threads" in Path(f"/proc/{worker['pid']}/cmdline").read_bytes().decode()
-    assert set(workers["gpu0"]["queues"]) == {"batchery.echo-gpu0", "batchery.echo-pool"}
-    assert set(workers["gpu1"]["queues"]) == {"batchery.echo-gpu1", "batchery.echo-pool"}
+    assert set(workers["gpu0"]["queues"]) == tier_queues("echo-gpu0", "echo-pool")
+    assert set(workers["gpu1"]["queues"]) == tier_queues("echo-gpu1", "echo-pool")
     assert workers["gpu1"]["warm_batch_sizes"] == {"echo-gpu1": [8], "echo-pool": [4, 32]}, "the on.cuda table applies"
 
 
 def test_celery_sees_each_gpu_worker_on_its_queues(pool: Pool):
     queues = {node: {q["name"] for q in qs} for node, qs in pool.celery("inspect", "active_queues").items()}
-    assert queues == {
-        "gpu0": {"batchery.echo-gpu0", "batchery.echo-pool"},
-        "gpu1": {"batchery.echo-gpu1", "batchery.echo-pool"},
-    }
+    assert queues == {"gpu0": tier_queues("echo-gpu0", "echo-pool"), "gpu1": tier_queues("echo-gpu1", "echo-pool")}
 
 
 def test_the_api_counts_live_workers_per_model_and_per_gpu(pool: Pool, pool_api: ApiServer, http):
@@ -270,3 +267,7 @@ def test_sigterm_drains_the_pool_and_a_new_one_finishes_the_job(pool: Pool, pool
     assert status["counts"] == {"succeeded": total, "failed": 0, "pending": 0, "cached": 0}
     results = http.get(job["links"]["results"], params={"limit": total}).json()["results"]
     assert [r["output"] for r in results] == list(range(total))
+
+
+def tier_queues(*models: str) -> set[str]:
+    return {f"batchery.{model}.{tier}" for model in models for tier in ("interactive", "standard", "bulk")}
