@@ -4,7 +4,8 @@
   the job completes, then the NDJSON results stream, every line parsed and checked. The result cache is off
   unless asked for: a benchmark repeats the same inputs, and a repeat answered from the cache times Redis
   lookups instead of the pipeline.
-- :func:`plain_celery` is one Celery task per item with ``apply_async`` and ``AsyncResult.get()``.
+- :func:`plain_celery` is plain Celery with ``apply_async`` and ``AsyncResult.get()``: one task per item, or
+  one task per list of items.
 - :class:`RawOnnx` is the floor of what a worker can do: the same ONNX Runtime session, prepare + run over
   the same texts in the model's batch size, in one thread of one process, with nothing else in the way.
 """
@@ -131,15 +132,17 @@ def _check(response: requests.Response) -> None:
         raise RuntimeError(f"HTTP {response.status_code} from {response.url}: {response.text[:300]}")
 
 
-def plain_celery(redis_url: str, inputs: Sequence[Any]) -> tuple[Run, list[Any]]:
-    """One task per input against the plain Celery worker; a fresh app per run, as a fresh client would have."""
+def plain_celery(redis_url: str, inputs: Sequence[Any], task_items: int = 1) -> tuple[Run, list[Any]]:
+    """The inputs against the plain Celery worker, ``task_items`` to a task; a fresh app per run, as a fresh
+    client would have."""
     app = plain.create_app(redis_url)
     try:
         app.tasks[plain.ECHO_TASK].apply_async(("warm up",)).get(timeout=60)  # connect broker and backend first
-        seconds, outputs = plain.run_client(app, inputs)
+        seconds, outputs = plain.run_client(app, inputs, task_items)
     finally:
         app.close()
-    return Run(len(outputs), seconds), outputs
+    details = {"task_items": task_items, "tasks": -(-len(inputs) // task_items)}
+    return Run(len(outputs), seconds, details), outputs
 
 
 class RawOnnx:

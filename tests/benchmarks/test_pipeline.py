@@ -1,4 +1,4 @@
-"""The pipeline benchmark times work done, not the result cache.
+"""The pipeline benchmark times work done, not the result cache, and compares equal item counts.
 
 Its phases run against a private stack here and every job they sent is read back from that stack's Redis: a
 job with ``cached > 0`` was (partly) answered from the cache, and its time says nothing about the pipeline.
@@ -7,16 +7,27 @@ job with ``cached > 0`` was (partly) answered from the cache, and its time says 
 from __future__ import annotations
 
 import dataclasses
+import json
+import signal
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from batchery.settings import Settings
-from benchmarks import phases
+from benchmarks import phases, pipeline
 from benchmarks.stack import Stack
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def signal_handlers() -> Iterator[None]:
+    """The benchmark turns SIGTERM and SIGINT into exceptions, as a command should; the suite keeps its own."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture
@@ -61,3 +72,29 @@ def test_minilm_phase_computes_every_item_it_times(minilm_stack):
     assert len(jobs) == 3
     assert [job["cached"] for job in jobs] == [0, 0, 0]
     assert minilm["pipeline"]["items"] == minilm["raw"]["items"] == 64
+
+
+@pytest.mark.usefixtures("signal_handlers")
+def test_quick_run_compares_equal_item_counts_with_both_plain_baselines(tmp_path, capsys):
+    out = tmp_path / "pipeline.json"
+    argv = ["--quick", "--skip", "minilm", "--plain-pools", "prefork", "--out", str(out)]
+    assert pipeline.main(argv) == 0
+
+    document = json.loads(out.read_text())
+    results = document["results"]
+    echo, per_item, lists = results["echo"], results["plain"]["prefork"], results["plain_lists"]["prefork"]
+    assert echo["items"] == per_item["items"] == lists["items"] > 0
+    assert (per_item["task_items"], lists["task_items"]) == (1, 256)
+    assert per_item["concurrency"] == lists["concurrency"]
+    assert all(run["counts"]["cached"] == 0 for run in echo["runs"])
+    ratios = [row for row in document["table"] if row["ratio"] is not None]
+    assert len(ratios) == 2 and all(row["items"] == echo["items"] for row in ratios)
+    printed = capsys.readouterr().out
+    assert "1 item a task" in printed and "256 items a task" in printed
+
+
+def test_a_ratio_over_unequal_item_counts_is_refused():
+    echo = {"items": 2_000, "seconds": 0.1, "items_per_s": 20_000.0}
+    plain = {"pool": "prefork", "concurrency": 2, "task_items": 1, "items": 500, "seconds": 1.0, "items_per_s": 500.0}
+    with pytest.raises(ValueError, match="500 items against batchery's 2000"):
+        pipeline.rows({"echo": echo, "plain": {"prefork": plain}})
