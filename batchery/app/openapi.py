@@ -24,10 +24,12 @@ Schema = dict[str, Any]
 
 STATUSES = ["queued", "running", "completed", "failed", "cancelled"]
 ERROR_CODES = {
-    400: "`bad_request`: malformed JSON or NDJSON, a missing or empty `inputs`, a bad query parameter or header.",
+    400: "`bad_request`: malformed JSON or NDJSON, a body that cannot be read, a missing or empty `inputs`, a bad query "
+         "parameter or header.",
     401: "`unauthorized`: no valid API key (only when API keys are configured).",
     404: "`job_not_found`, `model_not_found` or `not_found`.",
-    413: "`payload_too_large` (items or characters over the limits) or `request_entity_too_large` (body bytes).",
+    413: "`payload_too_large` (items or characters over the limits, or a chunked body over the byte limit) or "
+         "`request_entity_too_large` (a `Content-Length` over the byte limit).",
     415: "`unsupported_media_type`: the body is neither JSON nor (for jobs) NDJSON.",
     422: "`invalid_input`: an input does not fit the model; the message names its index.",
     429: "`backlog_full`: the model's backlog of queued items is full; nothing was queued. Retry after `Retry-After` seconds.",

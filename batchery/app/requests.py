@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from flask import Request
+from werkzeug.exceptions import HTTPException
 
 from batchery.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from batchery.models.inputs import check_inputs
@@ -31,7 +32,7 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
         model = request.args.get("model")
         if not model:
             raise BadRequest("an NDJSON body needs the model as a query parameter: ?model=NAME")
-        body: dict[str, Any] = {"model": model, "inputs": _ndjson_lines(request.get_data())}
+        body: dict[str, Any] = {"model": model, "inputs": _ndjson_lines(read_body(request))}
         if "cache" in request.args:
             body["cache"] = _query_bool("cache", request.args["cache"])
     else:
@@ -95,12 +96,33 @@ def _json_object(request: Request) -> dict[str, Any]:
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(f"send 'content-type: application/json' (or {NDJSON} for jobs), not {request.mimetype!r}")
     try:
-        body = orjson.loads(request.get_data())
+        body = orjson.loads(read_body(request))
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
+
+
+def read_body(request: Request) -> bytes:
+    """The whole body, or 413 when it is over the byte limit.
+
+    A body with a ``Content-Length`` over the limit is refused before it is read (werkzeug's 413). A body sent
+    without one (``Transfer-Encoding: chunked``) is cut at the limit by werkzeug without a word, so that a job
+    would silently lose its last lines and alter its last item: a byte past the limit means it was too long.
+    A body the server cannot decode (a malformed chunk) is the client's error, as any malformed body is.
+    """
+    limit = request.max_content_length
+    try:
+        data = request.get_data()
+        cut = request.content_length is None and limit is not None and len(data) >= limit
+        if cut and request.environ["wsgi.input"].read(1):
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    except (HTTPException, PayloadTooLarge):
+        raise
+    except Exception as exc:  # gunicorn and werkzeug raise their own kinds for a malformed chunked body
+        raise BadRequest(f"the body could not be read: {exc}") from exc
+    return data
 
 
 def _ndjson_lines(data: bytes) -> list[Any]:

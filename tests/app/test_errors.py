@@ -6,16 +6,9 @@ import pytest
 
 from batchery.cli.redis_server import free_port
 from tests.conftest import ApiServer
+from tests.helpers import error_of
 
 pytestmark = pytest.mark.usefixtures("echo_worker")
-
-
-def error_of(response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["code"] == code and error["message"]
-    return error["message"]
 
 
 @pytest.mark.parametrize(
