@@ -38,6 +38,7 @@ class Settings:
     max_items_per_job: int = defaults.MAX_ITEMS_PER_JOB
     max_request_bytes: int = defaults.MAX_REQUEST_BYTES
     max_input_chars: int = defaults.MAX_INPUT_CHARS
+    max_input_depth: int = defaults.MAX_INPUT_DEPTH
     results_page_limit: int = defaults.RESULTS_PAGE_LIMIT
     results_page_max: int = defaults.RESULTS_PAGE_MAX
     job_ttl_s: int = defaults.JOB_TTL_S

@@ -31,7 +31,8 @@ ERROR_CODES = {
     413: "`payload_too_large` (items or characters over the limits, or a chunked body over the byte limit) or "
          "`request_entity_too_large` (a `Content-Length` over the byte limit).",
     415: "`unsupported_media_type`: the body is neither JSON nor (for jobs) NDJSON.",
-    422: "`invalid_input`: an input does not fit the model; the message names its index.",
+    422: "`invalid_input`: an input does not fit the model, nests too deeply or holds an integer beyond 64 bits; "
+         "the message names its index.",
     429: "`backlog_full`: the model's backlog of queued items is full; nothing was queued. Retry after `Retry-After` seconds.",
     503: "`no_live_worker` (no worker serves the model; nothing was queued) or `unavailable` (Redis or the broker).",
     504: "`timeout`: predict did not finish within `BATCHERY_PREDICT_TIMEOUT_S`; the request was cancelled.",
@@ -93,8 +94,18 @@ def text_item(settings: Settings) -> Schema:
 
 
 def json_item(settings: Settings) -> Schema:
-    """Any JSON value; a string at its top level is held to the same length limit as text."""
-    return {"anyOf": [text_item(settings), {"type": ["number", "boolean", "null", "array", "object"]}]}
+    """Any JSON value; a string at its top level is held to the same length limit as text.
+
+    Its nesting and its integers' width are checked (422), not described: a schema cannot bound the depth of
+    any JSON value, nor tell the integer ``100000000000000000000`` from the float ``1e20``, which is fine.
+    """
+    return {"anyOf": [text_item(settings), {"type": ["number", "boolean", "null", "array", "object"]}],
+            "description": f"{json_limits(settings)}."}
+
+
+def json_limits(settings: Settings) -> str:
+    return (f"Lists and objects nest at most {settings.max_input_depth} levels deep, "
+            "and integers fit in 64 bits (-2^63 to 2^64-1)")
 
 
 def tensor_item(settings: Settings) -> Schema:
@@ -115,7 +126,7 @@ def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
     return obj(["model", "inputs"], {
         "model": {**model_refs(registry, kind), "description": f"A model taking {kind} inputs: `name` or `name@version`."},
         "inputs": inputs_of(settings, ITEMS[kind](settings), f"One {kind} item per element."),
-        "metadata": nullable({"type": "object", "description": "Kept with the job and returned as is."}),
+        "metadata": nullable({"type": "object", "description": f"Kept with the job and returned as is. {json_limits(settings)}."}),
         "timeout_s": nullable({"type": "number", "exclusiveMinimum": 0, "maximum": settings.job_ttl_s,
                                "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
         "cache": {"type": "boolean", "description": "`false` bypasses the result cache (default `true`)."},

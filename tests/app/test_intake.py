@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import uuid
 from typing import Iterator
 
 import orjson
@@ -59,4 +60,77 @@ def test_a_malformed_chunk_is_400_and_queues_nothing(api, store):
         response.begin()
         body = orjson.loads(response.read())
     assert response.status == 400 and body["error"]["code"] == "bad_request"
+    assert store.recent(1) == before
+
+
+# 2. Depth
+
+
+def nested(depth: int) -> bytes:
+    """A number inside ``depth`` lists, as JSON text: orjson itself cannot write one deeper than 254."""
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [33, 300, 1000])
+def test_inputs_nested_deeper_than_the_limit_are_422_naming_the_index_and_queue_nothing(http, api, store, settings, depth):
+    assert settings.max_input_depth == 32
+    before = store.recent(1)
+    body = b'{"model": "echo", "inputs": [%s, %s]}' % (nested(32), nested(depth))
+    message = error_of(http.post(f"{api.url}/v1/jobs", data=body, headers=JSON), 422, "invalid_input")
+    assert "inputs[1]" in message and "32" in message
+    message = error_of(http.post(f"{api.url}/v1/jobs?model=echo", data=b"1\n" + nested(depth), headers=NDJSON), 422, "invalid_input")
+    assert "inputs[1]" in message
+    body = b'{"inputs": [%s]}' % nested(depth)
+    error_of(http.post(f"{api.url}/v1/models/echo/predict", data=body, headers=JSON), 422, "invalid_input")
+    assert store.recent(1) == before, "nothing may be queued"
+
+
+def test_inputs_as_deep_as_the_limit_are_taken(http, api):
+    deep = {"a": orjson.loads(nested(31))}
+    response = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [deep]})
+    assert response.status_code == 202, response.text
+    wait_for_job(http, response.json()["links"]["self"])
+    assert http.get(response.json()["links"]["results"]).json()["results"] == [{"index": 0, "output": deep}]
+
+
+@pytest.mark.parametrize("depth", [33, 300])
+def test_metadata_nested_deeper_than_the_limit_is_400_and_queues_nothing(http, api, store, depth):
+    before = store.recent(1)
+    body = b'{"model": "echo", "inputs": [1], "metadata": {"deep": %s}}' % nested(depth)
+    assert "'metadata'" in error_of(http.post(f"{api.url}/v1/jobs", data=body, headers=JSON), 400, "bad_request")
+    assert store.recent(1) == before
+
+
+# 3. Integers beyond 64 bits
+
+
+@pytest.mark.parametrize("wide", [2**64, -(2**63) - 1, 10**30, -(10**300)])
+def test_integers_beyond_64_bits_are_422_naming_the_index(http, api, store, wide):
+    before = store.recent(1)
+    body = b'{"model": "echo", "inputs": [1, {"n": [%d]}]}' % wide
+    message = error_of(http.post(f"{api.url}/v1/jobs", data=body, headers=JSON), 422, "invalid_input")
+    assert "inputs[1]" in message and "64 bits" in message
+    message = error_of(http.post(f"{api.url}/v1/jobs?model=echo", data=b"1\n2\n%d\n" % wide, headers=NDJSON), 422, "invalid_input")
+    assert "inputs[2]" in message
+    body = b'{"inputs": [%d]}' % wide
+    assert "inputs[0]" in error_of(http.post(f"{api.url}/v1/models/echo/predict", data=body, headers=JSON), 422, "invalid_input")
+    body = b'{"model": "echo", "inputs": [1], "metadata": {"n": %d}}' % wide
+    assert "'metadata'" in error_of(http.post(f"{api.url}/v1/jobs", data=body, headers=JSON), 400, "bad_request")
+    assert store.recent(1) == before
+
+
+def test_integers_within_64_bits_and_long_digit_strings_come_back_exactly(http, api):
+    inputs = [2**64 - 1, -(2**63), "123456789012345678901234567890", {"id": 1234567890123456789}, 1.5e300]
+    body = orjson.dumps({"model": "echo", "inputs": inputs, "cache": False})
+    response = http.post(f"{api.url}/v1/jobs", data=body, headers=JSON)
+    assert response.status_code == 202, response.text
+    wait_for_job(http, response.json()["links"]["self"])
+    results = http.get(response.json()["links"]["results"]).json()["results"]
+    assert [r["output"] for r in results] == inputs
+
+
+def test_a_body_too_deep_to_read_exactly_is_400_and_queues_nothing(http, api, store):
+    before = store.recent(1)
+    body = b'{"model": "echo", "inputs": [12345678901234567890], "deep": %s}' % nested(1000)
+    assert "nested too deeply" in error_of(http.post(f"{api.url}/v1/jobs", data=body, headers=JSON), 400, "bad_request")
     assert store.recent(1) == before
