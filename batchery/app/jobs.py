@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Callable, Iterator
 
@@ -20,10 +21,21 @@ bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 REPLAY_WAIT_S = 2.0
 MAX_OFFSET = 10**9  # past a job's last item a page is empty, as past the end of any list
+#: The ids this service issues: ``uuid4().hex`` (``batchery.tasks.enqueue.new_job_id``).
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(dumps(body), status=status, mimetype="application/json", headers=headers)
+
+
+@bp.before_request
+def refuse_ids_never_issued() -> None:
+    """Every ``/v1/jobs/<id>`` route: an id of any other form is no job, and must not reach Redis, where
+    ``<id>:done`` or ``<id>:out:0`` would address another key of a real job. Runs after the API key check."""
+    job_id = (request.view_args or {}).get("job_id")
+    if job_id is not None and JOB_ID.fullmatch(job_id) is None:
+        raise JobNotFound("no such job: a job id is 32 lowercase hexadecimal characters, as POST /v1/jobs answers")
 
 
 @bp.post("")

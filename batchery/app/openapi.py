@@ -14,7 +14,7 @@ from typing import Any
 
 from batchery import __version__
 from batchery.app.auth import OPEN_RULES
-from batchery.app.jobs import MAX_OFFSET
+from batchery.app.jobs import JOB_ID, MAX_OFFSET
 from batchery.models.registry import Registry
 from batchery.settings import Settings
 
@@ -241,7 +241,8 @@ JOB_LINKS = {
 
 
 def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
-    job_id = path_param("job_id", "The id `POST /v1/jobs` answered with.")
+    job_id = path_param("job_id", "The id `POST /v1/jobs` answered with; any other string is 404 `job_not_found`.",
+                        {"type": "string", "pattern": f"^{JOB_ID.pattern}$"})
     return {
         "/v1/jobs": {"post": {
             "operationId": "createJob",

@@ -134,3 +134,21 @@ def test_a_body_too_deep_to_read_exactly_is_400_and_queues_nothing(http, api, st
     body = b'{"model": "echo", "inputs": [12345678901234567890], "deep": %s}' % nested(1000)
     assert "nested too deeply" in error_of(http.post(f"{api.url}/v1/jobs", data=body, headers=JSON), 400, "bad_request")
     assert store.recent(1) == before
+
+
+# 4. Job ids
+
+
+def test_job_ids_not_of_the_issued_form_are_404_and_reach_no_other_key(http, api, store, redis_client):
+    job = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [1, 2]}).json()
+    wait_for_job(http, job["links"]["self"])
+    job_id = job["id"]
+    keys_before = sorted(redis_client.keys(f"batchery:job:{job_id}*"))
+    for other in (f"{job_id}:out:0", f"{job_id}:done", f"{job_id}:owns:0", job_id.upper(), job_id[:-1], job_id + "0",
+                  "nope", "x" * 8000, uuid.uuid4().hex + "%0A"):
+        for method, path in (("GET", ""), ("GET", "/results"), ("DELETE", "")):
+            response = http.request(method, f"{api.url}/v1/jobs/{other}{path}")
+            error_of(response, 404, "job_not_found")
+    assert sorted(redis_client.keys(f"batchery:job:{job_id}*")) == keys_before
+    assert http.get(job["links"]["self"]).json()["status"] == "completed"
+    assert [r["output"] for r in http.get(job["links"]["results"]).json()["results"]] == [1, 2]
