@@ -152,3 +152,13 @@ def test_job_ids_not_of_the_issued_form_are_404_and_reach_no_other_key(http, api
     assert sorted(redis_client.keys(f"batchery:job:{job_id}*")) == keys_before
     assert http.get(job["links"]["self"]).json()["status"] == "completed"
     assert [r["output"] for r in http.get(job["links"]["results"]).json()["results"]] == [1, 2]
+
+
+# 5. Models, metadata, hosts
+
+
+def test_a_model_with_an_empty_version_is_404(http, api):
+    assert "version" in error_of(http.post(f"{api.url}/v1/jobs", json={"model": "minilm@", "inputs": ["a"]}), 404, "model_not_found")
+    error_of(http.post(f"{api.url}/v1/jobs?model=echo@", data=b"1\n", headers=NDJSON), 404, "model_not_found")
+    error_of(http.get(f"{api.url}/v1/models/minilm@"), 404, "model_not_found")
+    error_of(http.post(f"{api.url}/v1/models/echo@/predict", json={"inputs": [1]}), 404, "model_not_found")
