@@ -39,6 +39,7 @@ class Settings:
     max_request_bytes: int = defaults.MAX_REQUEST_BYTES
     max_input_chars: int = defaults.MAX_INPUT_CHARS
     max_input_depth: int = defaults.MAX_INPUT_DEPTH
+    max_metadata_bytes: int = defaults.MAX_METADATA_BYTES
     results_page_limit: int = defaults.RESULTS_PAGE_LIMIT
     results_page_max: int = defaults.RESULTS_PAGE_MAX
     job_ttl_s: int = defaults.JOB_TTL_S

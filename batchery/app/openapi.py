@@ -28,7 +28,7 @@ ERROR_CODES = {
          "parameter or header.",
     401: "`unauthorized`: no valid API key (only when API keys are configured).",
     404: "`job_not_found`, `model_not_found` or `not_found`.",
-    413: "`payload_too_large` (items or characters over the limits, or a chunked body over the byte limit) or "
+    413: "`payload_too_large` (items, characters or metadata bytes over the limits, or a chunked body over the byte limit) or "
          "`request_entity_too_large` (a `Content-Length` over the byte limit).",
     415: "`unsupported_media_type`: the body is neither JSON nor (for jobs) NDJSON.",
     422: "`invalid_input`: an input does not fit the model, nests too deeply or holds an integer beyond 64 bits; "
@@ -126,7 +126,8 @@ def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
     return obj(["model", "inputs"], {
         "model": {**model_refs(registry, kind), "description": f"A model taking {kind} inputs: `name` or `name@version`."},
         "inputs": inputs_of(settings, ITEMS[kind](settings), f"One {kind} item per element."),
-        "metadata": nullable({"type": "object", "description": f"Kept with the job and returned as is. {json_limits(settings)}."}),
+        "metadata": nullable({"type": "object", "description": f"Kept with the job and returned as is: at most "
+                              f"{settings.max_metadata_bytes} bytes as JSON (413). {json_limits(settings)}."}),
         "timeout_s": nullable({"type": "number", "exclusiveMinimum": 0, "maximum": settings.job_ttl_s,
                                "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
         "cache": {"type": "boolean", "description": "`false` bypasses the result cache (default `true`)."},

@@ -54,7 +54,8 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
 
 
 def _metadata(metadata: Any, settings: Settings) -> dict[str, Any] | None:
-    """Kept with the job as sent, so held to what can be stored as sent."""
+    """Kept with the job as sent, so held to what can be stored as sent; and to a size, since every status
+    poll reads it back."""
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
@@ -62,6 +63,9 @@ def _metadata(metadata: Any, settings: Settings) -> dict[str, Any] | None:
     problem = json_problem(metadata, settings.max_input_depth)
     if problem:
         raise BadRequest(f"'metadata': {problem}")
+    size = len(orjson.dumps(metadata))
+    if size > settings.max_metadata_bytes:
+        raise PayloadTooLarge(f"'metadata' is {size} bytes as JSON, over the limit of {settings.max_metadata_bytes}")
     return metadata
 
 

@@ -162,3 +162,15 @@ def test_a_model_with_an_empty_version_is_404(http, api):
     error_of(http.post(f"{api.url}/v1/jobs?model=echo@", data=b"1\n", headers=NDJSON), 404, "model_not_found")
     error_of(http.get(f"{api.url}/v1/models/minilm@"), 404, "model_not_found")
     error_of(http.post(f"{api.url}/v1/models/echo@/predict", json={"inputs": [1]}), 404, "model_not_found")
+
+
+def test_metadata_over_its_byte_limit_is_413_and_queues_nothing(http, api, store, settings):
+    assert settings.max_metadata_bytes == 16 * 1024
+    before = store.recent(1)
+    metadata = {"note": "m" * settings.max_metadata_bytes}
+    message = error_of(http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [1], "metadata": metadata}), 413, "payload_too_large")
+    assert "'metadata'" in message and str(settings.max_metadata_bytes) in message
+    assert store.recent(1) == before
+    metadata = {"note": "m" * (settings.max_metadata_bytes - 20)}
+    assert len(orjson.dumps(metadata)) <= settings.max_metadata_bytes
+    assert http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [1], "metadata": metadata}).status_code == 202
