@@ -32,6 +32,7 @@ class Settings:
     flower_port: int = defaults.FLOWER_PORT
     flower_basic_auth: str = field(default="", repr=False)
     flower_url: str = ""
+    public_url: str = ""
     models_file: str = ""
     data_dir: str = defaults.DATA_DIR
     chunk_size: int = defaults.CHUNK_SIZE

@@ -6,11 +6,11 @@ import re
 import time
 from typing import Callable, Iterator
 
-from flask import Blueprint, Response, request, stream_with_context, url_for
+from flask import Blueprint, Response, request, stream_with_context
 
 from batchery.app.requests import NDJSON, read_job_request
 from batchery.app.services import services
-from batchery.app.views import job_document, job_links
+from batchery.app.views import external_url, job_document, job_links
 from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, Unavailable
 from batchery.monitoring.logs import bind
 from batchery.monitoring.metrics import record_submission
@@ -116,7 +116,7 @@ def get_results(job_id: str) -> Response:
     limit = int_arg("limit", settings.results_page_limit, 1, settings.results_page_max)
     stop = min(offset + limit, job["total"])
     results = [result_record(i, raw) for i, raw in services().store.outputs(job_id, offset, stop)]
-    next_url = url_for("jobs.get_results", job_id=job_id, offset=stop, limit=limit, _external=True) if stop < job["total"] else None
+    next_url = external_url("jobs.get_results", job_id=job_id, offset=stop, limit=limit) if stop < job["total"] else None
     return json_response({"results": results, "next": next_url})
 
 

@@ -418,6 +418,14 @@ def secure(paths: dict[str, Any]) -> None:
                 operation["responses"]["401"] = error_response(401)
 
 
+def description(settings: Settings) -> str:
+    """What holds for every operation, and so is said once."""
+    text = "Asynchronous batch inference over Celery. Every error is `{\"error\": {\"code\", \"message\"}}`."
+    if not settings.public_url:
+        text += " Links are made on the request's `Host`: one that is not `host[:port]` is 400 `bad_request` on any path."
+    return text
+
+
 def describe(settings: Settings, registry: Registry) -> dict[str, Any]:
     """The description of an API running with ``settings`` and serving the models of ``registry``."""
     paths = {**job_operations(settings, registry), **model_operations(registry), **operations_around(settings)}
@@ -425,7 +433,7 @@ def describe(settings: Settings, registry: Registry) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "batchery", "version": __version__,
-                 "description": "Asynchronous batch inference over Celery. Every error is `{\"error\": {\"code\", \"message\"}}`."},
+                 "description": description(settings)},
         "paths": paths,
         "components": components,
     }

@@ -174,3 +174,33 @@ def test_metadata_over_its_byte_limit_is_413_and_queues_nothing(http, api, store
     metadata = {"note": "m" * (settings.max_metadata_bytes - 20)}
     assert len(orjson.dumps(metadata)) <= settings.max_metadata_bytes
     assert http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [1], "metadata": metadata}).status_code == 202
+
+
+def test_links_use_the_public_url_when_it_is_set(http, settings_with):
+    with ApiServer(settings_with(public_url="https://batch.example.com/inference/")) as api:
+        response = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [f"public-{i}" for i in range(5)]}, headers={"Host": "evil.example"})
+        assert response.status_code == 202, response.text
+        job = response.json()
+        base = f"https://batch.example.com/inference/v1/jobs/{job['id']}"
+        assert response.headers["Location"] == job["links"]["self"] == base
+        assert job["links"]["results"] == base + "/results"
+        local = f"{api.url}/v1/jobs/{job['id']}"
+        assert http.get(local).json()["links"]["self"] == base
+        wait_for_job(http, local)
+        assert http.get(local + "/results", params={"limit": 2}).json()["next"] == base + "/results?offset=2&limit=2"
+        assert http.get(f"{api.url}/v1").json()["links"]["models"] == "https://batch.example.com/inference/v1/models"
+
+
+@pytest.mark.parametrize("host", ["evil.example/phish?x=", "a b", "example.com:port", "exa\\mple.com", "@evil.example", "[::1"])
+def test_a_malformed_host_is_400_and_queues_nothing(http, api, store, host):
+    before = store.recent(1)
+    response = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [1]}, headers={"Host": host})
+    assert "Host" in error_of(response, 400, "bad_request")
+    assert store.recent(1) == before
+
+
+@pytest.mark.parametrize("host", ["batch.example.com", "batch.example.com:8443", "10.0.0.7:8080", "[::1]:8000", "localhost"])
+def test_a_well_formed_host_still_makes_the_links(http, api, host):
+    response = http.post(f"{api.url}/v1/jobs", json={"model": "echo", "inputs": [1]}, headers={"Host": host})
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"].startswith(f"http://{host}/v1/jobs/")
