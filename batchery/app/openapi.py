@@ -420,7 +420,9 @@ def secure(paths: dict[str, Any]) -> None:
 
 def description(settings: Settings) -> str:
     """What holds for every operation, and so is said once."""
-    text = "Asynchronous batch inference over Celery. Every error is `{\"error\": {\"code\", \"message\"}}`."
+    text = ("Asynchronous batch inference over Celery. Every error is `{\"error\": {\"code\", \"message\"}}`, "
+            "gunicorn's own included: 414 `uri_too_long` (a request line over 4094 bytes), 431 "
+            "`request_header_fields_too_large`, 400 `bad_request` (a duplicate `Host`, a malformed request).")
     if not settings.public_url:
         text += " Links are made on the request's `Host`: one that is not `host[:port]` is 400 `bad_request` on any path."
     return text

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import time
+from pathlib import Path
 from typing import Iterator
 
 import orjson
@@ -82,4 +84,44 @@ def test_a_malformed_chunk_is_400_and_queues_nothing(gunicorn_api, store):
     request = b"POST /v1/jobs HTTP/1.1\r\nHost: a.example\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
     status, headers, body = raw_exchange(gunicorn_api, request)
     assert status == 400 and "chunk" in error_document(headers, body)["message"]
+    assert store.recent(1) == before
+
+
+# 5. What gunicorn answers itself, and hosts
+
+
+def test_a_request_line_over_gunicorns_limit_is_414_as_json(gunicorn_api):
+    response = requests.get(f"{gunicorn_api.url}/v1/jobs/{'x' * 8000}")
+    assert "Request Line" in error_of(response, 414, "uri_too_long")
+
+
+@pytest.mark.parametrize(
+    "request_bytes, status, code",
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n", 400, "bad_request"),
+        (b"NOT A REQUEST\r\n\r\n", 400, "bad_request"),
+        (b"GET /healthz HTTP/1.1\r\nHost: a.example\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 431, "request_header_fields_too_large"),
+    ],
+    ids=["duplicate-host", "request-line", "header-too-large"],
+)
+def test_what_gunicorn_refuses_itself_is_the_error_document(gunicorn_api, request_bytes, status, code):
+    answer_status, headers, body = raw_exchange(gunicorn_api, request_bytes)
+    assert answer_status == status, body
+    assert error_document(headers, body)["code"] == code
+    assert logged(gunicorn_api, "Invalid request from ip="), "gunicorn still logs why it refused"
+
+
+def logged(api: GunicornApi, text: str, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while text not in Path(api.log_path).read_text():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_malformed_host_is_400_and_queues_nothing(gunicorn_api, store):
+    before = store.recent(1)
+    response = requests.post(f"{gunicorn_api.url}/v1/jobs", json={"model": "echo", "inputs": [1]}, headers={"Host": "evil.example/x?"})
+    assert "Host" in error_of(response, 400, "bad_request")
     assert store.recent(1) == before
