@@ -12,6 +12,8 @@ CHUNKS_IN_FLIGHT_PER_WORKER = 2  # a lane's chunks sent and not done, per live w
 MAX_ITEMS_PER_JOB = 1_000_000
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 MAX_INPUT_CHARS = 10_000
+MAX_METADATA_BYTES = 16 * 1024  # a job's metadata, as compact JSON: it is read back with every status poll
+MAX_INPUT_DEPTH = 32  # lists and objects inside one another, in an input or the metadata; orjson writes 254 at most
 RESULTS_PAGE_LIMIT = 1000
 RESULTS_PAGE_MAX = 10_000
 

@@ -32,6 +32,7 @@ class Settings:
     flower_port: int = defaults.FLOWER_PORT
     flower_basic_auth: str = field(default="", repr=False)
     flower_url: str = ""
+    public_url: str = ""
     models_file: str = ""
     data_dir: str = defaults.DATA_DIR
     chunk_size: int = defaults.CHUNK_SIZE
@@ -39,6 +40,8 @@ class Settings:
     max_items_per_job: int = defaults.MAX_ITEMS_PER_JOB
     max_request_bytes: int = defaults.MAX_REQUEST_BYTES
     max_input_chars: int = defaults.MAX_INPUT_CHARS
+    max_input_depth: int = defaults.MAX_INPUT_DEPTH
+    max_metadata_bytes: int = defaults.MAX_METADATA_BYTES
     results_page_limit: int = defaults.RESULTS_PAGE_LIMIT
     results_page_max: int = defaults.RESULTS_PAGE_MAX
     job_ttl_s: int = defaults.JOB_TTL_S

@@ -3,6 +3,10 @@
 Each phase starts its own worker and stops it before the next, so that an idle process of one phase does
 not take a core from the next; each measurement is repeated, the median run reported, and the CPU seconds
 of every process group (and of the rest of the machine) counted over the runs.
+
+Every side of a comparison is warmed with inputs of its own (never the timed ones) and timed on the same
+items as the other side. batchery jobs go with the result cache off, and a run that the cache answered
+anyway is an error: it would time Redis lookups, not the pipeline.
 """
 
 from __future__ import annotations
@@ -22,19 +26,31 @@ from benchmarks.stack import Child, Stack
 log = logging.getLogger("benchmarks")
 
 
+#: The warm-up inputs come from another seed than the timed ones, so that nothing a warm-up computed can be
+#: reused by a timed run, whatever cache sits in the way.
+WARM_SEED = corpus.SEED + 1
+#: Echo items sent to each side before its timed runs: four batchery chunks, four 256-item Celery tasks, and
+#: enough single-item tasks to reach every prefork child.
+WARM_ECHO_ITEMS = 1024
+WARM_MINILM_ITEMS = 256
+
+
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-    """Items per run for each measurement, and runs per measurement."""
+    """Items per run for each comparison (both sides get the same count), and runs per measurement."""
 
     echo: int
-    plain: int
     minilm: int
     repeat: int
 
     @classmethod
     def of(cls, quick: bool, repeat: int | None) -> "Sizes":
-        sizes = cls(5_000, 500, 1_000, 1) if quick else cls(20_000, 2_000, 4_000, 3)
+        sizes = cls(2_000, 1_000, 1) if quick else cls(20_000, 4_000, 3)
         return dataclasses.replace(sizes, repeat=repeat or sizes.repeat)
+
+
+def warm_inputs(count: int) -> list[str]:
+    return corpus.texts(count, seed=WARM_SEED)
 
 
 def repeated(times: int, once: Callable[[], measure.Run]) -> list[measure.Run]:
@@ -73,14 +89,24 @@ def metered(
     return runs, meter.stop()
 
 
+def computed(run: measure.Run) -> measure.Run:
+    """The run, once its job's counts show that no item came from the result cache."""
+    cached = run.details["counts"]["cached"]
+    if cached:
+        raise RuntimeError(f"job {run.details['job_id']}: {cached} items came from the result cache")
+    return run
+
+
 def bench_echo(stack: Stack, api: Child, sizes: Sizes, poll_s: float) -> dict[str, Any]:
     inputs = corpus.texts(sizes.echo)
     worker = stack.start_worker("bench-echo", ["echo"])
     try:
-        measure.pipeline(stack.api_url, "echo", inputs[:512], poll_s)  # warm: connections, gunicorn workers
+        # warm: connections, gunicorn workers, the worker's batcher
+        computed(measure.pipeline(stack.api_url, "echo", warm_inputs(WARM_ECHO_ITEMS), poll_s)[0])
 
         def once() -> measure.Run:
             run, outputs = measure.pipeline(stack.api_url, "echo", inputs, poll_s)
+            computed(run)
             if outputs != inputs:
                 raise RuntimeError("echo returned outputs that differ from its inputs")
             log.info(
@@ -96,22 +122,32 @@ def bench_echo(stack: Stack, api: Child, sizes: Sizes, poll_s: float) -> dict[st
     return summary(runs, cpu)
 
 
-def bench_plain(stack: Stack, pool: str, concurrency: int, sizes: Sizes) -> dict[str, Any]:
-    inputs = corpus.texts(sizes.plain)
+def bench_plain(stack: Stack, pool: str, concurrency: int, sizes: Sizes, task_items: int = 1) -> dict[str, Any]:
+    """Plain Celery echo on the same items as batchery's echo, ``task_items`` items to a task."""
+    inputs = corpus.texts(sizes.echo)
+    redis_url = stack.settings.effective_redis_url
     worker = stack.start_plain_worker(pool, concurrency)
     try:
+        measure.plain_celery(redis_url, warm_inputs(WARM_ECHO_ITEMS), task_items)  # every pool child, once
 
         def once() -> measure.Run:
-            run, outputs = measure.plain_celery(stack.settings.effective_redis_url, inputs)
+            run, outputs = measure.plain_celery(redis_url, inputs, task_items)
             if outputs != inputs:
                 raise RuntimeError("the plain Celery echo returned outputs that differ from its inputs")
-            log.info("plain celery %s: %d items in %.2fs (%.0f/s)", pool, run.items, run.seconds, run.items_per_s)
+            log.info(
+                "plain celery %s, %d items a task: %d items in %.2fs (%.0f/s)",
+                pool,
+                task_items,
+                run.items,
+                run.seconds,
+                run.items_per_s,
+            )
             return run
 
         runs, cpu = metered({"worker": worker, "redis": stack.redis_pid}, lambda: repeated(sizes.repeat, once))
     finally:
         stack.stop(worker.name)
-    return {"pool": pool, "concurrency": concurrency, **summary(runs, cpu)}
+    return {"pool": pool, "concurrency": concurrency, "task_items": task_items, **summary(runs, cpu)}
 
 
 def bench_minilm(
@@ -125,13 +161,14 @@ def bench_minilm(
         settings = dataclasses.replace(settings, models_file=str(models_file))
     spec = load_registry(settings.models_file).get("minilm")
     texts = corpus.texts(sizes.minilm)
+    warm = warm_inputs(WARM_MINILM_ITEMS)
     started = time.perf_counter()
     worker = stack.start_worker("bench-minilm", ["minilm"], settings)  # exports the ONNX file on a cold cache
     worker_start_s = time.perf_counter() - started
     raw = measure.RawOnnx(spec, settings)
     try:
-        measure.pipeline(stack.api_url, "minilm", texts[:256], poll_s)
-        raw.run(texts[:256])
+        computed(measure.pipeline(stack.api_url, "minilm", warm, poll_s)[0])
+        raw.run(warm)
         raw_runs: list[measure.Run] = []
         pipe_runs: list[measure.Run] = []
         raw_cpu: dict[str, float] = {}
@@ -146,6 +183,7 @@ def bench_minilm(
             raw_runs.append(run)
             meter = CpuMeter(groups).start()
             run, outputs = measure.pipeline(stack.api_url, "minilm", texts, poll_s)
+            computed(run)
             pipe_cpu = _add(pipe_cpu, meter.stop())
             pipe_runs.append(run)
             difference = float(np.abs(np.asarray(outputs, dtype=np.float32) - vectors).max())

@@ -41,8 +41,9 @@ class Row:
         }
 
 
-def table(rows: list[Row]) -> str:
-    header = ("name", "items", "seconds", "items/s", "ratio", "target")
+def table(rows: list[Row], ratio_header: str = "ratio") -> str:
+    """The rows as text; ``ratio_header`` says what the ratio column divides by what, where "ratio" is vague."""
+    header = ("name", "items", "seconds", "items/s", ratio_header, "target")
     lines = [
         (
             r.name,

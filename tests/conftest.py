@@ -215,6 +215,39 @@ class ApiServer:
         self.server.shutdown()
 
 
+class GunicornApi:
+    """`batchery api` as a child process: gunicorn, two worker processes, multiprocess metrics."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60) -> "GunicornApi":
+        env = {**os.environ, **self.settings.as_env()}
+        argv = [sys.executable, "-m", "batchery", "api"]
+        self.process = subprocess.Popen(
+            argv, env=env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.process.poll() is None and time.monotonic() < deadline, self.log_path.read_text()[-3000:]
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 @pytest.fixture(scope="session")
 def api(settings: Settings) -> Iterator[ApiServer]:
     with ApiServer(settings) as server:

@@ -8,6 +8,7 @@ from batchery.app import auth, dead_letters, discovery, health, jobs, models, ov
 from batchery.app.access import register_request_log
 from batchery.app.errors import register_error_handlers
 from batchery.app.services import Services
+from batchery.app.views import check_host
 from batchery.models.registry import load_registry
 from batchery.monitoring.metrics import record_job_finished
 from batchery.settings import Settings, get_settings
@@ -32,6 +33,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (jobs.bp, models.bp, workers.bp, dead_letters.bp, overview.bp, health.bp, discovery.bp, page.bp):
         app.register_blueprint(blueprint)
     register_request_log(app)
+    if not settings.public_url:
+        app.before_request(check_host)
     auth.install(app, settings)
     register_error_handlers(app)
     return app

@@ -5,19 +5,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, url_for
+from flask import Blueprint, Response
 
 from batchery import __version__
 from batchery.app.jobs import json_response
 from batchery.app.openapi import describe
 from batchery.app.services import services
+from batchery.app.views import external_url
 
 bp = Blueprint("discovery", __name__)
 
 
 @bp.get("/v1")
 def index() -> Response:
-    links = {name: url_for(endpoint, _external=True) for name, endpoint in (
+    links = {name: external_url(endpoint) for name, endpoint in (
         ("openapi", "discovery.openapi"), ("models", "models.list_models"), ("jobs", "jobs.create_job"),
         ("workers", "workers.list_workers"),
         ("healthz", "health.healthz"), ("readyz", "health.readyz"), ("metrics", "health.metrics"),

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Callable, Iterator
 
-from flask import Blueprint, Response, request, stream_with_context, url_for
+from flask import Blueprint, Response, request, stream_with_context
 
 from batchery.app.requests import NDJSON, read_job_request
 from batchery.app.services import services
-from batchery.app.views import job_document, job_links
+from batchery.app.views import external_url, job_document, job_links
 from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, Unavailable
 from batchery.monitoring.logs import bind
 from batchery.monitoring.metrics import record_submission
@@ -21,10 +22,21 @@ bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 REPLAY_WAIT_S = 2.0
 MAX_OFFSET = 10**9  # past a job's last item a page is empty, as past the end of any list
+#: The ids this service issues: ``uuid4().hex`` (``batchery.tasks.enqueue.new_job_id``).
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(dumps(body), status=status, mimetype="application/json", headers=headers)
+
+
+@bp.before_request
+def refuse_ids_never_issued() -> None:
+    """Every ``/v1/jobs/<id>`` route: an id of any other form is no job, and must not reach Redis, where
+    ``<id>:done`` or ``<id>:out:0`` would address another key of a real job. Runs after the API key check."""
+    job_id = (request.view_args or {}).get("job_id")
+    if job_id is not None and JOB_ID.fullmatch(job_id) is None:
+        raise JobNotFound("no such job: a job id is 32 lowercase hexadecimal characters, as POST /v1/jobs answers")
 
 
 @bp.post("")
@@ -106,7 +118,7 @@ def get_results(job_id: str) -> Response:
     limit = int_arg("limit", settings.results_page_limit, 1, settings.results_page_max)
     stop = min(offset + limit, job["total"])
     results = [result_record(i, raw) for i, raw in services().store.outputs(job_id, offset, stop)]
-    next_url = url_for("jobs.get_results", job_id=job_id, offset=stop, limit=limit, _external=True) if stop < job["total"] else None
+    next_url = external_url("jobs.get_results", job_id=job_id, offset=stop, limit=limit) if stop < job["total"] else None
     return json_response({"results": results, "next": next_url})
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from batchery import __version__
 from batchery.app.auth import OPEN_RULES
-from batchery.app.jobs import MAX_OFFSET
+from batchery.app.jobs import JOB_ID, MAX_OFFSET
 from batchery.models.registry import Registry
 from batchery.settings import Settings
 from batchery.tiers import TIERS
@@ -25,12 +25,15 @@ Schema = dict[str, Any]
 
 STATUSES = ["queued", "running", "completed", "failed", "cancelled"]
 ERROR_CODES = {
-    400: "`bad_request`: malformed JSON or NDJSON, a missing or empty `inputs`, a bad query parameter or header.",
+    400: "`bad_request`: malformed JSON or NDJSON, a body that cannot be read, a missing or empty `inputs`, a bad query "
+         "parameter or header.",
     401: "`unauthorized`: no valid API key (only when API keys are configured).",
     404: "`job_not_found`, `model_not_found` or `not_found`.",
-    413: "`payload_too_large` (items or characters over the limits) or `request_entity_too_large` (body bytes).",
+    413: "`payload_too_large` (items, characters or metadata bytes over the limits, or a chunked body over the byte limit) or "
+         "`request_entity_too_large` (a `Content-Length` over the byte limit).",
     415: "`unsupported_media_type`: the body is neither JSON nor (for jobs) NDJSON.",
-    422: "`invalid_input`: an input does not fit the model; the message names its index.",
+    422: "`invalid_input`: an input does not fit the model, nests too deeply or holds an integer beyond 64 bits; "
+         "the message names its index.",
     429: "`backlog_full`: the model's backlog of queued items is full; nothing was queued. Retry after `Retry-After` seconds.",
     503: "`no_live_worker` (no worker serves the model; nothing was queued) or `unavailable` (Redis or the broker).",
     504: "`timeout`: predict did not finish within `BATCHERY_PREDICT_TIMEOUT_S`; the request was cancelled.",
@@ -92,8 +95,18 @@ def text_item(settings: Settings) -> Schema:
 
 
 def json_item(settings: Settings) -> Schema:
-    """Any JSON value; a string at its top level is held to the same length limit as text."""
-    return {"anyOf": [text_item(settings), {"type": ["number", "boolean", "null", "array", "object"]}]}
+    """Any JSON value; a string at its top level is held to the same length limit as text.
+
+    Its nesting and its integers' width are checked (422), not described: a schema cannot bound the depth of
+    any JSON value, nor tell the integer ``100000000000000000000`` from the float ``1e20``, which is fine.
+    """
+    return {"anyOf": [text_item(settings), {"type": ["number", "boolean", "null", "array", "object"]}],
+            "description": f"{json_limits(settings)}."}
+
+
+def json_limits(settings: Settings) -> str:
+    return (f"Lists and objects nest at most {settings.max_input_depth} levels deep, "
+            "and integers fit in 64 bits (-2^63 to 2^64-1)")
 
 
 def tensor_item(settings: Settings) -> Schema:
@@ -114,7 +127,8 @@ def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
     return obj(["model", "inputs"], {
         "model": {**model_refs(registry, kind), "description": f"A model taking {kind} inputs: `name` or `name@version`."},
         "inputs": inputs_of(settings, ITEMS[kind](settings), f"One {kind} item per element."),
-        "metadata": nullable({"type": "object", "description": "Kept with the job and returned as is."}),
+        "metadata": nullable({"type": "object", "description": f"Kept with the job and returned as is: at most "
+                              f"{settings.max_metadata_bytes} bytes as JSON (413). {json_limits(settings)}."}),
         "timeout_s": nullable({"type": "number", "exclusiveMinimum": 0, "maximum": settings.job_ttl_s,
                                "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
         "cache": {"type": "boolean", "description": "`false` bypasses the result cache (default `true`)."},
@@ -243,7 +257,8 @@ JOB_LINKS = {
 
 
 def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
-    job_id = path_param("job_id", "The id `POST /v1/jobs` answered with.")
+    job_id = path_param("job_id", "The id `POST /v1/jobs` answered with; any other string is 404 `job_not_found`.",
+                        {"type": "string", "pattern": f"^{JOB_ID.pattern}$"})
     return {
         "/v1/jobs": {"post": {
             "operationId": "createJob",
@@ -426,6 +441,16 @@ def secure(paths: dict[str, Any]) -> None:
                 operation["responses"]["401"] = error_response(401)
 
 
+def description(settings: Settings) -> str:
+    """What holds for every operation, and so is said once."""
+    text = ("Asynchronous batch inference over Celery. Every error is `{\"error\": {\"code\", \"message\"}}`, "
+            "gunicorn's own included: 414 `uri_too_long` (a request line over 4094 bytes), 431 "
+            "`request_header_fields_too_large`, 400 `bad_request` (a duplicate `Host`, a malformed request).")
+    if not settings.public_url:
+        text += " Links are made on the request's `Host`: one that is not `host[:port]` is 400 `bad_request` on any path."
+    return text
+
+
 def describe(settings: Settings, registry: Registry) -> dict[str, Any]:
     """The description of an API running with ``settings`` and serving the models of ``registry``."""
     paths = {**job_operations(settings, registry), **model_operations(registry), **operations_around(settings)}
@@ -433,7 +458,7 @@ def describe(settings: Settings, registry: Registry) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "batchery", "version": __version__,
-                 "description": "Asynchronous batch inference over Celery. Every error is `{\"error\": {\"code\", \"message\"}}`."},
+                 "description": description(settings)},
         "paths": paths,
         "components": components,
     }

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, request, url_for
+from flask import Blueprint, Response, url_for
 
 from batchery import tiers
 from batchery.app.jobs import int_arg, json_response
 from batchery.app.services import Services, services
-from batchery.app.views import iso
+from batchery.app.views import base_url, iso
 from batchery.monitoring.activity import MAX_WINDOW_S, WINDOW_S, read_activity
 from batchery.settings import Settings
 from batchery.store.chunks import ChunkStore
@@ -36,7 +36,7 @@ def overview() -> Response:
             "models": model_activity(svc, workers, window_s),
             "tiers": tier_activity(svc),
             "devices": workers_by_device(workers),
-            "links": {"flower": flower_url(svc.settings, request.host_url), "metrics": url_for("health.metrics")},
+            "links": {"flower": flower_url(svc.settings, base_url()), "metrics": url_for("health.metrics")},
         }
     )
 
@@ -117,7 +117,7 @@ def workers_by_device(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def flower_url(settings: Settings, host_url: str) -> str:
-    """``BATCHERY_FLOWER_URL``, or Flower's port on the host the browser reached the API by."""
+    """``BATCHERY_FLOWER_URL``, or Flower's port on the host the browser reached the API by (or the public URL's)."""
     if settings.flower_url:
         return settings.flower_url
     parts = urlsplit(host_url)

@@ -6,10 +6,11 @@ is, as on a private cluster.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, make_response, render_template, request, url_for
+from flask import Blueprint, Response, make_response, render_template, url_for
 
 from batchery.app.overview import flower_url
 from batchery.app.services import services
+from batchery.app.views import base_url
 
 bp = Blueprint("page", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
 POLL_MS = 1000
@@ -21,7 +22,7 @@ def jobs_page() -> Response:
         "jobs.html",
         overview_url=url_for("overview.overview"),
         poll_ms=POLL_MS,
-        flower_url=flower_url(services().settings, request.host_url),
+        flower_url=flower_url(services().settings, base_url()),
         metrics_url=url_for("health.metrics"),
     )
     response = make_response(page)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from flask import Request
+from werkzeug.exceptions import HTTPException
 
 from batchery import tiers
 from batchery.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from batchery.models.inputs import check_inputs
+from batchery.models.inputs import check_inputs, json_problem
 from batchery.models.registry import ModelSpec, Registry
 from batchery.settings import Settings
 
 NDJSON = "application/x-ndjson"
+#: Every integer orjson would not read exactly has at least 19 digits in a row (2**63 has 19).
+LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
         model = request.args.get("model")
         if not model:
             raise BadRequest("an NDJSON body needs the model as a query parameter: ?model=NAME")
-        body: dict[str, Any] = {"model": model, "inputs": _ndjson_lines(request.get_data())}
+        body: dict[str, Any] = {"model": model, "inputs": _ndjson_lines(read_body(request))}
         if "cache" in request.args:
             body["cache"] = _query_bool("cache", request.args["cache"])
         if "tier" in request.args:
@@ -43,9 +48,7 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' must be a model name, e.g. \"minilm\" or \"minilm@l6-v2\"")
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise BadRequest("'metadata' must be an object")
+    metadata = _metadata(body.get("metadata"), settings)
     cache = body.get("cache", True)
     if not isinstance(cache, bool):
         raise BadRequest("'cache' must be true or false")
@@ -54,6 +57,22 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
     _check_query_agrees(request, registry, spec, cache)
     timeout_s = _timeout(body.get("timeout_s"), settings)
     return JobRequest(spec, read_inputs(body, spec, settings), metadata, timeout_s, cache, tier)
+
+
+def _metadata(metadata: Any, settings: Settings) -> dict[str, Any] | None:
+    """Kept with the job as sent, so held to what can be stored as sent; and to a size, since every status
+    poll reads it back."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise BadRequest("'metadata' must be an object")
+    problem = json_problem(metadata, settings.max_input_depth)
+    if problem:
+        raise BadRequest(f"'metadata': {problem}")
+    size = len(orjson.dumps(metadata))
+    if size > settings.max_metadata_bytes:
+        raise PayloadTooLarge(f"'metadata' is {size} bytes as JSON, over the limit of {settings.max_metadata_bytes}")
+    return metadata
 
 
 def _query_bool(name: str, raw: str) -> bool:
@@ -94,7 +113,7 @@ def read_inputs(body: dict[str, Any], spec: ModelSpec, settings: Settings) -> li
         raise BadRequest("'inputs' must be a non-empty list")
     if len(inputs) > settings.max_items_per_job:
         raise PayloadTooLarge(f"{len(inputs)} inputs, over the limit of {settings.max_items_per_job} per job")
-    check_inputs(spec, inputs, settings.max_input_chars)
+    check_inputs(spec, inputs, settings.max_input_chars, settings.max_input_depth)
     return inputs
 
 
@@ -102,7 +121,7 @@ def _json_object(request: Request) -> dict[str, Any]:
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(f"send 'content-type: application/json' (or {NDJSON} for jobs), not {request.mimetype!r}")
     try:
-        body = orjson.loads(request.get_data())
+        body = exact_loads(read_body(request))
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
@@ -110,14 +129,53 @@ def _json_object(request: Request) -> dict[str, Any]:
     return body
 
 
+def read_body(request: Request) -> bytes:
+    """The whole body, or 413 when it is over the byte limit.
+
+    A body with a ``Content-Length`` over the limit is refused before it is read (werkzeug's 413). A body sent
+    without one (``Transfer-Encoding: chunked``) is cut at the limit by werkzeug without a word, so that a job
+    would silently lose its last lines and alter its last item: a byte past the limit means it was too long.
+    A body the server cannot decode (a malformed chunk) is the client's error, as any malformed body is.
+    """
+    limit = request.max_content_length
+    try:
+        data = request.get_data()
+        cut = request.content_length is None and limit is not None and len(data) >= limit
+        if cut and request.environ["wsgi.input"].read(1):
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    except (HTTPException, PayloadTooLarge):
+        raise
+    except Exception as exc:  # gunicorn and werkzeug raise their own kinds for a malformed chunked body
+        raise BadRequest(f"the body could not be read: {exc}") from exc
+    return data
+
+
+def exact_loads(data: bytes) -> Any:
+    """orjson's reading, with every integer exact.
+
+    orjson reads an integer beyond 64 bits as a float, without a word: echo would not echo it, and distinct
+    values would share a cache entry. A body that may hold one is read again by the standard library, which
+    keeps integers whole, so that the input checks can refuse it by its index. Bodies without 19 digits in a
+    row, nearly all, are read once.
+    """
+    value = orjson.loads(data)
+    if LONG_DIGITS.search(data) is None:
+        return value
+    try:
+        return json.loads(data)
+    except RecursionError as exc:  # the standard library reads fewer levels than orjson
+        raise BadRequest("the body is nested too deeply to be read") from exc
+
+
 def _ndjson_lines(data: bytes) -> list[Any]:
     """One input per line; an empty line would shift every later line's index, so it is an error."""
     inputs = []
+    loads: Callable[[bytes], Any] = exact_loads if LONG_DIGITS.search(data) else orjson.loads
     for number, line in enumerate(data.rstrip().splitlines(), start=1):
         if not line.strip():
             raise BadRequest(f"line {number} is empty: every line must hold one JSON input")
         try:
-            inputs.append(orjson.loads(line))
+            inputs.append(loads(line))
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"line {number} is not valid JSON: {exc}") from exc
     return inputs

@@ -1,22 +1,67 @@
 """Checking inputs against a model at the door, before anything is queued.
 
 Each input kind says what one item must look like; the first bad item is named by its index, so a client
-with a million-line file learns which line to fix.
+with a million-line file learns which line to fix. Whatever the kind, an item must be JSON that batchery can
+store and hash as it was sent (:func:`json_problem`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from batchery.errors import InvalidInput, PayloadTooLarge
 from batchery.models.registry import ModelSpec
 
 
-def check_inputs(spec: ModelSpec, inputs: Sequence[Any], max_chars: int) -> None:
+#: The integers orjson holds exactly (and so the store, the cache key and the results): it reads a wider one as a
+#: float, so that echo would not echo it and distinct values would share a cache entry.
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+#: orjson reads 1,024 levels of lists and objects but writes 254 at most: a deeper value would fail its cache
+#: key and its store write after its job is recorded. No setting lifts the depth limit past this.
+WRITABLE_DEPTH = 254
+
+
+def check_inputs(spec: ModelSpec, inputs: Sequence[Any], max_chars: int, max_depth: int) -> None:
     check = _CHECKS[spec.input]
     for index, value in enumerate(inputs):
+        if isinstance(value, (list, dict, int)) and (problem := json_problem(value, max_depth)):
+            raise InvalidInput(f"inputs[{index}]: {problem}")
         check(spec, index, value, max_chars)
+
+
+def json_problem(value: Any, max_depth: int) -> str | None:
+    """Why a JSON value cannot be stored and hashed as it was sent, or None: checked before anything is queued.
+
+    Lists and objects nested deeper than ``max_depth`` (at most :data:`WRITABLE_DEPTH`), or an integer beyond
+    64 bits (one only arrives whole when the body was read exactly; see ``batchery.app.requests``).
+    """
+    limit = min(max_depth, WRITABLE_DEPTH)
+    problem = _problem(value, limit)
+    if problem == "deep":
+        return f"nested deeper than the limit of {limit} levels of lists and objects"
+    if problem == "wide":
+        return "an integer beyond 64 bits, which cannot be kept exactly; send it as a string"
+    return None
+
+
+def _problem(value: Any, room: int) -> str | None:
+    """``deep``, ``wide`` or None. Recursive, which is twice as fast as a stack of its own here, and safe:
+    it goes no deeper than the depth limit, far under Python's recursion limit."""
+    if isinstance(value, dict):
+        children: Iterable[Any] = value.values()
+    elif isinstance(value, list):
+        children = value
+    elif type(value) is int:
+        return None if INT_MIN <= value <= INT_MAX else "wide"
+    else:
+        return None
+    if room == 0:
+        return "deep"
+    for child in children:
+        if isinstance(child, (list, dict, int)) and (problem := _problem(child, room - 1)):
+            return problem
+    return None
 
 
 def _check_text(spec: ModelSpec, index: int, value: Any, max_chars: int) -> None:

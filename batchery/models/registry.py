@@ -188,12 +188,12 @@ class Registry:
         return None
 
     def get(self, ref: str) -> ModelSpec:
-        """Look a model up by ``name`` or ``name@version``."""
-        name, _, version = ref.partition("@")
+        """Look a model up by ``name`` or ``name@version``; ``name@`` names a version too, an empty one."""
+        name, at, version = ref.partition("@")
         spec = self._specs.get(name)
         if spec is None:
             raise ModelNotFound(f"unknown model {name!r}; known models: {', '.join(sorted(self._specs))}")
-        if version and version != spec.version:
+        if at and version != spec.version:
             raise ModelNotFound(f"model {name!r} has version {spec.version!r}, not {version!r}")
         return spec
 

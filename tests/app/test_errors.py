@@ -6,16 +6,9 @@ import pytest
 
 from batchery.cli.redis_server import free_port
 from tests.conftest import ApiServer
+from tests.helpers import error_of
 
 pytestmark = pytest.mark.usefixtures("echo_worker")
-
-
-def error_of(response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["code"] == code and error["message"]
-    return error["message"]
 
 
 @pytest.mark.parametrize(
@@ -93,7 +86,7 @@ def test_redis_down_is_503(http, settings_with):
     dead = settings_with(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     with ApiServer(dead) as down:
         error_of(http.post(f"{down.url}/v1/jobs", json={"model": "echo", "inputs": [1]}), 503, "unavailable")
-        error_of(http.get(f"{down.url}/v1/jobs/abc"), 503, "unavailable")
+        error_of(http.get(f"{down.url}/v1/jobs/{'ab' * 16}"), 503, "unavailable")
         error_of(http.get(f"{down.url}/readyz"), 503, "redis_unavailable")
         assert http.get(f"{down.url}/healthz").status_code == 200
 

@@ -143,10 +143,11 @@ def test_items_still_pending_past_the_jobs_deadline_end_with_deadline_exceeded(h
 
 
 def test_a_job_no_worker_reaches_still_finishes_at_its_deadline(http, api, store):
-    store.create("stranded", {"model": "echo-orphan", "version": "1", "total": 3, "deadline": 1.0})
-    status = http.get(f"{api.url}/v1/jobs/stranded").json()
+    stranded = uuid.uuid4().hex
+    store.create(stranded, {"model": "echo-orphan", "version": "1", "total": 3, "deadline": 1.0})
+    status = http.get(f"{api.url}/v1/jobs/{stranded}").json()
     assert status["status"] == "completed" and status["counts"] == {"succeeded": 0, "failed": 3, "pending": 0, "cached": 0}
-    results = http.get(f"{api.url}/v1/jobs/stranded/results").json()["results"]
+    results = http.get(f"{api.url}/v1/jobs/{stranded}/results").json()["results"]
     assert [r["error"]["code"] for r in results] == ["deadline_exceeded"] * 3
 
 

@@ -55,6 +55,8 @@ def test_unknown_model_and_version():
         registry.get("nope")
     with pytest.raises(ModelNotFound, match="version"):
         registry.get("echo@2")
+    with pytest.raises(ModelNotFound, match="version"):
+        registry.get("minilm@")
 
 
 PLACED = """
