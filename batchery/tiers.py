@@ -34,6 +34,8 @@ def parse(value: Any, default: str) -> str:
         return default
     if isinstance(value, str) and value in TIERS:
         return value
+    if isinstance(value, float) and value.is_integer():  # JSON does not tell 1 from 1.0
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(TIERS):
         return TIERS[value]
     if isinstance(value, str) and value.isdigit() and int(value) < len(TIERS):

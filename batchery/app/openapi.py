@@ -132,7 +132,7 @@ def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
         "timeout_s": nullable({"type": "number", "exclusiveMinimum": 0, "maximum": settings.job_ttl_s,
                                "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
         "cache": {"type": "boolean", "description": "`false` bypasses the result cache (default `true`)."},
-        "tier": TIER_PARAM,
+        "tier": nullable(TIER_PARAM),
     }, title=f"{kind} job")
 
 
@@ -186,7 +186,7 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 settings, {"anyOf": [ITEMS[kind](settings) for kind in input_kinds(registry)]},
                 "Each input must fit the model in the path (a 422 names the first that does not).",
             ),
-            "tier": {**TIER_PARAM, "description": "The priority tier (predict's default: `interactive`)."},
+            "tier": nullable({**TIER_PARAM, "description": "The priority tier (predict's default: `interactive`)."}),
         }),
         "Prediction": obj(["model", "outputs"], {
             "model": {"type": "string"},

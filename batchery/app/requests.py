@@ -54,7 +54,7 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
         raise BadRequest("'cache' must be true or false")
     tier = tiers.parse(body.get("tier"), tiers.STANDARD)
     spec = registry.get(model)
-    _check_query_agrees(request, registry, spec, cache)
+    _check_query_agrees(request, registry, spec, cache, tier)
     timeout_s = _timeout(body.get("timeout_s"), settings)
     return JobRequest(spec, read_inputs(body, spec, settings), metadata, timeout_s, cache, tier)
 
@@ -83,13 +83,16 @@ def _query_bool(name: str, raw: str) -> bool:
     raise BadRequest(f"'{name}' must be true or false, not {raw!r}")
 
 
-def _check_query_agrees(request: Request, registry: Registry, spec: ModelSpec, cache: bool) -> None:
-    """A ``?model=`` or ``?cache=`` beside a JSON body must say what the body says: which was meant is otherwise a guess."""
+def _check_query_agrees(request: Request, registry: Registry, spec: ModelSpec, cache: bool, tier: str) -> None:
+    """A ``?model=``, ``?cache=`` or ``?tier=`` beside a JSON body must say what the body says: which was meant
+    is otherwise a guess."""
     named = request.args.get("model")
     if named is not None and registry.get(named) != spec:
         raise BadRequest(f"?model={named!r} and the body's 'model' name different models; send one")
     if "cache" in request.args and _query_bool("cache", request.args["cache"]) != cache:
         raise BadRequest(f"?cache={request.args['cache']!r} contradicts the body's 'cache'; send one")
+    if "tier" in request.args and tiers.parse(request.args["tier"], tier) != tier:
+        raise BadRequest(f"?tier={request.args['tier']!r} contradicts the body's 'tier'; send one")
 
 
 def _timeout(value: Any, settings: Settings) -> float | None:

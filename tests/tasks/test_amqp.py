@@ -41,12 +41,15 @@ def test_queue_depth_is_read_from_an_amqp_broker_and_an_undeclared_queue_is_empt
     try:
         deadline = time.monotonic() + 10
         while True:
-            depth = {s.labels["model"]: s.value for f in QueueDepth(celery, registry).collect() for s in f.samples}
-            if depth.get("echo-amqp-idle") == 3 or time.monotonic() > deadline:
+            depth = {
+                (s.labels["model"], s.labels["tier"]): s.value for f in QueueDepth(celery, registry).collect() for s in f.samples
+            }
+            if depth.get(("echo-amqp-idle", "standard")) == 3 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert depth["echo-amqp-idle"] == 3, "three chunks of 128, 128 and 44 items"
-        assert depth["echo-amqp-never"] == 0 and depth["echo"] == depth["minilm"] == 0
+        assert depth[("echo-amqp-idle", "standard")] == 3, "three chunks of 128, 128 and 44 items"
+        others = [value for (model, tier), value in depth.items() if (model, tier) != ("echo-amqp-idle", "standard")]
+        assert len(others) == 3 * len(registry) - 1 and not any(others)
     finally:
         with celery.connection_for_write() as conn:
             for queue in idle.queues:
