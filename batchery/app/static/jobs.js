@@ -58,6 +58,7 @@
     return h("tr", { "data-job-id": job.id, "data-status": job.status },
       h("td", {}, h("a", { href: job.links.self, class: "mono", title: job.id, text: job.id.slice(0, 12) })),
       h("td", { text: job.model + "@" + job.version }),
+      h("td", { class: "tier tier-" + job.tier, text: job.tier }),
       h("td", {}, h("span", { class: "status status-" + job.status, text: job.status })),
       h("td", { class: "progress-col" }, progressBar(job),
         h("span", { class: "count", text: numbers.format(done) + " / " + numbers.format(job.total) + " · " + percent(job.progress) })),
@@ -98,6 +99,18 @@
       h("td", {}, sparkline(model.series)));
   }
 
+  function tierRow(row) {
+    var busy = row.queued_chunks + row.running_chunks + row.held_chunks;
+    return h("tr", { "data-model": row.model, "data-tier": row.tier, class: busy ? "" : "idle" },
+      h("td", { text: row.model }),
+      h("td", { class: "tier tier-" + row.tier, text: row.tier }),
+      h("td", { class: "num", text: numbers.format(row.queued_chunks) }),
+      h("td", { class: "num", text: numbers.format(row.running_chunks) }),
+      h("td", { class: "num", text: numbers.format(row.held_chunks) }),
+      h("td", { class: "num", text: numbers.format(row.held_jobs) }),
+      h("td", { class: "num", text: row.p95_s === null ? "–" : seconds(row.p95_s) }));
+  }
+
   function deviceCard(device) {
     var list = h("ul", {});
     device.workers.forEach(function (worker) {
@@ -113,6 +126,7 @@
   function render(doc) {
     var now = Date.now();
     replaceRows(document.getElementById("models"), doc.models.map(modelRow));
+    replaceRows(document.getElementById("tiers"), (doc.tiers || []).map(tierRow));
     var windowS = doc.models.length ? doc.models[0].window_s : 0;
     document.getElementById("window").textContent = windowS ? "over the last " + windowS + " s" : "";
     var devices = document.getElementById("devices");
