@@ -267,7 +267,8 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
                 {"name": "model", "in": "query", "schema": model_refs(registry),
                  "description": "The model, for an NDJSON body. Beside a JSON body it must name the body's model."},
                 {"name": "tier", "in": "query", "schema": TIER_PARAM,
-                 "description": "The priority tier, for an NDJSON body (`standard` by default)."},
+                 "description": "The priority tier (`standard` by default): for an NDJSON body, or a JSON body that "
+                                "names none. Beside a JSON body's own `tier` it must agree with it."},
                 {"name": "cache", "in": "query", "schema": {"type": "boolean"},
                  "description": "`false` bypasses the result cache, for an NDJSON body (`1`/`0` also do). "
                                 "Beside a JSON body it must agree with the body's `cache`."},

@@ -52,7 +52,8 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
     cache = body.get("cache", True)
     if not isinstance(cache, bool):
         raise BadRequest("'cache' must be true or false")
-    tier = tiers.parse(body.get("tier"), tiers.STANDARD)
+    named = body.get("tier")
+    tier = tiers.parse(request.args.get("tier") if named is None else named, tiers.STANDARD)
     spec = registry.get(model)
     _check_query_agrees(request, registry, spec, cache, tier)
     timeout_s = _timeout(body.get("timeout_s"), settings)
@@ -92,7 +93,7 @@ def _check_query_agrees(request: Request, registry: Registry, spec: ModelSpec, c
     if "cache" in request.args and _query_bool("cache", request.args["cache"]) != cache:
         raise BadRequest(f"?cache={request.args['cache']!r} contradicts the body's 'cache'; send one")
     if "tier" in request.args and tiers.parse(request.args["tier"], tier) != tier:
-        raise BadRequest(f"?tier={request.args['tier']!r} contradicts the body's 'tier'; send one")
+        raise BadRequest(f"?tier={request.args['tier']!r} contradicts the body's 'tier'; send one, or the same")
 
 
 def _timeout(value: Any, settings: Settings) -> float | None:

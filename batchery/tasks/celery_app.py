@@ -21,6 +21,7 @@ from batchery.models.registry import load_registry
 from batchery.monitoring.logs import connect_celery_signals
 from batchery.redis_urls import ssl_options
 from batchery.settings import Settings
+from batchery.tasks import transport
 from batchery.tiers import STANDARD
 from batchery.workers.bootstep import ModelHostStep
 
@@ -37,6 +38,8 @@ def create_celery(settings: Settings) -> Celery:
         # lanes' small budgets and the batcher's tiers keep interactive work first).
         "queue_order_strategy": "priority",
     }
+    if settings.effective_broker_url.split("://", 1)[0] in ("redis", "rediss"):
+        app.conf.broker_transport = transport.PATH
     broker_ssl = ssl_options(settings.effective_broker_url)
     if broker_ssl is not None:
         app.conf.broker_use_ssl = broker_ssl

@@ -7,6 +7,7 @@ items handed over before it, which would otherwise run to the end of the batcher
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 
 import redis
@@ -41,5 +42,10 @@ class CancellationListener:
             self._ids.popitem(last=False)
 
 
+#: How long the listener waits before it reconnects after Redis failed it: without a pause it would spin.
+RECONNECT_PAUSE_S = 1.0
+
+
 def _log_and_go_on(exc: BaseException, pubsub: redis.client.PubSub, thread: object) -> None:
-    log.warning("cancellation listener: %s", exc)
+    log.warning("cancellation listener: %s; listening again in %.0fs", exc, RECONNECT_PAUSE_S)
+    time.sleep(RECONNECT_PAUSE_S)

