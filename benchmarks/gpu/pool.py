@@ -20,6 +20,7 @@ import redis
 
 from batchery.models.registry import QUEUE_PREFIX
 from batchery.settings import Settings
+from batchery.tiers import TIERS
 from batchery.workers.heartbeat import live_workers
 from benchmarks.stack import Child, Stack
 
@@ -59,7 +60,7 @@ def start(
     if devices == "cpu":
         argv += ["--processes", "1"]
     child = stack.spawn(name, argv, stack.env(settings))
-    queues = {QUEUE_PREFIX + m for m in models}
+    queues = {f"{QUEUE_PREFIX}{m}.{tier}" for m in models for tier in TIERS}
     deadline = time.monotonic() + timeout_s
     with redis.Redis.from_url(stack.settings.effective_redis_url) as client:
         while True:

@@ -33,7 +33,8 @@ def test_predict_goes_through_the_batcher_and_answers_outputs(http, api):
 def test_predict_past_its_timeout_is_504(http, settings_with):
     impatient = settings_with(predict_timeout_s=0.05)
     with ApiServer(impatient) as server:
-        response = http.post(f"{server.url}/v1/models/echo-slow/predict", json={"inputs": [f"{uuid.uuid4()}" for _ in range(64)]})
+        inputs = [f"{uuid.uuid4()}" for _ in range(640)]  # 80 batches of 20 ms: no loaded machine ends them in time
+        response = http.post(f"{server.url}/v1/models/echo-slow/predict", json={"inputs": inputs})
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "timeout"
 
