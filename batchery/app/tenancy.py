@@ -107,7 +107,7 @@ def admitted(svc: Services, job_id: str, items: int) -> Iterator[None]:
         limit = getattr(tenant, found.limit)
         what = "in the last minute" if found.limit == "items_per_minute" else "submitted and not yet done"
         raise QuotaExceeded(
-            f"API key {tenant.name!r} is over its quota of {limit} {found.limit.replace('_', ' ')} ({found.limit}): "
+            f"API key {tenant.name!r} would pass its quota of {limit} {found.limit.replace('_', ' ')} ({found.limit}): "
             f"{found.used} items {what}, and this request has {items}; nothing was queued",
             retry_after_s=found.retry_after_s or svc.settings.retry_after_s,
         )
