@@ -49,6 +49,19 @@ class Unauthorized(BatcheryError):
         return {"WWW-Authenticate": 'Bearer realm="batchery"'}
 
 
+class Forbidden(BatcheryError):
+    """The API key is valid but may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class TierNotAllowed(Forbidden):
+    """The request asks for a tier above the highest its API key may use."""
+
+    code = "tier_not_allowed"
+
+
 class UnsupportedMediaType(BatcheryError):
     """The request body's content type is not one the endpoint reads."""
 
@@ -102,6 +115,12 @@ class TooManyRequests(BatcheryError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class QuotaExceeded(TooManyRequests):
+    """The API key's quota (items per minute, or items in flight) would be exceeded; nothing was queued."""
+
+    code = "quota_exceeded"
 
 
 class Unavailable(BatcheryError):

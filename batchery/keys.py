@@ -16,6 +16,12 @@
     batchery:workers                  set     hostnames that sent a heartbeat     members pruned when their key is gone
     batchery:cancellations            channel job ids, published on cancel       (pub/sub: nothing stored)
     batchery:idempotency:<sha>        string  Idempotency-Key -> first job id     IDEMPOTENCY_PENDING_S, then the job TTL
+    batchery:tenant:<name>:recent     zset    an API key's job ids -> created_at  trimmed to RECENT_JOBS; the job TTL
+    batchery:tenant:<name>:minute     hash    second -> items submitted in it     QUOTA_WINDOW_S, older seconds dropped
+    batchery:tenant:<name>:active     zset    job id -> when counted in           the job TTL (ended jobs counted out)
+    batchery:tenant:<name>:items      hash    job id -> its items, while active   the job TTL (ended jobs counted out)
+    batchery:tenant:<name>:in-flight  string  items of the active jobs            the job TTL (a counter, swept)
+    batchery:tenant:<name>:swept      string  a full sweep of the active jobs ran QUOTA_SWEEP_EVERY_MS
     batchery:dead-letters             list    items that exhausted their retries  trimmed to DEAD_LETTERS_MAX
     batchery:cache:<key>              string  encoded output of a cached item     settings.cache_ttl_s
     batchery:cache:<key>:inflight     string  "<job id>|<index>\\n<input JSON>"   settings.job_ttl_s, deleted when done
@@ -52,6 +58,14 @@ SHARD_ITEMS = 4096
 CACHE_INDEX_SHARDS = 16
 #: An Idempotency-Key is held this long while its job is being accepted; then for the job TTL.
 IDEMPOTENCY_PENDING_S = 60
+#: An API key's items per minute are counted per second over this window.
+QUOTA_WINDOW_S = 60
+#: A job counted in flight whose record never appeared (its submission died) is counted out after this long.
+QUOTA_PENDING_S = 60
+#: Each submission with an in-flight quota checks this many of the key's oldest active jobs for their end ...
+QUOTA_SWEEP_OLDEST = 8
+#: ... and, when it would be refused, all of them, at most once per this many milliseconds per key.
+QUOTA_SWEEP_EVERY_MS = 1000
 #: A backlog counter is reconciled only when nothing was counted into it for this long.
 BACKLOG_QUIET_S = 60
 #: Activity buckets are read over the last minute at most; a bucket outlives that, then Redis drops it.
@@ -138,9 +152,40 @@ def cancellations() -> str:
     return f"{PREFIX}:cancellations"
 
 
-def idempotency(client_key: str) -> str:
-    """Hashed, so that a client's key (which may carry meaning to them) is never stored as given."""
-    return f"{PREFIX}:idempotency:{hashlib.sha256(client_key.encode()).hexdigest()}"
+def idempotency(client_key: str, scope: str = "") -> str:
+    """Hashed, so that a client's key (which may carry meaning to them) is never stored as given; with a
+    ``scope`` (the API key's name), the same client key of another API key is another Redis key."""
+    scoped = f"{scope}\n{client_key}" if scope else client_key
+    return f"{PREFIX}:idempotency:{hashlib.sha256(scoped.encode()).hexdigest()}"
+
+
+def tenant(name: str) -> str:
+    """What all of an API key's own keys start with (a key's name: letters, digits, ``.``, ``_``, ``-``)."""
+    return f"{PREFIX}:tenant:{name}"
+
+
+def tenant_recent(name: str) -> str:
+    return f"{tenant(name)}:recent"
+
+
+def tenant_minute(name: str) -> str:
+    return f"{tenant(name)}:minute"
+
+
+def tenant_active(name: str) -> str:
+    return f"{tenant(name)}:active"
+
+
+def tenant_items(name: str) -> str:
+    return f"{tenant(name)}:items"
+
+
+def tenant_in_flight(name: str) -> str:
+    return f"{tenant(name)}:in-flight"
+
+
+def tenant_swept(name: str) -> str:
+    return f"{tenant(name)}:swept"
 
 
 def dead_letters() -> str:

@@ -13,6 +13,7 @@ from batchery.models.registry import load_registry
 from batchery.monitoring.metrics import record_job_finished
 from batchery.settings import Settings, get_settings
 from batchery.store.idempotency import IdempotencyKeys
+from batchery.store.quotas import Quotas
 from batchery.tasks.celery_app import create_celery
 from batchery.tasks.enqueue import Enqueuer
 
@@ -28,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     store.on_finish = record_job_finished
     app.extensions["batchery"] = Services(
         settings=settings, registry=registry, store=store, celery=celery, enqueuer=enqueuer,
-        idempotency=IdempotencyKeys(store.redis, settings.job_ttl_s),
+        idempotency=IdempotencyKeys(store.redis, settings.job_ttl_s), quotas=Quotas(store.redis, settings.job_ttl_s),
     )
     for blueprint in (jobs.bp, models.bp, workers.bp, dead_letters.bp, overview.bp, health.bp, discovery.bp, page.bp):
         app.register_blueprint(blueprint)

@@ -1,4 +1,5 @@
-"""One log line per request, stamped with the job it is about (gunicorn's own access log is off)."""
+"""One log line per request, stamped with the job it is about and the name of the API key that sent it
+(gunicorn's own access log is off). The key itself is never logged."""
 
 from __future__ import annotations
 
@@ -31,7 +32,12 @@ def register_request_log(app: Flask) -> None:
             "status": response.status_code,
             "duration_ms": duration_ms,
         }
-        log.log(level, "%s %s %d %.1fms", request.method, request.path, response.status_code, duration_ms, extra=fields)
+        message, args = "%s %s %d %.1fms", [request.method, request.path, response.status_code, duration_ms]
+        tenant = g.get("tenant")
+        if tenant is not None:
+            fields["key_name"] = tenant.name
+            message, args = message + " key %s", [*args, tenant.name]
+        log.log(level, message, *args, extra=fields)
         return response
 
     @app.teardown_request

@@ -1,4 +1,8 @@
-"""``/v1/jobs``: submit, poll, read results, cancel."""
+"""``/v1/jobs``: submit, poll, read results, cancel.
+
+With API keys on, a job is its submitter's (:mod:`batchery.app.tenancy`): every other key but an admin is
+told 404 about it, on every route here, as about a job that never was.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from typing import Callable, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
+from batchery import tiers
+from batchery.app import tenancy
 from batchery.app.requests import NDJSON, read_job_request
 from batchery.app.services import services
 from batchery.app.views import external_url, job_document, job_links
@@ -41,29 +47,34 @@ def refuse_ids_never_issued() -> None:
 
 @bp.post("")
 def create_job() -> Response:
-    """A repeated ``Idempotency-Key`` answers with the first job it created, and queues nothing."""
+    """A repeated ``Idempotency-Key`` (of the same API key) answers with the first job it created, queues
+    nothing and counts nothing against the key's quotas."""
     svc = services()
-    job = read_job_request(request, svc.registry, svc.settings)
+    job = read_job_request(request, svc.registry, svc.settings, tenancy.default_tier(tiers.STANDARD))
+    tenancy.check_tier(job.tier)
     svc.require_worker(job.spec)
     job_id = new_job_id()
     bind(job_id)
     client_key = idempotency_key()
+    owner = tenancy.owner()
+    scope = owner or ""
     if client_key is not None:
-        owner = svc.idempotency.hold(client_key, job_id)
-        if owner != job_id:
-            bind(owner)
-            return _replay(owner)
+        holder = svc.idempotency.hold(client_key, job_id, scope)
+        if holder != job_id:
+            bind(holder)
+            return _replay(holder)
     try:
-        svc.enqueuer.submit(
-            job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache,
-            tier=job.tier,
-        )
+        with tenancy.admitted(svc, job_id, len(job.inputs)):
+            svc.enqueuer.submit(
+                job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache,
+                tier=job.tier, owner=owner,
+            )
     except BaseException:
         if client_key is not None:
-            svc.idempotency.let_go(client_key, job_id)
+            svc.idempotency.let_go(client_key, job_id, scope)
         raise
     if client_key is not None:
-        svc.idempotency.bind(client_key, job_id)
+        svc.idempotency.bind(client_key, job_id, scope)
     record_submission(job.spec.name, len(job.inputs))
     return _accepted(job_id, "queued", job.spec.ref, len(job.inputs), job.tier)
 
@@ -100,9 +111,12 @@ def get_job(job_id: str) -> Response:
 
 @bp.delete("/<job_id>")
 def cancel_job(job_id: str) -> Response:
+    """Cancels only a job this request may see; its items leave its owner's in-flight count at once."""
     svc = services()
+    owner = _job(job_id).get("owner")
     if svc.enqueuer.cancel(job_id) is None:
         raise JobNotFound(f"no job {job_id!r}")
+    tenancy.count_out(svc, job_id, owner)
     return json_response(job_document(_job(job_id)))
 
 
@@ -141,13 +155,14 @@ def _stream(job_id: str, total: int, render: Callable[[int, bytes], bytes]) -> I
 
 
 def _job(job_id: str) -> dict:
-    """The job, with items still pending past its deadline ended as ``deadline_exceeded`` first.
+    """The job, if this request may see it, with items still pending past its deadline ended as
+    ``deadline_exceeded`` first.
 
     Workers end such items too, but a job whose items sit in a queue no worker reads needs this to finish.
     """
     store = services().store
     job = store.get(job_id)
-    if job is None:
+    if job is None or not tenancy.sees(job):
         raise JobNotFound(f"no job {job_id!r} (it never existed, or it expired)")
     overdue = job["deadline"] is not None and time.time() > job["deadline"]
     if overdue and job["succeeded"] + job["failed"] < job["total"]:

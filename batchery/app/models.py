@@ -6,6 +6,8 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from batchery import tiers
+from batchery.app import tenancy
 from batchery.app.jobs import json_response
 from batchery.app.requests import read_predict_request
 from batchery.app.services import Services, services
@@ -15,6 +17,7 @@ from batchery.models.registry import ModelSpec
 from batchery.monitoring.logs import bind
 from batchery.monitoring.metrics import record_submission
 from batchery.store.codec import decode
+from batchery.tasks.enqueue import new_job_id
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -33,17 +36,27 @@ def get_model(name: str) -> Response:
 
 @bp.post("/<name>/predict")
 def predict(name: str) -> Response:
-    """Runs through the same queue and batcher as a job, and waits for it (504 past the timeout)."""
+    """Runs through the same queue and batcher as a job, and waits for it (504 past the timeout).
+
+    With API keys on, it is a job of the key's like any other: held to its tier ceiling (a predict that names
+    no tier runs at the ceiling) and counted into its quotas, and out again once answered.
+    """
     svc = services()
     spec = svc.registry.get(name)
-    inputs, tier = read_predict_request(request, spec, svc.settings)
+    inputs, tier = read_predict_request(request, spec, svc.settings, tenancy.default_tier(tiers.INTERACTIVE))
+    tenancy.check_tier(tier)
     svc.require_worker(spec)
-    job_id = svc.enqueuer.submit(spec, inputs, ttl_s=_predict_ttl(svc), tier=tier)
+    job_id = new_job_id()
+    with tenancy.admitted(svc, job_id, len(inputs)):
+        svc.enqueuer.submit(spec, inputs, job_id=job_id, ttl_s=_predict_ttl(svc), tier=tier, owner=tenancy.owner())
     bind(job_id)
     record_submission(spec.name, len(inputs))
-    if not svc.store.wait_done(job_id, svc.settings.predict_timeout_s):
-        svc.enqueuer.cancel(job_id)
-        raise Timeout(f"no answer within {svc.settings.predict_timeout_s:g}s; the request was cancelled")
+    try:
+        if not svc.store.wait_done(job_id, svc.settings.predict_timeout_s):
+            svc.enqueuer.cancel(job_id)
+            raise Timeout(f"no answer within {svc.settings.predict_timeout_s:g}s; the request was cancelled")
+    finally:
+        tenancy.count_out(svc, job_id, tenancy.owner())
     outputs: list[Any] = [None] * len(inputs)
     errors = []
     for index, raw in svc.store.outputs(job_id, 0, len(inputs)):

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 description of the HTTP API, as data.
 
 It is built from the settings and the registry so that it describes the running instance: the models it
-serves, its size limits, and its API key schemes (and 401 answers) only when keys are configured.
+serves, its size limits, and, only when keys are configured, its API key schemes, 401 answers and what keys
+do besides (403 for a tier above a key's ceiling, 429 for its quotas, a job seen by its own key alone).
 ``tests/app/test_openapi.py`` checks it against the Flask routes and the specification; ``tests/app/test_fuzz.py``
 checks every answer against it.
 """
@@ -28,13 +29,18 @@ ERROR_CODES = {
     400: "`bad_request`: malformed JSON or NDJSON, a body that cannot be read, a missing or empty `inputs`, a bad query "
          "parameter or header.",
     401: "`unauthorized`: no valid API key (only when API keys are configured).",
+    403: "`tier_not_allowed`: the request asks for a tier above the highest its API key may use (the message "
+         "names it); nothing was queued.",
     404: "`job_not_found`, `model_not_found` or `not_found`.",
-    413: "`payload_too_large` (items, characters or metadata bytes over the limits, or a chunked body over the byte limit) or "
-         "`request_entity_too_large` (a `Content-Length` over the byte limit).",
+    413: "`payload_too_large` (items, characters or metadata bytes over the limits, a chunked body over the byte limit, "
+         "or more items than one of the API key's quotas) or `request_entity_too_large` (a `Content-Length` over the "
+         "byte limit).",
     415: "`unsupported_media_type`: the body is neither JSON nor (for jobs) NDJSON.",
     422: "`invalid_input`: an input does not fit the model, nests too deeply or holds an integer beyond 64 bits; "
          "the message names its index.",
-    429: "`backlog_full`: the model's backlog of queued items is full; nothing was queued. Retry after `Retry-After` seconds.",
+    429: "`backlog_full`: the model's backlog of queued items is full; or `quota_exceeded`: the API key's items per "
+         "minute or items in flight would pass its quota (the message names the quota and the key's name). Nothing "
+         "was queued. Retry after `Retry-After` seconds.",
     503: "`no_live_worker` (no worker serves the model; nothing was queued) or `unavailable` (Redis or the broker).",
     504: "`timeout`: predict did not finish within `BATCHERY_PREDICT_TIMEOUT_S`; the request was cancelled.",
 }
@@ -168,6 +174,7 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 "created_at": {"type": "string", "format": "date-time"},
                 "started_at": timestamp, "finished_at": timestamp, "deadline": timestamp,
                 "links": links, "metadata": {"type": "object"},
+                "owner": {"type": "string", "description": "The name of the API key that submitted it (with keys on)."},
                 "error": error_body,
             },
         ),
@@ -430,8 +437,12 @@ def errors(*statuses: int) -> dict[str, Any]:
     return {str(status): error_response(status) for status in statuses}
 
 
+#: The operations a key's tier ceiling holds to (403).
+TIERED = (("/v1/jobs", "post"), ("/v1/models/{name}/predict", "post"))
+
+
 def secure(paths: dict[str, Any]) -> None:
-    """Every operation but the open ones needs a key (and may answer 401)."""
+    """Every operation but the open ones needs a key (and may answer 401); submissions may answer 403."""
     for path, item in paths.items():
         for method, operation in item.items():
             if method == "parameters":
@@ -440,6 +451,18 @@ def secure(paths: dict[str, Any]) -> None:
                 operation["security"] = []
             else:
                 operation["responses"]["401"] = error_response(401)
+    for path, method in TIERED:
+        paths[path][method]["responses"]["403"] = error_response(403)
+
+
+KEYS_DESCRIPTION = (
+    " API keys are on. Each key may carry settings (the keys file): a tier ceiling (a higher `tier` is 403 "
+    "`tier_not_allowed`; a request naming no tier gets the endpoint's default, or the ceiling if lower), quotas of "
+    "items per minute and items in flight (429 `quota_exceeded` with `Retry-After`; more items than a quota at once "
+    "is 413), and a name, which a job's `owner` shows. A job is its key's: another key gets 404 `job_not_found` for "
+    "it, sees only its own jobs in `/v1/overview` and its own jobs' dead letters, and an `Idempotency-Key` is "
+    "scoped to the key's name. An admin key (and any key of `BATCHERY_API_KEYS`) sees and cancels every job."
+)
 
 
 def description(settings: Settings) -> str:
@@ -449,6 +472,8 @@ def description(settings: Settings) -> str:
             "`request_header_fields_too_large`, 400 `bad_request` (a duplicate `Host`, a malformed request).")
     if not settings.public_url:
         text += " Links are made on the request's `Host`: one that is not `host[:port]` is 400 `bad_request` on any path."
+    if settings.api_keys_configured:
+        text += KEYS_DESCRIPTION
     return text
 
 

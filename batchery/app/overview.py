@@ -2,6 +2,9 @@
 
 Recent jobs with their progress, each model's throughput and batch fill over the last seconds, and the live
 workers grouped by device. Every part is a fixed number of Redis round trips, whatever the load.
+
+With API keys on, the jobs are the key's own (an admin's are everyone's); the rest is about models and
+workers, and is the same for every key.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, url_for
 
 from batchery import tiers
+from batchery.app import tenancy
 from batchery.app.jobs import int_arg, json_response
 from batchery.app.services import Services, services
 from batchery.app.views import base_url, iso
@@ -32,7 +36,7 @@ def overview() -> Response:
     workers = svc.live_workers()
     return json_response(
         {
-            "jobs": [job_summary(job) for job in svc.store.get_many(svc.store.recent(limit))],
+            "jobs": [job_summary(job) for job in svc.store.get_many(recent_jobs(svc, limit))],
             "models": model_activity(svc, workers, window_s),
             "tiers": tier_activity(svc),
             "devices": workers_by_device(workers),
@@ -41,9 +45,14 @@ def overview() -> Response:
     )
 
 
+def recent_jobs(svc: Services, limit: int) -> list[str]:
+    """The newest jobs this request may see: every job, or its key's own."""
+    return svc.store.recent(limit, None if tenancy.sees_everything() else tenancy.owner())
+
+
 def job_summary(job: dict[str, Any]) -> dict[str, Any]:
     done = job["succeeded"] + job["failed"]
-    return {
+    summary: dict[str, Any] = {
         "id": job["id"],
         "model": job["model"],
         "version": job["version"],
@@ -59,6 +68,9 @@ def job_summary(job: dict[str, Any]) -> dict[str, Any]:
         "finished_at": iso(job["finished_at"]),
         "links": {"self": url_for("jobs.get_job", job_id=job["id"])},
     }
+    if job.get("owner"):
+        summary["owner"] = job["owner"]
+    return summary
 
 
 def model_activity(svc: Services, workers: list[dict[str, Any]], window_s: int) -> list[dict[str, Any]]:

@@ -32,8 +32,11 @@ class JobRequest:
     tier: str = tiers.STANDARD
 
 
-def read_job_request(request: Request, registry: Registry, settings: Settings) -> JobRequest:
-    """``POST /v1/jobs``: a JSON object, or NDJSON lines (one input each) with ``?model=``."""
+def read_job_request(
+    request: Request, registry: Registry, settings: Settings, default_tier: str = tiers.STANDARD
+) -> JobRequest:
+    """``POST /v1/jobs``: a JSON object, or NDJSON lines (one input each) with ``?model=``; a job that names no
+    tier gets ``default_tier``."""
     if request.mimetype == NDJSON:
         model = request.args.get("model")
         if not model:
@@ -53,7 +56,7 @@ def read_job_request(request: Request, registry: Registry, settings: Settings) -
     if not isinstance(cache, bool):
         raise BadRequest("'cache' must be true or false")
     named = body.get("tier")
-    tier = tiers.parse(request.args.get("tier") if named is None else named, tiers.STANDARD)
+    tier = tiers.parse(request.args.get("tier") if named is None else named, default_tier)
     spec = registry.get(model)
     _check_query_agrees(request, registry, spec, cache, tier)
     timeout_s = _timeout(body.get("timeout_s"), settings)
@@ -105,10 +108,12 @@ def _timeout(value: Any, settings: Settings) -> float | None:
     return float(value)
 
 
-def read_predict_request(request: Request, spec: ModelSpec, settings: Settings) -> tuple[list[Any], str]:
+def read_predict_request(
+    request: Request, spec: ModelSpec, settings: Settings, default_tier: str = tiers.INTERACTIVE
+) -> tuple[list[Any], str]:
     """``POST /v1/models/<name>/predict``: ``{"inputs": [...], "tier": "interactive"?}``; the inputs and tier."""
     body = _json_object(request)
-    return read_inputs(body, spec, settings), tiers.parse(body.get("tier"), tiers.INTERACTIVE)
+    return read_inputs(body, spec, settings), tiers.parse(body.get("tier"), default_tier)
 
 
 def read_inputs(body: dict[str, Any], spec: ModelSpec, settings: Settings) -> list[Any]:

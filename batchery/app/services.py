@@ -18,6 +18,7 @@ from batchery.models.registry import ModelSpec, Registry
 from batchery.settings import Settings
 from batchery.store import JobStore
 from batchery.store.idempotency import IdempotencyKeys
+from batchery.store.quotas import Quotas
 from batchery.tasks.enqueue import Enqueuer
 from batchery.workers.heartbeat import live_workers
 
@@ -32,6 +33,7 @@ class Services:
     celery: Celery
     enqueuer: Enqueuer
     idempotency: IdempotencyKeys
+    quotas: Quotas
     _workers: tuple[float, list[dict[str, Any]]] = field(default=(0.0, []), repr=False)
 
     def live_workers(self, fresh: bool = False) -> list[dict[str, Any]]:

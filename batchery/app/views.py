@@ -66,6 +66,8 @@ def job_document(job: dict[str, Any]) -> dict[str, Any]:
         "deadline": iso(job["deadline"]),
         "links": job_links(job["id"]),
     }
+    if job.get("owner"):
+        doc["owner"] = job["owner"]
     if job.get("metadata") is not None:
         doc["metadata"] = job["metadata"]
     if job.get("error"):

@@ -27,7 +27,7 @@ TASK_ID: ContextVar[str | None] = ContextVar("batchery_task_id", default=None)
 FORMATS = ("json", "text")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s task=%(task_id)s]: %(message)s"
 #: Record attributes a caller may pass with ``extra=`` that become fields of the JSON line.
-EXTRA_FIELDS = ("method", "path", "status", "duration_ms", "model", "items")
+EXTRA_FIELDS = ("method", "path", "status", "duration_ms", "key_name", "model", "items")
 MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
 _SECRET_PAIR = re.compile(

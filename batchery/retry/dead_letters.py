@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 import redis
@@ -71,6 +71,13 @@ class DeadLetters:
         """Newest first."""
         entries = [orjson.loads(raw) for raw in self.redis.lrange(keys.dead_letters(), offset, offset + limit - 1)]
         return [e for e in entries if model is None or e["model"] == model]
+
+    def each(self, page: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every entry, newest first, read a page per round trip."""
+        start = 0
+        while raw := self.redis.lrange(keys.dead_letters(), start, start + page - 1):
+            yield from (orjson.loads(entry) for entry in raw)
+            start += page
 
     def purge(self) -> int:
         count = self.count()

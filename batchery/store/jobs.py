@@ -162,7 +162,8 @@ class JobStore:
         return self.bounds.cache_ttl_s
 
     def create(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> None:
-        """A new job; every key it gets later expires with it, at ``expires_at``."""
+        """A new job; every key it gets later expires with it, at ``expires_at``. A job with an ``owner`` (the
+        name of the API key that submitted it) is also listed among that key's recent jobs."""
         now = time.time()
         ttl = ttl_s or self.job_ttl_s
         values = {
@@ -174,6 +175,11 @@ class JobStore:
         pipe.expire(keys.job(job_id), ttl)
         pipe.zadd(keys.recent_jobs(), {job_id: now})
         pipe.zremrangebyrank(keys.recent_jobs(), 0, -keys.RECENT_JOBS - 1)
+        if fields.get("owner"):
+            mine = keys.tenant_recent(fields["owner"])
+            pipe.zadd(mine, {job_id: now})
+            pipe.zremrangebyrank(mine, 0, -keys.RECENT_JOBS - 1)
+            pipe.expire(mine, max(ttl, self.job_ttl_s))
         pipe.execute()
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -186,8 +192,18 @@ class JobStore:
             pipe.hgetall(keys.job(job_id))
         return [job for raw in pipe.execute() if (job := _parse(raw)) is not None]
 
-    def recent(self, limit: int) -> list[str]:
-        return [m.decode() for m in self.redis.zrevrange(keys.recent_jobs(), 0, limit - 1)]
+    def recent(self, limit: int, owner: str | None = None) -> list[str]:
+        """The newest job ids, newest first: of every job, or of those ``owner`` submitted."""
+        key = keys.recent_jobs() if owner is None else keys.tenant_recent(owner)
+        return [m.decode() for m in self.redis.zrevrange(key, 0, limit - 1)]
+
+    def owners(self, job_ids: Iterable[str]) -> dict[str, str | None]:
+        """Who submitted each job (the API key's name; None when no key did, or the job is gone), in one round trip."""
+        job_ids = list(dict.fromkeys(job_ids))
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(keys.job(job_id), "owner")
+        return {job_id: _text(owner) or None for job_id, owner in zip(job_ids, pipe.execute())}
 
     def start(self, job_id: str) -> Started | None:
         """Mark the job running (once); returns its status, deadline and creation time, or None when it is gone."""

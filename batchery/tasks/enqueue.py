@@ -166,8 +166,10 @@ class Enqueuer:
         ttl_s: int | None = None,
         cache: bool = True,
         tier: str = STANDARD,
+        owner: str | None = None,
     ) -> str:
-        """Record a new job and queue what the cache cannot answer; 429 when the model's backlog is full.
+        """Record a new job (with the name of the API key that ``owner``s it, if any) and queue what the cache
+        cannot answer; 429 when the model's backlog is full.
 
         Whatever fails after the job is recorded, the job ends ``failed``, its claims are dropped (their
         waiters handed off) and its backlog given back: nothing is left half-accepted.
@@ -177,6 +179,8 @@ class Enqueuer:
         fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs), "tier": tier}
         if metadata is not None:
             fields["metadata"] = metadata
+        if owner is not None:
+            fields["owner"] = owner
         if timeout_s is not None:
             fields["deadline"] = time.time() + timeout_s
         ttl = ttl_s or self.store.job_ttl_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 import requests
 
 from batchery.app import create_app
+from batchery.app.keys_file import default_name, parse_line
+from batchery.app.tenancy import Tenant
 from batchery.cli.redis_server import free_port
 from batchery.errors import ConfigError
 from tests.conftest import ApiServer
@@ -126,3 +129,73 @@ def wait_up(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
         except requests.RequestException:
             time.sleep(0.2)
     raise AssertionError("the API did not come up")
+
+
+def test_a_keys_file_line_carries_the_keys_settings():
+    assert parse_line("  # a comment") is None and parse_line("") is None
+    key, tenant = parse_line("k-plain-1")
+    assert key == "k-plain-1" and tenant == Tenant(name=default_name("k-plain-1"))
+    assert tenant.tier == "interactive" and not tenant.limits and not tenant.admin
+    assert tenant.name.startswith("key-") and "plain" not in tenant.name
+    line = "k-a\tname=team-a  tier=standard items_per_minute=100000 items_in_flight=500000 admin=false  # ok"
+    assert parse_line(line) == ("k-a", Tenant("team-a", "standard", 100_000, 500_000, False))
+    assert parse_line("k-b tier=2 admin=true") == ("k-b", Tenant(default_name("k-b"), "bulk", admin=True))
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("k-c name=a/b", "name="),
+    ("k-c tier=urgent", "unknown tier"),
+    ("k-c items_per_minute=0", "items_per_minute="),
+    ("k-c items_in_flight=lots", "items_in_flight="),
+    ("k-c admin=maybe", "admin="),
+    ("k-c name=a name=b", "twice"),
+    ("k-c items_per_second=5", "word 2 is not setting=value"),
+    ("k-c secret-second-half", "word 2 is not setting=value"),
+])
+def test_a_line_that_cannot_be_read_is_named_without_its_key(line, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)) as raised:
+        parse_line(line)
+    assert "k-c" not in str(raised.value) and "secret-second-half" not in str(raised.value)
+
+
+def test_a_keys_file_with_a_bad_line_fails_at_start_naming_the_line(settings_with, tmp_path):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("good-key name=good\nbad-key-Qx7 tier=urgent\n")
+    with pytest.raises(ConfigError, match="line 2: tier=") as raised:
+        create_app(settings_with(api_keys_file=str(keys_file)))
+    assert "bad-key-Qx7" not in str(raised.value)
+
+
+def test_a_bad_line_written_later_refuses_its_key_only_and_is_logged_by_number(settings_with, tmp_path, caplog):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("first-key-1 name=first\nsecond-key-2 name=second\n")
+    with ApiServer(settings_with(api_keys_file=str(keys_file))) as server:
+        url = f"{server.url}/v1/models"
+        assert requests.get(url, headers={"X-API-Key": "second-key-2"}).status_code == 200
+        keys_file.write_text("first-key-1 name=first\nsecond-key-2 name=second items_per_minute=lots\n")
+        assert_401(requests.get(url, headers={"X-API-Key": "second-key-2"}))
+        assert requests.get(url, headers={"X-API-Key": "first-key-1"}).status_code == 200
+    assert "line 2: items_per_minute='lots'" in caplog.text and "second-key-2" not in caplog.text
+
+
+def test_a_keys_settings_are_reread_with_the_file(settings_with, tmp_path):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("moving-key name=mover\n")
+    job = {"model": "echo", "inputs": [1], "tier": "standard"}
+    with ApiServer(settings_with(api_keys_file=str(keys_file))) as server:
+        headers = {"X-API-Key": "moving-key"}
+        assert requests.post(f"{server.url}/v1/jobs", json=job, headers=headers).status_code == 202
+        keys_file.write_text("moving-key name=mover tier=bulk\n")
+        refused = requests.post(f"{server.url}/v1/jobs", json=job, headers=headers)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "tier_not_allowed"
+
+
+def test_the_access_log_names_the_key_never_holding_it(settings_with, tmp_path, caplog):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"{KEY} name=team-log\n")
+    caplog.set_level(logging.INFO, logger="batchery.api")
+    with ApiServer(settings_with(api_keys_file=str(keys_file))) as server:
+        assert requests.get(f"{server.url}/v1/models", headers={"X-API-Key": KEY}).status_code == 200
+    lines = [r for r in caplog.records if r.name == "batchery.api" and r.getMessage().startswith("GET /v1/models 200")]
+    assert lines and lines[-1].key_name == "team-log" and lines[-1].getMessage().endswith("key team-log")
+    assert KEY not in caplog.text

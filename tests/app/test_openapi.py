@@ -88,3 +88,15 @@ def test_a_job_request_is_described_per_input_kind_with_the_registry_s_models(se
     assert {"echo", "echo@1", "echo-orphan", "echo-slow@1"} <= set(by_kind["json job"]["model"]["enum"])
     predict = doc["paths"]["/v1/models/{name}/predict"]["post"]["parameters"][0]
     assert set(predict["schema"]["enum"]) == set(by_kind["text job"]["model"]["enum"] + by_kind["json job"]["model"]["enum"])
+
+
+def test_keys_add_403_to_submissions_and_say_what_keys_do(settings, settings_with):
+    open_doc, doc = describe(settings), describe(settings_with(api_keys="k"))
+    for path in ("/v1/jobs", "/v1/models/{name}/predict"):
+        assert "403" not in open_doc["paths"][path]["post"]["responses"]
+        assert "tier_not_allowed" in doc["paths"][path]["post"]["responses"]["403"]["description"]
+        assert "quota_exceeded" in doc["paths"][path]["post"]["responses"]["429"]["description"]
+    assert not any("403" in item[m]["responses"] for path, item in doc["paths"].items() for m in METHODS & item.keys()
+                   if path not in ("/v1/jobs", "/v1/models/{name}/predict"))
+    assert "quota" in doc["info"]["description"] and "quota" not in open_doc["info"]["description"]
+    assert "owner" in doc["components"]["schemas"]["Job"]["properties"]
