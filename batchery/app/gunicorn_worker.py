@@ -7,6 +7,11 @@ included. Here a request must arrive within ``request_read_timeout_s`` of its fi
 every ``request_min_bytes_per_s`` bytes that did arrive, so that a large body sent at a steady pace has the time
 it needs while a trickle is cut off. Past that it is answered 408 in the JSON error shape (by gunicorn while
 the headers are read, by the app while it reads the body) and its connection is closed, which frees the thread.
+
+Closing a connection lingers up to two seconds for what its client is still sending (gunicorn's
+``close_graceful``, so the last answer is not cut by a reset). gunicorn does that on the loop that accepts
+connections, where a client that keeps sending after its answer would stall the whole process, one such client
+after another; here it is done in the request's own thread.
 """
 
 from __future__ import annotations
@@ -84,11 +89,12 @@ class DeadlineUnreader(SocketUnreader):
 
 
 class DeadlineConn(gthread.TConn):
-    """A connection whose requests are read under a :class:`ReadDeadline`."""
+    """A connection whose requests are read under a :class:`ReadDeadline`, and that is closed only once."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.deadline: ReadDeadline | None = None
+        self.closed = False
 
     def init(self) -> None:
         """gunicorn's set-up, then its HTTP/1 parser reads through a :class:`DeadlineUnreader`."""
@@ -106,9 +112,14 @@ class DeadlineConn(gthread.TConn):
         if self.parser is not None and isinstance(self.parser.unreader, DeadlineUnreader):
             self.parser.unreader.deadline = deadline
 
+    def close(self, graceful: bool = False) -> None:
+        if not self.closed:
+            self.closed = True
+            super().close(graceful)
+
 
 class ThreadWorker(gthread.ThreadWorker):
-    """gthread, with each request's reading bounded in time."""
+    """gthread, with each request's reading bounded in time and connections closed off the accepting loop."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -128,9 +139,12 @@ class ThreadWorker(gthread.ThreadWorker):
         self.enqueue_req(DeadlineConn(self.cfg, client_sock, client_addr, listener.getsockname()))
 
     def handle(self, conn: DeadlineConn) -> Any:
-        """One request, under a fresh deadline."""
+        """One request under a fresh deadline; a connection that ends here is closed here, in this thread."""
         conn.arm(ReadDeadline(self.read_timeout_s, self.min_bytes_per_s))
-        return super().handle(conn)
+        result = super().handle(conn)
+        if not result:
+            conn.close(graceful=True)
+        return result
 
     def handle_request(self, req: Request, conn: DeadlineConn) -> bool:
         """The app reads the body under the deadline; once it has answered, gunicorn bounds what it drains."""

@@ -159,6 +159,18 @@ def test_a_request_that_takes_longer_than_the_read_timeout_to_arrive_is_408_and_
         assert SHORT_READ_TIMEOUT_S - 0.5 < took_s < SHORT_READ_TIMEOUT_S + 3, took_s
 
 
+def test_slow_clients_that_keep_trickling_after_they_are_cut_off_stall_nothing(short_api):
+    """Being cut off, a slow client is still sending: closing its connection must not wait on it where the
+    process accepts new connections."""
+    with trickling(short_api.settings.port, "headers"), trickling(short_api.settings.port, "body"):
+        deadline = time.monotonic() + SHORT_READ_TIMEOUT_S + 4
+        worst = 0.0
+        while time.monotonic() < deadline:
+            worst = max(worst, *healthz_and_submit(short_api))
+            time.sleep(0.2)
+    assert worst < WITHIN_S, worst
+
+
 def test_a_large_chunked_body_from_a_fast_client_is_taken_whole(http, short_api):
     settings = short_api.settings
     inputs = ["x" * (settings.max_input_chars - 10)] * (settings.max_request_bytes // settings.max_input_chars)
