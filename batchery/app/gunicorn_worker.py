@@ -37,7 +37,7 @@ class ReadDeadline:
 
     def __init__(self, timeout_s: float, min_bytes_per_s: int) -> None:
         self.timeout_s = timeout_s
-        self.min_bytes_per_s = max(1, min_bytes_per_s)
+        self.min_bytes_per_s = min_bytes_per_s
         self.start: float | None = None
         self.received = 0
         self.request: Request | None = None
@@ -47,7 +47,8 @@ class ReadDeadline:
         now = time.monotonic()
         if self.start is None:
             self.start = now
-        return self.start + self.timeout_s + self.received / self.min_bytes_per_s - now
+        allowance_s = self.received / self.min_bytes_per_s if self.min_bytes_per_s > 0 else 0.0
+        return self.start + self.timeout_s + allowance_s - now
 
     def expired(self) -> RequestTimeout:
         """The error to raise; once the headers are read, their request is marked to close its connection, since
@@ -139,8 +140,9 @@ class ThreadWorker(gthread.ThreadWorker):
         self.enqueue_req(DeadlineConn(self.cfg, client_sock, client_addr, listener.getsockname()))
 
     def handle(self, conn: DeadlineConn) -> Any:
-        """One request under a fresh deadline; a connection that ends here is closed here, in this thread."""
-        conn.arm(ReadDeadline(self.read_timeout_s, self.min_bytes_per_s))
+        """One request under a fresh deadline (none when the timeout is 0); a connection that ends here is closed
+        here, in this thread."""
+        conn.arm(ReadDeadline(self.read_timeout_s, self.min_bytes_per_s) if self.read_timeout_s > 0 else None)
         result = super().handle(conn)
         if not result:
             conn.close(graceful=True)
