@@ -165,5 +165,5 @@ class ThreadWorker(gthread.ThreadWorker):
         self.log.warning("Request timed out from ip=%s: %s", (addr or ("",))[0], exc.message)
         try:
             util.write_error(client, 408, "Request Timeout", exc.message)
-        except Exception:
+        except OSError:
             self.log.debug("Failed to send error message.")

@@ -7,9 +7,9 @@ import dataclasses
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
@@ -94,7 +94,7 @@ def trickling(port: int, kind: str, count: int = SLOW_CLIENTS) -> Iterator[Trick
         tricklers.close()
 
 
-def timed(call) -> tuple[float, requests.Response | None]:  # noqa: ANN001
+def timed(call: Callable[[], requests.Response]) -> tuple[float, requests.Response | None]:
     """Seconds a request took, and its answer; None when it did not come within five seconds."""
     start = time.monotonic()
     try:
