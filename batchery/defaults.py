@@ -35,7 +35,9 @@ JANITOR_GRACE_S = 30.0  # a chunk sent this long ago and neither queued nor take
 CELERY_RESULT_EXPIRES_S = 3600
 
 API_WORKERS = 2
-API_THREADS = 8
+API_THREADS = 32  # a thread per request being read or answered: slow clients hold theirs until the read timeout
+REQUEST_READ_TIMEOUT_S = 10.0  # a request's headers and body must arrive within this (plus the allowance below)
+REQUEST_MIN_BYTES_PER_S = 64 * 1024  # each such many bytes received add a second, so a large body has time to come
 
 WORKER_METRICS_PORT = 9100  # each worker process serves its own /metrics: pool slot N on this port + N; 0 = off
 LOG_FORMAT = "json"  # json | text

@@ -62,6 +62,13 @@ class TierNotAllowed(Forbidden):
     code = "tier_not_allowed"
 
 
+class RequestTimeout(BatcheryError):
+    """The request's headers or body did not arrive in time (``BATCHERY_REQUEST_READ_TIMEOUT_S``)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class UnsupportedMediaType(BatcheryError):
     """The request body's content type is not one the endpoint reads."""
 

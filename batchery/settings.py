@@ -79,6 +79,8 @@ class Settings:
     retry_after_s: int = defaults.RETRY_AFTER_S
     api_workers: int = defaults.API_WORKERS
     api_threads: int = defaults.API_THREADS
+    request_read_timeout_s: float = defaults.REQUEST_READ_TIMEOUT_S
+    request_min_bytes_per_s: int = defaults.REQUEST_MIN_BYTES_PER_S
     worker_metrics_port: int = defaults.WORKER_METRICS_PORT
     log_format: str = defaults.LOG_FORMAT
     api_keys: str = field(default="", repr=False)

@@ -32,6 +32,8 @@ ERROR_CODES = {
     403: "`tier_not_allowed`: the request asks for a tier above the highest its API key may use (the message "
          "names it); nothing was queued.",
     404: "`job_not_found`, `model_not_found` or `not_found`.",
+    408: "`request_timeout`: the body did not arrive within `BATCHERY_REQUEST_READ_TIMEOUT_S` (plus a second per "
+         "`BATCHERY_REQUEST_MIN_BYTES_PER_S` received); the connection is closed.",
     413: "`payload_too_large` (items, characters or metadata bytes over the limits, a chunked body over the byte limit, "
          "or more items than one of the API key's quotas) or `request_entity_too_large` (a `Content-Length` over the "
          "byte limit).",
@@ -297,7 +299,7 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
                     "content": json_content(ref("JobAccepted")),
                     "links": JOB_LINKS,
                 },
-                **errors(400, 404, 413, 415, 422, 429, 503),
+                **errors(400, 404, 408, 413, 415, 422, 429, 503),
             },
         }},
         "/v1/jobs/{job_id}": {
@@ -350,7 +352,7 @@ def model_operations(registry: Registry) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {JSON: {"schema": ref("PredictRequest")}}},
             "responses": {
                 "200": {"description": "Outputs in input order.", "content": json_content(ref("Prediction"))},
-                **errors(400, 404, 413, 415, 422, 429, 503, 504),
+                **errors(400, 404, 408, 413, 415, 422, 429, 503, 504),
             },
         }},
     }

@@ -12,7 +12,7 @@ from flask import Request
 from werkzeug.exceptions import HTTPException
 
 from batchery import tiers
-from batchery.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from batchery.errors import BadRequest, BatcheryError, PayloadTooLarge, UnsupportedMediaType
 from batchery.models.inputs import check_inputs, json_problem
 from batchery.models.registry import ModelSpec, Registry
 from batchery.settings import Settings
@@ -144,7 +144,8 @@ def read_body(request: Request) -> bytes:
     A body with a ``Content-Length`` over the limit is refused before it is read (werkzeug's 413). A body sent
     without one (``Transfer-Encoding: chunked``) is cut at the limit by werkzeug without a word, so that a job
     would silently lose its last lines and alter its last item: a byte past the limit means it was too long.
-    A body the server cannot decode (a malformed chunk) is the client's error, as any malformed body is.
+    A body the server cannot decode (a malformed chunk) is the client's error, as any malformed body is; one that
+    does not arrive in time is a 408 (:mod:`batchery.app.gunicorn_worker` bounds the reads under gunicorn).
     """
     limit = request.max_content_length
     try:
@@ -152,7 +153,7 @@ def read_body(request: Request) -> bytes:
         cut = request.content_length is None and limit is not None and len(data) >= limit
         if cut and request.environ["wsgi.input"].read(1):
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
-    except (HTTPException, PayloadTooLarge):
+    except (HTTPException, BatcheryError):  # a body over the limit, or one that did not arrive in time (408)
         raise
     except Exception as exc:  # gunicorn and werkzeug raise their own kinds for a malformed chunked body
         raise BadRequest(f"the body could not be read: {exc}") from exc

@@ -66,6 +66,8 @@ def up(
         host=host, port=port, flower_port=flower_port, redis_url=redis_url, models_file=models_file,
         worker_devices=devices,
     )
+    if not no_flower:
+        _check_flower(settings)
     _check_models(settings)
     settings, redis_server = ensure_redis(settings)
     supervisor = Supervisor({**os.environ, **settings.as_env()})
@@ -85,6 +87,16 @@ def up(
             redis_server.stop()
         click.echo("stopped.")
     sys.exit(code)
+
+
+def _check_flower(settings: Settings) -> None:
+    """Refuse to start Flower without credentials when the API asks for keys: Flower's pages show every chunk
+    task, job ids included, to anyone, and it can revoke tasks and shut workers down."""
+    if settings.api_keys_configured and not settings.flower_basic_auth:
+        raise click.ClickException(
+            "API keys are on (BATCHERY_API_KEYS or BATCHERY_API_KEYS_FILE) but Flower has no credentials: "
+            "set BATCHERY_FLOWER_BASIC_AUTH=user:password, or pass --no-flower to run without Flower"
+        )
 
 
 def _check_models(settings: Settings) -> None:

@@ -28,11 +28,12 @@ def worker_argv(settings: Settings, queues: Sequence[str], name: str) -> list[st
 
 
 def api_argv(settings: Settings) -> list[str]:
+    """gunicorn on gthread, in batchery's variant that bounds how long a request may take to arrive."""
     return [
         sys.executable, "-m", "gunicorn",
         f"--bind={settings.host}:{settings.port}",
         f"--workers={settings.api_workers}",
-        "--worker-class=gthread",
+        "--worker-class=batchery.app.gunicorn_worker.ThreadWorker",
         f"--threads={settings.api_threads}",
         "--timeout=120",
         "--config=python:batchery.app.gunicorn_conf",

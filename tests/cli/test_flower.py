@@ -15,6 +15,8 @@ from batchery.cli.processes import flower_argv, flower_env
 from batchery.cli.redis_server import free_port
 
 USER, PASSWORD = "ops", "fl0wer-Pw-31"
+#: The query Flower's tasks page sends for its table of every task, with their arguments and results.
+DATATABLE = "draw=1&start=0&length=10&order[0][column]=0&columns[0][data]=name&order[0][dir]=desc"
 
 
 def wait_answering(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
@@ -55,6 +57,9 @@ def test_flower_wants_basic_auth_and_lists_the_batchery_worker(settings, echo_wo
         assert requests.get(f"{url}/", auth=(USER, "wrong"), timeout=10).status_code == 401
         assert requests.get(f"{url}/api/workers", timeout=10).status_code == 401
         assert requests.get(f"{url}/", auth=(USER, PASSWORD), timeout=10).status_code == 200
+        for page, answer_with_credentials in [(f"/tasks/datatable?{DATATABLE}", 200), ("/task/no-such-task", 404)]:
+            assert requests.get(f"{url}{page}", timeout=10).status_code == 401, page
+            assert requests.get(f"{url}{page}", auth=(USER, PASSWORD), timeout=10).status_code == answer_with_credentials
         workers = workers_listed(url)
         ours = [name for name in workers if name.startswith(f"{echo_worker.name}@")]
         assert ours, f"no {echo_worker.name}@ worker in {sorted(workers)}"

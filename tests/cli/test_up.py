@@ -41,6 +41,33 @@ def test_a_configured_or_answering_redis_is_used_as_is(redis_server, tmp_path):
     assert server is None and settings.redis_url == redis_server.url
 
 
+def run_up(env: dict[str, str], *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """`batchery up` that is expected to exit by itself; were it to start, everything it started is stopped."""
+    argv = [sys.executable, "-m", "batchery", "up", *args]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        raise AssertionError(f"batchery up did not refuse to start:\n{output.decode()[-3000:]}")
+    return subprocess.CompletedProcess(argv, process.returncode, output.decode())
+
+
+@pytest.mark.parametrize("keys", [{"BATCHERY_API_KEYS": "k-up-1"}, {"BATCHERY_API_KEYS_FILE": "keys.txt"}])
+def test_up_refuses_to_start_flower_bare_behind_api_keys(settings, tmp_path, keys):
+    (tmp_path / "keys.txt").write_text("k-up-2\n")
+    keys = {name: str(tmp_path / value) if name.endswith("_FILE") else value for name, value in keys.items()}
+    env = {
+        **os.environ, **settings.as_env(), **keys,
+        "BATCHERY_FLOWER_BASIC_AUTH": "", "BATCHERY_PORT": str(free_port()), "BATCHERY_FLOWER_PORT": str(free_port()),
+    }
+    done = run_up(env)
+    assert done.returncode != 0
+    assert "BATCHERY_FLOWER_BASIC_AUTH" in done.stdout and "--no-flower" in done.stdout, done.stdout
+    assert "started" not in done.stdout and "stopping" not in done.stdout, "nothing may be started"
+
+
 def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 240) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
