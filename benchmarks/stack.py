@@ -27,7 +27,7 @@ import requests
 from batchery.cli.processes import api_argv
 from batchery.cli.redis_server import RedisServer, free_port
 from batchery.settings import Settings
-from batchery.workers.heartbeat import live_workers
+from batchery.store.heartbeats import live_workers
 from benchmarks.plain_celery import REDIS_URL_ENV
 
 log = logging.getLogger(__name__)

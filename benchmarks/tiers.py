@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import requests
 
-from batchery.workers.heartbeat import read_workers
+from batchery.store.heartbeats import read_workers
 from benchmarks import report
 from benchmarks.pipeline import DEFAULT_DATA_DIR
 from benchmarks.stack import Stack, run_interruptibly

@@ -27,11 +27,12 @@ import requests
 from werkzeug.serving import make_server
 
 from batchery.app import create_app
+from batchery.batching import hooks
 from batchery.cli.redis_server import RedisServer, free_port
 from batchery.models.registry import BUILTINS, ModelSpec, load_registry
 from batchery.settings import Settings
 from batchery.store import JobStore
-from batchery.workers.heartbeat import live_workers
+from batchery.store.heartbeats import live_workers
 
 MODELS_TOML = textwrap.dedent(
     """
@@ -83,6 +84,14 @@ MODELS_TOML = textwrap.dedent(
     batch_latency_ms = 2
     """
 )
+
+
+@pytest.fixture(autouse=True)
+def hooks_left_as_found():
+    """Batch hooks are process-wide: a test that adds one must remove it, or later tests see its effects."""
+    before = list(hooks._HOOKS)
+    yield
+    assert hooks._HOOKS == before, "a test left a batch hook behind"
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request
 from batchery.app import tenancy
 from batchery.app.jobs import MAX_OFFSET, int_arg, json_response
 from batchery.app.services import services
-from batchery.retry.dead_letters import DeadLetters
+from batchery.store.dead_letters import DeadLetters
 from batchery.store import JobStore
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/v1/dead-letters")

@@ -20,7 +20,7 @@ from batchery.store import JobStore
 from batchery.store.idempotency import IdempotencyKeys
 from batchery.store.quotas import Quotas
 from batchery.tasks.enqueue import Enqueuer
-from batchery.workers.heartbeat import live_workers
+from batchery.store.heartbeats import live_workers
 
 LIVE_WORKERS_CACHE_S = 1.0
 

@@ -30,7 +30,8 @@ from batchery.batching.queue import Item, ItemQueue
 from batchery.batching.ticket import Ticket
 from batchery.errors import BatcheryError, Cancelled, DeadlineExceeded, DeviceOutOfMemory, ModelError
 from batchery.retry import RetryPolicy, as_error, run_isolated
-from batchery.retry.dead_letters import DeadLetter, DeadLetters, is_dead_letter
+from batchery.retry.policy import is_dead_letter
+from batchery.store.dead_letters import DeadLetter, DeadLetters
 from batchery.store import ItemResult
 from batchery.store.codec import encode_error, encode_output
 from batchery.tiers import STANDARD

@@ -225,7 +225,7 @@ def dlq() -> None:
 
 
 def _dead_letters(settings: Settings):  # noqa: ANN202
-    from batchery.retry.dead_letters import DeadLetters
+    from batchery.store.dead_letters import DeadLetters
 
     return DeadLetters(redis_client(settings.effective_redis_url))
 
@@ -248,11 +248,11 @@ def dlq_list(limit: int, model: str | None) -> None:
 @click.option("--model", help="only this model's")
 def dlq_retry(limit: int, model: str | None) -> None:
     """Put dead items back into their jobs and queue them again."""
-    from batchery.tasks import app as celery
+    from batchery.tasks import create_celery
     from batchery.tasks.enqueue import Enqueuer, retry_dead_letters
 
     settings = _settings()
-    enqueuer = Enqueuer(celery, settings.job_store(), settings, load_registry(settings.models_file))
+    enqueuer = Enqueuer(create_celery(settings), settings.job_store(), settings, load_registry(settings.models_file))
     retried = retry_dead_letters(enqueuer, _dead_letters(settings), limit, model)
     click.echo(f"{retried} dead letters queued again")
 

@@ -10,7 +10,7 @@ from batchery.settings import Settings
 
 
 def celery_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "batchery.tasks", *args]
+    return [sys.executable, "-m", "celery", "-A", "batchery.workers", *args]
 
 
 def worker_argv(settings: Settings, queues: Sequence[str], name: str) -> list[str]:

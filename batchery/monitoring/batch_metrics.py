@@ -10,7 +10,7 @@ from batchery.batching.hooks import BatchHook, BatchShape
 from batchery.errors import BatcheryError
 from batchery.monitoring import metrics
 from batchery.tiers import TIERS
-from batchery.retry.dead_letters import is_dead_letter
+from batchery.retry.policy import is_dead_letter
 
 if TYPE_CHECKING:
     from batchery.batching.queue import Item

@@ -14,7 +14,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 
 from batchery.tiers import TIERS
-from batchery.workers.heartbeat import live_workers
+from batchery.store.heartbeats import live_workers
 
 if TYPE_CHECKING:
     from celery import Celery

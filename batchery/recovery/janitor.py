@@ -32,15 +32,16 @@ import orjson
 import redis
 
 from batchery import keys
-from batchery.monitoring.metrics import FAULTS_INJECTED
+from batchery.faults.handoff import draw_handoff_fault
 from batchery.recovery import broker
 from batchery.settings import Settings
 from batchery.store.backlog import Backlog
 from batchery.store.handoff import Handoff, Handoffs
-from batchery.workers.heartbeat import Heartbeat, is_alive
+from batchery.store.heartbeats import is_alive
 
 if TYPE_CHECKING:
     from batchery.tasks.enqueue import Enqueuer
+    from batchery.workers.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +54,13 @@ return 0
 """
 
 
-class InjectedHandoffFault(redis.ConnectionError):
-    """A fault injected into a handoff on purpose (``BATCHERY_FAULT_HANDOFF_RATE``): as if Redis dropped the
-    connection, or the process died, half-way through one."""
-
-
 class Janitor:
     def __init__(
         self,
         enqueuer: "Enqueuer",
         settings: Settings,
         hostname: str,
-        heartbeat: Callable[[], Heartbeat | None] = lambda: None,
+        heartbeat: Callable[[], "Heartbeat | None"] = lambda: None,
         rng: random.Random | None = None,
     ) -> None:
         self.enqueuer = enqueuer
@@ -167,14 +163,8 @@ class Janitor:
         return sum(count for _, count in taken)
 
     def _maybe_fault(self, handoff: Handoff) -> None:
-        """An injected fault, once per step of a drain: after its work is done and before it is marked done,
-        the worst moment, which leaves that work to be redone by the next sweep."""
-        rate = self.settings.fault_handoff_rate
-        if rate > 0 and self.rng.random() < rate:
-            model = handoff.key.split("@", 1)[0]
-            FAULTS_INJECTED.labels(model, "handoff").inc()
-            log.warning("injected handoff fault (%s handoff %s)", handoff.kind, handoff.number)
-            raise InjectedHandoffFault(f"injected handoff fault in handoff {handoff.number}")
+        """An injected fault, once per step of a drain (``BATCHERY_FAULT_HANDOFF_RATE``)."""
+        draw_handoff_fault(self.settings, self.rng, handoff.key.split("@", 1)[0], f"{handoff.kind} handoff {handoff.number}")
 
     # -- chunks -----------------------------------------------------------------------------------------
 

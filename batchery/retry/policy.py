@@ -12,7 +12,7 @@ from typing import Callable, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from batchery.errors import TransientError
+from batchery.errors import BatcheryError, TransientError
 
 T = TypeVar("T")
 TRANSIENT_TYPES: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
@@ -20,6 +20,11 @@ TRANSIENT_TYPES: tuple[type[BaseException], ...] = (TransientError, ConnectionEr
 
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_TYPES)
+
+
+def is_dead_letter(result: object) -> bool:
+    """An item's error that survived every retry; permanent errors were never retried and are not letters."""
+    return isinstance(result, BatcheryError) and is_transient(result)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""The Celery app (``batchery.tasks:app``, as the celery CLI expects) and its one task, the chunk."""
+"""What the API sends: the Celery app's configuration, and jobs turned into chunks, sent by task name.
 
-from batchery.settings import get_settings
+The code that runs a chunk lives with the workers (:mod:`batchery.workers.chunk_task`); the Celery app the
+workers and the ``celery`` CLI load is :mod:`batchery.workers`'s ``app``.
+"""
+
 from batchery.tasks.celery_app import create_celery
-from batchery.tasks.chunk import CHUNK_TASK, run_chunk
+from batchery.tasks.names import CHUNK_TASK
 
-app = create_celery(get_settings())
-
-__all__ = ["CHUNK_TASK", "app", "create_celery", "run_chunk"]
+__all__ = ["CHUNK_TASK", "create_celery"]

@@ -14,7 +14,7 @@ import redis
 
 from batchery.store.chunks import UNBOUNDED
 from batchery.tiers import INTERACTIVE
-from batchery.workers.heartbeat import live_workers
+from batchery.store.heartbeats import live_workers
 
 #: Live workers are read at most this often: every submission and every finished chunk asks.
 WORKERS_CACHE_S = 1.0

@@ -23,7 +23,6 @@ from batchery.redis_urls import ssl_options
 from batchery.settings import Settings
 from batchery.tasks import transport
 from batchery.tiers import STANDARD
-from batchery.workers.bootstep import ModelHostStep
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -70,6 +69,5 @@ def create_celery(settings: Settings) -> Celery:
         task_queues=[Queue(queue, routing_key=queue) for spec in registry for queue in spec.queues],
         task_default_queue=next(iter(registry)).queue_for(STANDARD),
     )
-    app.steps["worker"].add(ModelHostStep)
     connect_celery_signals()
     return app

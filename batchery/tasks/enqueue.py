@@ -22,14 +22,14 @@ from batchery.cache import ResultCache
 from batchery.errors import Cancelled, DeadlineExceeded, TooManyRequests, Unavailable
 from batchery.models.registry import ModelSpec, Registry
 from batchery.monitoring.metrics import record_cache, record_job_finished
-from batchery.retry.dead_letters import DeadLetters
+from batchery.store.dead_letters import DeadLetters
 from batchery.settings import Settings
 from batchery.store import JobStore
 from batchery.store.backlog import Backlog
 from batchery.store.chunks import UNBOUNDED, ChunkRecord, ChunkStore, Released
 from batchery.store.codec import encode_error
 from batchery.tasks.budget import LaneBudget
-from batchery.tasks.chunk import CHUNK_TASK
+from batchery.tasks.names import CHUNK_TASK
 from batchery.tiers import STANDARD
 from batchery.tiers import of_job as job_tier
 

@@ -23,7 +23,7 @@ from celery.worker import state
 from batchery.batching import add_hook, remove_hook
 from batchery.models.registry import load_registry
 from batchery.monitoring.batch_metrics import BatchMetrics
-from batchery.monitoring.exporter import WorkerExporter
+from batchery.monitoring.worker_exporter import WorkerExporter
 from batchery.monitoring.metrics import record_job_finished
 from batchery.recovery import Janitor
 from batchery.settings import get_settings

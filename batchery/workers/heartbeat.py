@@ -1,14 +1,11 @@
-"""Worker liveness in Redis: each serving worker process refreshes a key with a TTL.
+"""The heartbeat thread of a serving worker process: it refreshes the worker's key (:mod:`batchery.store.heartbeats`).
 
-The API reads these to answer ``/readyz`` and ``GET /v1/models`` without a Celery broadcast round trip:
-a worker is live while its key exists, and it writes its key only once its models are loaded and warm.
-A live worker is *ready* (counted for its models) while it is healthy and not draining; one that is draining
-or whose batcher died keeps its key, marked not ready, so that nobody takes the chunks it still holds.
+The API reads these to answer ``/readyz`` and ``GET /v1/models`` without a Celery broadcast round trip. A worker
+writes its key only once its models are loaded and warm.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -16,7 +13,7 @@ from typing import Any, Callable
 
 import redis
 
-from batchery import keys
+from batchery.store import heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +46,14 @@ class Heartbeat:
         self._thread.start()
 
     def beat(self) -> None:
-        pipe = self.client.pipeline()
-        pipe.set(keys.worker(self.hostname), json.dumps({**self.info, "ready": self.ready()}), px=int(self.ttl_s * 1000))
-        pipe.sadd(keys.workers(), self.hostname)
-        pipe.execute()
+        heartbeats.publish(self.client, self.hostname, {**self.info, "ready": self.ready()}, self.ttl_s)
 
     def stop(self) -> None:
         """Stop beating and withdraw the key, so that readiness reflects the exit at once."""
         self._stop.set()
         self._thread.join(self.interval_s * 2)
         try:
-            self.client.delete(keys.worker(self.hostname))
-            self.client.srem(keys.workers(), self.hostname)
+            heartbeats.withdraw(self.client, self.hostname)
         except redis.RedisError as exc:
             log.warning("could not withdraw heartbeat of %s: %s", self.hostname, exc)
 
@@ -79,25 +72,3 @@ class Heartbeat:
     def steady_for(self) -> float:
         """Seconds since the beats last resumed after a failure (or started)."""
         return 0.0 if self._failing else time.monotonic() - self.steady_since
-
-
-def read_workers(client: redis.Redis) -> list[dict[str, Any]]:
-    """Every worker whose heartbeat has not expired, ready or not; hostnames whose key is gone are pruned."""
-    hostnames = sorted(h.decode() for h in client.smembers(keys.workers()))
-    if not hostnames:
-        return []
-    values = client.mget([keys.worker(h) for h in hostnames])
-    dead = [h for h, v in zip(hostnames, values) if v is None]
-    if dead:
-        client.srem(keys.workers(), *dead)
-    return [json.loads(v) for v in values if v is not None]
-
-
-def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
-    """The workers that are live and ready: what serves the models now."""
-    return [w for w in read_workers(client) if w.get("ready", True)]
-
-
-def is_alive(client: redis.Redis, hostname: str) -> bool:
-    """Whether the worker's heartbeat key exists (ready or not)."""
-    return bool(client.exists(keys.worker(hostname)))

@@ -19,8 +19,8 @@ from batchery.models.registry import QUEUE_PREFIX, ModelSpec
 from batchery.monitoring import metrics
 from batchery.monitoring.activity import ActivityHook
 from batchery.retry import RetryPolicy
-from batchery.retry.dead_letters import DeadLetter, DeadLetters
-from batchery.retry.faults import with_faults, with_store_faults
+from batchery.store.dead_letters import DeadLetter, DeadLetters
+from batchery.faults.injection import with_faults, with_store_faults
 from batchery.runtimes import load_runtime
 from batchery.settings import Settings
 from batchery.store import ItemResult, JobStore

@@ -21,7 +21,7 @@ import redis
 from batchery.models.registry import QUEUE_PREFIX
 from batchery.settings import Settings
 from batchery.tiers import TIERS
-from batchery.workers.heartbeat import live_workers
+from batchery.store.heartbeats import live_workers
 from benchmarks.stack import Child, Stack
 
 
@@ -81,5 +81,5 @@ def stop(stack: Stack, worker: PoolWorker) -> None:
         cmdline = Path(f"/proc/{worker.pid}/cmdline").read_bytes()
     except OSError:
         return  # gone, as it should be
-    if b"batchery.tasks" in cmdline:
+    if b"batchery.workers" in cmdline:
         os.kill(worker.pid, signal.SIGKILL)

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 from batchery.cli.redis_server import RedisServer
 from batchery.models.registry import load_registry
 from batchery.settings import Settings
-from batchery.workers.heartbeat import live_workers
+from batchery.store.heartbeats import live_workers
 from tests.conftest import ApiServer, WorkerProcess
 
 KEY = "fuzz-key"

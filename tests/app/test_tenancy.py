@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from batchery import keys
-from batchery.retry.dead_letters import DeadLetter, DeadLetters
+from batchery.store.dead_letters import DeadLetter, DeadLetters
 from batchery.store.codec import FRAMES
 from tests.conftest import ApiServer
 from tests.helpers import error_of, wait_for_job

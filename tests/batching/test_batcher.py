@@ -10,7 +10,7 @@ import pytest
 
 from batchery.batching import Batcher, BatcherStopped, BatchHook, QueueClosed, add_hook, remove_hook
 from batchery.models.registry import ModelSpec
-from batchery.retry.dead_letters import DeadLetters
+from batchery.store.dead_letters import DeadLetters
 from batchery.runtimes.base import Runtime
 from batchery.runtimes.echo import EchoRuntime
 from batchery.store.codec import decode

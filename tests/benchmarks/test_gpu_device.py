@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from batchery.cli.redis_server import free_port
-from batchery.monitoring.exporter import WorkerExporter
+from batchery.monitoring.worker_exporter import WorkerExporter
 from benchmarks.gpu import device, targets
 from tests.monitoring.test_nvml import FAKE_GPUS, GIB, fake_nvml  # noqa: F401 (the fixture)
 

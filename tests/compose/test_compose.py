@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY
 import batchery.monitoring.metrics  # noqa: F401 (defines the families in the process registry)
 from batchery.cli import main as cli
 from batchery.models.registry import load_registry
-from batchery.monitoring.exporter import api_collectors, worker_collectors
+from batchery.monitoring.exporter import api_collectors
+from batchery.monitoring.worker_exporter import worker_collectors
 from batchery.settings import PREFIX, Settings
 from batchery.tasks.celery_app import create_celery
 
@@ -157,7 +158,7 @@ def test_batchery_services_run_real_commands_with_real_settings(services):
             command = cli.commands[service["command"][0]]
             options = {opt for param in command.params for opt in param.opts}
             assert {arg for arg in service["command"][1:] if arg.startswith("--")} <= options, name
-    assert services["flower"]["entrypoint"][:3] == ["celery", "-A", "batchery.tasks"]
+    assert services["flower"]["entrypoint"][:3] == ["celery", "-A", "batchery.workers"]
 
 
 def targets(prometheus: dict) -> list[tuple[str, str, int]]:

@@ -9,7 +9,8 @@ import pytest
 from batchery import keys
 from batchery.batching.hooks import BatchShape
 from batchery.models.registry import ModelSpec
-from batchery.monitoring.activity import ActivityHook, read_activity
+from batchery.monitoring.activity import ActivityHook
+from batchery.store.activity import read_activity
 
 SECOND = 1_700_000_000
 

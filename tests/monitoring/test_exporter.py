@@ -11,7 +11,8 @@ import requests
 from batchery.cli.redis_server import free_port
 from batchery.models.registry import load_registry
 from batchery.monitoring.collectors import LiveWorkers, QueueDepth
-from batchery.monitoring.exporter import WorkerExporter, scrape
+from batchery.monitoring.exporter import scrape
+from batchery.monitoring.worker_exporter import WorkerExporter
 from batchery.tasks.celery_app import create_celery
 
 

@@ -14,7 +14,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchery.cli.redis_server import free_port
-from batchery.monitoring.exporter import WorkerExporter
+from batchery.monitoring.worker_exporter import WorkerExporter
 from batchery.monitoring.nvml import GpuCollector
 
 GIB = 1024**3

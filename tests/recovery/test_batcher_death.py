@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from batchery.models.registry import ModelSpec
-from batchery.retry.faults import InjectedFatal
+from batchery.faults.injection import InjectedFatal
 from batchery.runtimes.echo import EchoRuntime
-from batchery.workers.heartbeat import read_workers
+from batchery.store.heartbeats import read_workers
 from batchery.workers.host import ModelHost
 
 

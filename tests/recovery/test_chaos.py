@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from batchery import keys
-from batchery.workers.heartbeat import read_workers
+from batchery.store.heartbeats import read_workers
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from batchery.workers.heartbeat import read_workers
+from batchery.store.heartbeats import read_workers
 
 RECOVERY_S = 30
 

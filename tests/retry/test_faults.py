@@ -11,7 +11,7 @@ from batchery.batching import Batcher
 from batchery.errors import ConfigError
 from batchery.models.registry import ModelSpec
 from batchery.retry import RetryPolicy
-from batchery.retry.faults import FaultPlan, FaultyRuntime, with_faults
+from batchery.faults.injection import FaultPlan, FaultyRuntime, with_faults
 from batchery.runtimes.echo import EchoRuntime
 from batchery.settings import Settings
 from batchery.store.codec import decode

@@ -80,8 +80,10 @@ def test_cls_pooling_without_normalisation(minilm_spec: ModelSpec, data_settings
     assert vector.shape == (384,) and abs(float(np.linalg.norm(vector)) - 1.0) > 1e-3
 
 
-def test_minilm_warms_up(runtime: OnnxRuntime) -> None:
-    runtime.warm_up()
+def test_minilm_warms_up_at_its_batch_size_and_still_answers_after(runtime: OnnxRuntime) -> None:
+    assert runtime.warm_up() == [runtime.spec.max_batch_size] == runtime.warm_up_batch_sizes()
+    [vector] = runtime.infer(runtime.prepare(runtime.preprocess(["after the warm-up"])))
+    assert vector.shape == (384,) and abs(float((vector**2).sum()) - 1.0) < 1e-5
 
 
 def test_non_string_text_is_invalid_input(runtime: OnnxRuntime) -> None:

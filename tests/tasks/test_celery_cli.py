@@ -1,4 +1,4 @@
-"""The stock `celery -A batchery.tasks` commands work against batchery's workers."""
+"""The stock `celery -A batchery.workers` commands work against batchery's workers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from batchery.tasks import create_celery
 
 def celery_cli(settings, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "batchery.tasks", *args],
+        [sys.executable, "-m", "celery", "-A", "batchery.workers", *args],
         capture_output=True, text=True, timeout=60, env={**os.environ, **settings.as_env()},
     )
 

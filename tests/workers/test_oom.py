@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchery.retry.dead_letters import DeadLetters
+from batchery.store.dead_letters import DeadLetters
 from tests.conftest import WorkerProcess
 from tests.helpers import wait_for_job
 

@@ -25,7 +25,7 @@ import requests
 
 from batchery.cli.redis_server import free_port
 from batchery.settings import Settings
-from batchery.workers.heartbeat import live_workers
+from batchery.store.heartbeats import live_workers
 from tests.conftest import ApiServer
 from tests.helpers import wait_for_job
 
@@ -108,7 +108,7 @@ class Pool:
 
     def celery(self, *args: str) -> dict:
         done = subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "batchery.tasks", *args, "--json", "--timeout", "5"],
+            [sys.executable, "-m", "celery", "-A", "batchery.workers", *args, "--json", "--timeout", "5"],
             capture_output=True, text=True, timeout=60, env=self.env,
         )
         assert done.returncode == 0, done.stderr

@@ -16,8 +16,6 @@ import orjson
 import redis
 
 from batchery import keys
-from batchery.errors import BatcheryError
-from batchery.retry.policy import is_transient
 
 _REOPEN = """
 local value = redis.call('HGET', KEYS[2], ARGV[1])
@@ -30,11 +28,6 @@ if redis.call('HGET', KEYS[1], 'status') == 'completed' then
 end
 return 1
 """
-
-
-def is_dead_letter(result: Any) -> bool:
-    """An item's error that survived every retry; permanent errors were never retried and are not letters."""
-    return isinstance(result, BatcheryError) and is_transient(result)
 
 
 @dataclass(frozen=True)

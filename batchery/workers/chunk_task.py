@@ -22,10 +22,10 @@ from celery.exceptions import Reject
 
 from batchery.batching import BatcherStopped, QueueClosed
 from batchery.monitoring import metrics
+from batchery.tasks.names import CHUNK_TASK
 from batchery.tiers import STANDARD
 from batchery.workers.host import current_host
 
-CHUNK_TASK = "batchery.run_chunk"
 #: Failures of the store or the broker, not of the model: worth running the chunk again.
 CHUNK_RETRY_ON = (redis.RedisError, kombu.exceptions.OperationalError, ConnectionError, TimeoutError)
 log = logging.getLogger(__name__)
