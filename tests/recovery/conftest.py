@@ -136,6 +136,13 @@ class Stack:
             found["handoffs"] = [str(self.client.llen(keys.handoffs()))]
         return found
 
+    def settle(self, timeout_s: float = 20.0) -> None:
+        """Wait until nothing is left behind: a chunk is done a moment after its job's last item is stored."""
+        deadline = time.monotonic() + timeout_s
+        while (left := self.leftovers()) or self.backlog():
+            assert time.monotonic() < deadline, f"left behind: {left}, backlog {self.backlog()}"
+            time.sleep(0.1)
+
     def backlog(self) -> int:
         return int(self.client.get(keys.backlog("echo-recovery")) or 0)
 

@@ -49,10 +49,7 @@ def test_crashes_transient_faults_and_broken_handoffs_lose_nothing(stack_factory
         assert {e["code"] for e in errors} <= {"transient_error"}, (name, errors[:3])
     ended = stack.wait(cancelled, timeout_s=120)
     assert ended["status"] == "cancelled" and ended["counts"]["pending"] == 0
-    deadline = time.monotonic() + 30
-    while (left := stack.leftovers()) or stack.backlog():
-        assert time.monotonic() < deadline, f"left behind: {left}, backlog {stack.backlog()}"
-        time.sleep(0.2)
+    stack.settle()
     log = stack.pool_log()
     assert "died: killed by signal SIGKILL" in log, "nothing crashed"
     assert "injected handoff fault" in log, "no handoff failed half-way"

@@ -27,10 +27,7 @@ def through_a_redis_restart(stack, down_s: float = 3.0) -> None:
         assert doc["status"] == "completed"
         assert doc["counts"]["succeeded"] == len(inputs) and doc["counts"]["failed"] == 0, doc
         assert stack.outputs(job, len(inputs)) == inputs
-    deadline = time.monotonic() + 20
-    while (left := stack.leftovers()) or stack.backlog():
-        assert time.monotonic() < deadline, f"left behind: {left}, backlog {stack.backlog()}"
-        time.sleep(0.2)
+    stack.settle()
     logs = "".join(w.log_path.read_text() for w in stack.workers)
     assert "Error" in logs or "refused" in logs or "failed" in logs, "the workers never noticed Redis was gone"
 
