@@ -82,6 +82,7 @@ class Settings:
     request_read_timeout_s: float = defaults.REQUEST_READ_TIMEOUT_S
     request_min_bytes_per_s: int = defaults.REQUEST_MIN_BYTES_PER_S
     worker_metrics_port: int = defaults.WORKER_METRICS_PORT
+    task_events: bool = False
     log_format: str = defaults.LOG_FORMAT
     api_keys: str = field(default="", repr=False)
     api_keys_file: str = ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
+from itertools import islice
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -145,8 +146,12 @@ class ItemQueue:
     def _schedule(self, size: int) -> Iterator[Item]:
         """Up to ``size`` waiting items in the order they should run: tiers by rank (a starved one first), and
         within a tier the jobs in turn, one item each."""
+        order = self._tier_order()
+        if len(order) == 1 and len(self._tiers[order[0]]) == 1:  # one job waiting: its items in order
+            yield from islice(next(iter(self._tiers[order[0]].values())), size)
+            return
         given = 0
-        for rank in self._tier_order():
+        for rank in order:
             queues = [iter(items) for items in self._tiers[rank].values()]
             while queues and given < size:
                 for it in list(queues):
@@ -167,17 +172,21 @@ class ItemQueue:
     def _remove(self, batch: list[Item]) -> None:
         """Take the batch's items out (they are at the heads of their jobs' queues, in schedule order), rotate
         each served job to the back of its tier, and count which waiting tiers got nothing."""
-        served_tiers = set()
+        touched: dict[tuple[int, str], deque[Item]] = {}
         for item in batch:
-            jobs = self._tiers[item.tier]
-            items = jobs[item.job_id]
-            items.remove(item)
-            self._count -= 1
-            served_tiers.add(item.tier)
-            if items:
-                jobs.move_to_end(item.job_id)
+            items = self._tiers[item.tier][item.job_id]
+            if items[0] is item:
+                items.popleft()
             else:
-                del jobs[item.job_id]
+                items.remove(item)
+            touched[(item.tier, item.job_id)] = items
+        self._count -= len(batch)
+        served_tiers = {tier for tier, _ in touched}
+        for (tier, job_id), items in touched.items():
+            if items:
+                self._tiers[tier].move_to_end(job_id)
+            else:
+                del self._tiers[tier][job_id]
         for rank, jobs in enumerate(self._tiers):
             self._skipped[rank] = 0 if rank in served_tiers or not jobs else self._skipped[rank] + 1
 

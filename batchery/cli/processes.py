@@ -23,7 +23,7 @@ def worker_argv(settings: Settings, queues: Sequence[str], name: str) -> list[st
         f"--queues={','.join(queues)}",
         f"--hostname={name}@%h",
         "--loglevel=INFO",
-        "--task-events",
+        *(["--task-events"] if settings.task_events else []),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -10,24 +11,48 @@ import redis
 
 from batchery import keys
 from batchery.batching.hooks import BatchHook, BatchShape
+from batchery.store.activity import FIELDS
 
 if TYPE_CHECKING:
     from batchery.batching.queue import Item
     from batchery.models.registry import ModelSpec
 
-class ActivityHook(BatchHook):
-    """Counts stored items, and the fill of each prepared batch, into the current second's bucket.
+log = logging.getLogger(__name__)
 
-    A batch's shape is known on the prepare thread and its end on the writer thread; the shape waits in
-    memory until the next write, so each batch costs one pipelined round trip, made by the thread that is
-    talking to Redis anyway.
+#: How often a worker's counts go to Redis: each batch only adds to them in memory.
+FLUSH_S = 0.5
+
+
+class ActivityHook(BatchHook):
+    """Counts stored items, and the fill of each prepared batch, into each second's bucket.
+
+    A batch's shape is known on the prepare thread and its end on the writer thread. Counts gather in memory,
+    per model and second, and go to Redis in one pipelined round trip at most every :data:`FLUSH_S` (on the
+    writer thread when a batch ends, or on the hook's own thread when the model goes quiet): a round trip per
+    batch cost more than an echo batch itself. Activity is for the jobs page; a flush Redis refuses is dropped.
     """
 
-    def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.time, flush_s: float = FLUSH_S) -> None:
         self.client = client
         self.clock = clock
+        self.flush_s = flush_s
         self._shapes: dict[str, list[int]] = {}
+        self._pending: dict[tuple[str, int], list[int]] = {}
+        self._last_flush = clock()
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "ActivityHook":
+        self._thread = threading.Thread(target=self._loop, name="activity", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.flush_s * 4)
+        self.flush()
 
     def after_prepare(self, spec: "ModelSpec", items: Sequence["Item"], shape: BatchShape) -> None:
         with self._lock:
@@ -37,14 +62,37 @@ class ActivityHook(BatchHook):
             counts[2] += shape.capacity
 
     def after_write(self, spec: "ModelSpec", items: Sequence["Item"], seconds: float) -> None:
+        now = self.clock()
         with self._lock:
             batches, batch_items, capacity = self._shapes.pop(spec.name, (0, 0, 0))
-        key = keys.activity(spec.name, int(self.clock()))
+            bucket = self._pending.setdefault((spec.name, int(now)), [0, 0, 0, 0])
+            bucket[0] += len(items)
+            bucket[1] += batches
+            bucket[2] += batch_items
+            bucket[3] += capacity
+            due = now - self._last_flush >= self.flush_s
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what was counted since the last flush, one pipelined round trip for every bucket."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._last_flush = self.clock()
+        if not pending:
+            return
         pipe = self.client.pipeline(transaction=False)
-        pipe.hincrby(key, "items", len(items))
-        if batches:
-            pipe.hincrby(key, "batches", batches)
-            pipe.hincrby(key, "batch_items", batch_items)
-            pipe.hincrby(key, "batch_capacity", capacity)
-        pipe.expire(key, keys.ACTIVITY_TTL_S)
-        pipe.execute()
+        for (model, second), counts in pending.items():
+            key = keys.activity(model, second)
+            for name, count in zip(FIELDS, counts):
+                if count:
+                    pipe.hincrby(key, name, count)
+            pipe.expire(key, keys.ACTIVITY_TTL_S)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.debug("activity counts dropped: %s", exc)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            self.flush()

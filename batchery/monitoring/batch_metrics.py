@@ -28,8 +28,9 @@ class BatchMetrics(BatchHook):
 
     def before_batch(self, spec: "ModelSpec", items: Sequence["Item"]) -> None:
         now = self.clock()
+        waits = {rank: metrics.QUEUE_WAIT.labels(spec.name, "batcher", tier) for rank, tier in enumerate(TIERS)}
         for item in items:
-            metrics.QUEUE_WAIT.labels(spec.name, "batcher", TIERS[item.tier]).observe(max(now - item.enqueued_at, 0.0))
+            waits[item.tier].observe(max(now - item.enqueued_at, 0.0))
 
     def after_prepare(self, spec: "ModelSpec", items: Sequence["Item"], shape: BatchShape) -> None:
         metrics.BATCH_FILL.labels(spec.name).observe(shape.fill)

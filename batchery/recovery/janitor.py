@@ -172,7 +172,18 @@ class Janitor:
         """Every chunk a dead worker held goes back to work; returns how many. Call it only for a worker known
         dead: one still running would find its chunks run twice (harmless, but wasted)."""
         refs = self.chunks.held_by(hostname)
-        unacked = broker.unacked_by_task(self.celery) if refs and self.on_redis else {}
+        if not refs:
+            self.chunks.forget_holder(hostname)
+            return 0
+        with broker.BrokerView(self.celery) as view:
+            recovered = self._recover_refs(view, hostname, refs)
+        self.chunks.forget_holder(hostname)
+        if recovered:
+            log.warning("janitor: %d chunks held by %s, which is gone, are back in their queues", recovered, hostname)
+        return recovered
+
+    def _recover_refs(self, view: broker.BrokerView, hostname: str, refs: list[tuple[str, int]]) -> int:
+        unacked = view.unacked_by_task() if self.on_redis else {}
         recovered = 0
         for job_id, number in refs:
             record = self.chunks.get(job_id, number)
@@ -181,15 +192,12 @@ class Janitor:
             found = unacked.get(record.task_id)
             if found is not None:
                 self.chunks.requeue(job_id, number, record.task_id, time.time(), hostname)
-                broker.restore(self.celery, found.tag)
+                view.restore(found.tag)
             elif self.on_redis:
                 self.enqueuer.dispatcher.resend(record, hostname)
             else:  # RabbitMQ requeued the message itself when the worker's connection dropped
                 self.chunks.requeue(job_id, number, record.task_id, time.time(), hostname)
             recovered += 1
-        self.chunks.forget_holder(hostname)
-        if recovered:
-            log.warning("janitor: %d chunks held by %s, which is gone, are back in their queues", recovered, hostname)
         return recovered
 
     def recover_dead_holders(self) -> int:
@@ -206,25 +214,29 @@ class Janitor:
 
     def recover_lost_chunks(self) -> int:
         """Chunks sent before the oldest message waiting in their queue and taken by no worker (Redis broker)."""
+        with broker.BrokerView(self.celery) as view:
+            return self._recover_lost(view)
+
+    def _recover_lost(self, view: broker.BrokerView) -> int:
         now = time.time()
         grace = self.settings.janitor_grace_s
         unacked: dict[str, broker.Unacked] | None = None
         recovered = 0
         for spec, queue in self._queues():
-            oldest = broker.oldest_sent(self.celery, queue)
+            oldest = view.oldest_sent(queue)
             cutoff = now - grace if oldest is None else min(oldest, now - grace)
             for job_id, number in self.chunks.queued_before(queue, cutoff):
                 record = self.chunks.get(job_id, number)
                 if record is None:
                     self.redis.zrem(keys.queued(queue), keys.chunk_ref(job_id, number))
                     continue
-                unacked = broker.unacked_by_task(self.celery) if unacked is None else unacked
+                unacked = view.unacked_by_task() if unacked is None else unacked
                 found = unacked.get(record.task_id)
                 if found is None:
                     self.enqueuer.dispatcher.resend(record)
                 elif found.delivered_at < now - grace:  # delivered, and never started: its worker is gone
                     self.chunks.requeue(job_id, number, record.task_id, now)
-                    broker.restore(self.celery, found.tag)
+                    view.restore(found.tag)
                 else:
                     continue
                 recovered += 1

@@ -207,11 +207,24 @@ class JobStore:
 
     def start(self, job_id: str) -> Started | None:
         """Mark the job running (once); returns its status, deadline and creation time, or None when it is gone."""
-        found = self._start(keys=[keys.job(job_id)], args=[time.time()])
-        if not found:
-            return None
-        status, deadline, created_at = found
-        return Started(status.decode(), float(deadline) if deadline else None, float(created_at or 0))
+        return _started(self._start(keys=[keys.job(job_id)], args=[time.time()]))
+
+    def begin(self, job_id: str, indices: Sequence[int]) -> tuple[Started | None, list[int]]:
+        """What a chunk needs to start, in one round trip: :meth:`start` and :meth:`missing` together."""
+        if len(indices) > RECORD_PAGE:
+            return self.start(job_id), self.missing(job_id, indices)
+        start_args = [keys.job(job_id), time.time()]
+        missing_args = [keys.job_outputs(job_id, 0)[:-1], keys.SHARD_ITEMS, *indices]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.evalsha(self._start.sha, 1, *start_args)
+        pipe.evalsha(self._missing.sha, 1, *missing_args)
+        found, missing = pipe.execute(raise_on_error=False)
+        if isinstance(found, NoScriptError) or isinstance(missing, NoScriptError):  # Redis lost its scripts
+            return self.start(job_id), self.missing(job_id, indices)
+        for reply in (found, missing):
+            if isinstance(reply, Exception):
+                raise reply
+        return _started(found), [int(i) for i in missing]
 
     def missing(self, job_id: str, indices: Sequence[int]) -> list[int]:
         """The indices among ``indices`` that have no output or error yet."""
@@ -347,6 +360,13 @@ class JobStore:
     def _block_slice_s(self) -> float:
         socket_timeout = self.redis.connection_pool.connection_kwargs.get("socket_timeout")
         return min(socket_timeout / 2, MAX_BLOCK_S) if socket_timeout else MAX_BLOCK_S
+
+
+def _started(found: Sequence[bytes] | None) -> Started | None:
+    if not found:
+        return None
+    status, deadline, created_at = found
+    return Started(status.decode(), float(deadline) if deadline else None, float(created_at or 0))
 
 
 def _parse(raw: dict[bytes, bytes]) -> dict[str, Any] | None:

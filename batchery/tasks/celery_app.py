@@ -63,8 +63,10 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_pool="threads",
         worker_concurrency=settings.worker_concurrency,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Task events cost a few broker publishes per chunk; Flower turns them on in the workers it watches
+        # (its enable_events broadcast), and BATCHERY_TASK_EVENTS turns them on for good.
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         worker_hijack_root_logger=False,
         task_queues=[Queue(queue, routing_key=queue) for spec in registry for queue in spec.queues],
         task_default_queue=next(iter(registry)).queue_for(STANDARD),

@@ -68,7 +68,7 @@ class ModelHost:
         worker serves the others.
         """
         self.cancelled.start()
-        add_hook(self.activity)
+        add_hook(self.activity.start())
         for spec in self.specs.values():
             try:
                 self._load(spec)
@@ -129,6 +129,7 @@ class ModelHost:
         if self.heartbeat:
             self.heartbeat.stop()
         remove_hook(self.activity)
+        self.activity.stop()
         self.cancelled.stop()
 
     def describe(self) -> dict[str, Any]:
@@ -180,12 +181,11 @@ class ModelHost:
     def _run_items(
         self, job_id: str, model: str, indices: Sequence[int], inputs: Sequence[Any], tier: str
     ) -> dict[str, Any]:
-        started = self.store.start(job_id)
+        started, todo = self.store.begin(job_id, indices)
         if started is None:
             return {"skipped": "job no longer exists"}
         metrics.QUEUE_WAIT.labels(model, "broker", tier).observe(max(time.time() - started.created_at, 0.0))
         by_index = dict(zip(indices, inputs))
-        todo = self.store.missing(job_id, indices)
         if started.status == "cancelled":
             self._fail_items(job_id, model, todo, Cancelled())
             return {"cancelled": len(todo)}
