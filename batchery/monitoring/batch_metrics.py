@@ -28,9 +28,10 @@ class BatchMetrics(BatchHook):
 
     def before_batch(self, spec: "ModelSpec", items: Sequence["Item"]) -> None:
         now = self.clock()
-        waits = {rank: metrics.QUEUE_WAIT.labels(spec.name, "batcher", tier) for rank, tier in enumerate(TIERS)}
-        for item in items:
-            waits[item.tier].observe(max(now - item.enqueued_at, 0.0))
+        runs = Counter((item.tier, item.enqueued_at) for item in items)
+        for (rank, enqueued_at), count in runs.items():
+            wait = metrics.QUEUE_WAIT.labels(spec.name, "batcher", TIERS[rank])
+            metrics.observe_many(wait, max(now - enqueued_at, 0.0), count)
 
     def after_prepare(self, spec: "ModelSpec", items: Sequence["Item"], shape: BatchShape) -> None:
         metrics.BATCH_FILL.labels(spec.name).observe(shape.fill)

@@ -10,6 +10,9 @@ by collectors, so no process ever holds a stale copy of them.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 from batchery.tiers import STANDARD
@@ -127,3 +130,16 @@ def record_job_finished(model: str, status: str, seconds: float | None, tier: st
     JOBS_FINISHED.labels(model, status).inc()
     if seconds is not None:
         JOB_LATENCY.labels(model, status, tier).observe(max(seconds, 0.0))
+
+
+def observe_many(histogram: Any, amount: float, count: int) -> None:
+    """``count`` observations of one value, at the cost of one (a labelled histogram child).
+
+    A chunk's items reach the batcher together, so a batch's queue waits come in a few runs of equal values;
+    observing them one by one cost about 1 µs of CPU per item. This does what ``observe`` does, ``count`` times:
+    the sum grows by ``amount * count`` and the first bucket whose bound holds ``amount`` by ``count``
+    (prometheus-client is pinned for these attributes).
+    """
+    histogram._raise_if_not_observable()
+    histogram._sum.inc(amount * count)
+    histogram._buckets[bisect_left(histogram._upper_bounds, amount)].inc(count)

@@ -7,11 +7,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
 from batchery.batching import Batcher, add_hook, remove_hook
 from batchery.models.registry import ModelSpec
 from batchery.monitoring.batch_metrics import BatchMetrics
+from batchery.monitoring.metrics import observe_many
 from batchery.runtimes.base import Runtime
 from batchery.runtimes.echo import EchoRuntime
 from tests.helpers import new_job
@@ -76,3 +77,20 @@ def test_items_dropped_while_waiting_count_under_their_error_code(store, hook):
     assert sample("batchery_items_processed_total", model=model, outcome="cancelled") == second.failed >= 8
     assert sample("batchery_batch_size_sum", model=model) == 12 + second.succeeded, "dropped items never ran"
     assert sample("batchery_dead_letters_total", model=model) == 0, "a cancellation is no dead letter"
+
+
+def test_observing_a_run_of_equal_waits_at_once_is_observing_each():
+    registry = CollectorRegistry()
+    one_by_one = Histogram("one_by_one", "", ["m"], buckets=(0.01, 0.1, 1.0), registry=registry).labels("a")
+    at_once = Histogram("at_once", "", ["m"], buckets=(0.01, 0.1, 1.0), registry=registry).labels("a")
+    for amount, count in [(0.0, 3), (0.01, 2), (0.05, 7), (0.1, 1), (5.0, 4)]:
+        for _ in range(count):
+            one_by_one.observe(amount)
+        observe_many(at_once, amount, count)
+    for bound in ("0.01", "0.1", "1.0", "+Inf"):
+        expected = registry.get_sample_value("one_by_one_bucket", {"m": "a", "le": bound})
+        assert registry.get_sample_value("at_once_bucket", {"m": "a", "le": bound}) == expected
+    assert registry.get_sample_value("at_once_sum", {"m": "a"}) == pytest.approx(
+        registry.get_sample_value("one_by_one_sum", {"m": "a"})
+    )
+    assert registry.get_sample_value("at_once_count", {"m": "a"}) == 17
