@@ -26,6 +26,7 @@ WORKER_HEARTBEAT_S = 2.0
 WORKER_HEARTBEAT_TTL_S = 10.0
 WORKER_DEVICES = "auto"  # auto | cpu | 0,1,... (GPU indices as nvidia-smi numbers them)
 WORKER_DRAIN_TIMEOUT_S = 60.0
+WARMING_STOP_S = 3.0  # a worker still warming up holds no chunk: on Ctrl-C it is killed after this
 RESTART_BACKOFF_MIN_S = 1.0  # a worker that dies is restarted after this, doubling while it keeps dying
 RESTART_BACKOFF_MAX_S = 30.0
 RESTART_STABLE_S = 60.0  # a worker that lived this long has its back-off reset
