@@ -25,6 +25,7 @@ def test_submit_wait_and_read_results_as_frames(api):
     results = list(client.results(job))
     assert [r.index for r in results] == list(range(len(inputs)))
     assert [r.output for r in results] == inputs and all(r.ok for r in results)
+    assert job.id in [listed["id"] for listed in client.jobs(model="echo", status="completed", limit=5)]
 
 
 def test_lines_go_as_ndjson_and_errors_raise_with_the_apis_code(api):

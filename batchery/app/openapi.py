@@ -13,8 +13,9 @@ import re
 
 from typing import Any
 
-from batchery import __version__
+from batchery import __version__, keys
 from batchery.app.auth import OPEN_RULES
+from batchery.app import job_list
 from batchery.app.jobs import JOB_ID, MAX_OFFSET
 from batchery.models.registry import Registry
 from batchery.settings import Settings
@@ -186,6 +187,10 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 obj(["index", "error"], {"index": {"type": "integer", "minimum": 0}, "error": ref("ItemError")}),
             ]
         },
+        "JobList": obj(["jobs", "next"], {
+            "jobs": {"type": "array", "items": ref("Job")},
+            "next": nullable({"type": "string", "description": "The next page's URL; null once the index has no more."}),
+        }),
         "ResultsPage": obj(["results", "next"], {
             "results": {"type": "array", "items": ref("Result")},
             "next": nullable({"type": "string"}),
@@ -269,7 +274,7 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
     job_id = path_param("job_id", "The id `POST /v1/jobs` answered with; any other string is 404 `job_not_found`.",
                         {"type": "string", "pattern": f"^{JOB_ID.pattern}$"})
     return {
-        "/v1/jobs": {"post": {
+        "/v1/jobs": {"get": list_operation(), "post": {
             "operationId": "createJob",
             "summary": "Submit a job: a JSON object, or NDJSON lines (one input each) with ?model=",
             "parameters": [
@@ -330,6 +335,30 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
                 **errors(400, 404, 503),
             },
         }},
+    }
+
+
+STATUS_LIST = "(?:" + "|".join(STATUSES) + ")"
+
+
+def list_operation() -> dict[str, Any]:
+    return {
+        "operationId": "listJobs",
+        "summary": "The jobs this key may see, newest first: of the newest "
+                   f"{keys.RECENT_JOBS} (its own, with API keys on; an admin's: all), filtered and paged",
+        "parameters": [
+            {"name": "status", "in": "query", "description": "Only jobs in one of these statuses, comma-separated.",
+             "schema": {"type": "string", "pattern": f"^{STATUS_LIST}(?:,{STATUS_LIST})*$"}},
+            {"name": "model", "in": "query", "description": "Only this model's jobs: `name` or `name@version`.",
+             "schema": {"type": "string", "pattern": "^[^@]+(?:@.+)?$"}},
+            query_int("limit", f"Jobs per page (default {job_list.LIMIT_DEFAULT}); a page whose filter matched few "
+                               f"of the {job_list.SCAN_MAX} jobs it looked at is shorter, and `next` goes on.",
+                      1, job_list.LIMIT_MAX),
+            {"name": "cursor", "in": "query", "description": "Where a page starts: as the `next` link carries it.",
+             "schema": {"type": "string", "pattern": f"^{job_list.CURSOR.pattern}$"}},
+        ],
+        "responses": {"200": {"description": "A page of jobs.", "content": json_content(ref("JobList"))},
+                      **errors(400, 503)},
     }
 
 

@@ -30,6 +30,8 @@ FINAL_STATUSES = ("completed", "failed", "cancelled")
 MAX_BLOCK_S = 2.0
 #: Items per call of the scripts that take many at once (results of a sweep, say): 4 arguments each.
 RECORD_PAGE = 5000
+#: Jobs of the same creation time read beyond a page, to find where the page after a cursor starts.
+TIES = 16
 
 _RECORD = lua.script("""
 -- ARGV after the head: (job, index, value, flag) per item; flag 1 = output, 0 = error, R = an error of its
@@ -196,6 +198,31 @@ class JobStore:
         """The newest job ids, newest first: of every job, or of those ``owner`` submitted."""
         key = keys.recent_jobs() if owner is None else keys.tenant_recent(owner)
         return [m.decode() for m in self.redis.zrevrange(key, 0, limit - 1)]
+
+    def recent_page(self, count: int, owner: str | None = None, before: tuple[float, str] | None = None) -> list[tuple[str, float]]:
+        """Up to ``count`` ``(job id, created_at)`` of the recent-jobs index (or of ``owner``'s), newest first, and
+        older than ``before``, the last ``(created_at, id)`` a caller has seen (jobs created in the same
+        microsecond are told apart by their ids, in the order the index keeps them). One round trip."""
+        key = keys.recent_jobs() if owner is None else keys.tenant_recent(owner)
+        if before is None:
+            raw = self.redis.zrevrange(key, 0, count - 1, withscores=True)
+        else:
+            raw = self.redis.zrevrangebyscore(key, before[0], "-inf", start=0, num=count + TIES, withscores=True)
+        page = [(member.decode(), score) for member, score in raw]
+        if before is not None:
+            page = [(job_id, score) for job_id, score in page if score < before[0] or job_id < before[1]]
+        return page[:count]
+
+    def summaries(self, job_ids: Sequence[str]) -> list[tuple[str, str, str, str] | None]:
+        """``(id, status, model, version)`` of each job, None for one that is gone: what a listing filters on,
+        read without the jobs' metadata, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), "status", "model", "version")
+        found: list[tuple[str, str, str, str] | None] = []
+        for job_id, (status, model, version) in zip(job_ids, pipe.execute()):
+            found.append((job_id, status.decode(), _text(model), _text(version)) if status else None)
+        return found
 
     def owners(self, job_ids: Iterable[str]) -> dict[str, str | None]:
         """Who submitted each job (the API key's name; None when no key did, or the job is gone), in one round trip."""
