@@ -55,3 +55,8 @@ CACHE_TTL_S = 24 * 3600
 CACHE_MAX_ENTRIES = 1_000_000
 MAX_QUEUED_ITEMS = 2_000_000
 RETRY_AFTER_S = 5
+
+WEBHOOK_ATTEMPTS = 8  # calls of a job's webhook before it is given up: 1 + 2 + 4 + ... s apart, capped below
+WEBHOOK_RETRY_BASE_S = 1.0
+WEBHOOK_RETRY_MAX_S = 300.0
+WEBHOOK_TIMEOUT_S = 10.0  # one call, connecting and answering

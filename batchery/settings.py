@@ -88,6 +88,11 @@ class Settings:
     api_keys: str = field(default="", repr=False)
     api_keys_file: str = ""
     api_key: str = field(default="", repr=False)
+    webhook_secret: str = field(default="", repr=False)
+    webhook_attempts: int = defaults.WEBHOOK_ATTEMPTS
+    webhook_retry_base_s: float = defaults.WEBHOOK_RETRY_BASE_S
+    webhook_retry_max_s: float = defaults.WEBHOOK_RETRY_MAX_S
+    webhook_timeout_s: float = defaults.WEBHOOK_TIMEOUT_S
 
     @property
     def effective_redis_url(self) -> str:

@@ -67,7 +67,7 @@ def create_job() -> Response:
         with tenancy.admitted(svc, job_id, len(job.inputs)):
             svc.enqueuer.submit(
                 job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache,
-                tier=job.tier, owner=owner,
+                tier=job.tier, owner=owner, webhook=job.webhook,
             )
     except BaseException:
         if client_key is not None:

@@ -142,7 +142,23 @@ def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
                                "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
         "cache": {"type": "boolean", "description": "`false` bypasses the result cache (default `true`)."},
         "tier": nullable(TIER_PARAM),
+        **webhook_field(settings),
     }, title=f"{kind} job")
+
+
+WEBHOOK_URL: Schema = {"type": "string", "maxLength": 2048, "pattern": r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$"}
+
+
+def webhook_field(settings: Settings) -> dict[str, Schema]:
+    """``webhook``, for a service that has a secret to sign its calls with (else a job naming one is a 400)."""
+    if not settings.webhook_secret:
+        return {}
+    return {"webhook": {
+        "type": "object", "required": ["url"], "additionalProperties": False,
+        "properties": {"url": {**WEBHOOK_URL, "description": "Called (POST, signed) when the job ends."}},
+        "description": "A URL to call when the job ends: a POST of `{\"event\": \"job.ended\", \"sent_at\", \"job\"}` "
+                       "signed with `X-Batchery-Signature: sha256=<HMAC-SHA256 of the body>`, retried with backoff.",
+    }}
 
 
 TIER_PARAM: Schema = {
@@ -179,6 +195,11 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 "links": links, "metadata": {"type": "object"},
                 "owner": {"type": "string", "description": "The name of the API key that submitted it (with keys on)."},
                 "error": error_body,
+                "webhook": obj(["url", "state", "attempts", "last_status", "last_attempt_at"], {
+                    "url": {"type": "string"}, "state": {"enum": ["pending", "delivered", "failed"]},
+                    "attempts": {"type": "integer", "minimum": 0}, "last_status": nullable({"type": "string"}),
+                    "last_attempt_at": timestamp,
+                }, description="How the job's webhook went: the last call's HTTP status, or why it got none."),
             },
         ),
         "Result": {
@@ -286,6 +307,7 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
                 {"name": "cache", "in": "query", "schema": {"type": "boolean"},
                  "description": "`false` bypasses the result cache, for an NDJSON body (`1`/`0` also do). "
                                 "Beside a JSON body it must agree with the body's `cache`."},
+                *webhook_query(settings),
                 {"name": "Idempotency-Key", "in": "header",
                  "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                  "description": "A repeat within the job TTL answers with the first job and queues nothing."},
@@ -336,6 +358,13 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
             },
         }},
     }
+
+
+def webhook_query(settings: Settings) -> list[Schema]:
+    if not settings.webhook_secret:
+        return []
+    return [{"name": "webhook", "in": "query", "schema": WEBHOOK_URL,
+             "description": "For an NDJSON body: the URL to call when the job ends (as the JSON body's `webhook.url`)."}]
 
 
 STATUS_LIST = "(?:" + "|".join(STATUSES) + ")"
