@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ pytestmark = pytest.mark.usefixtures("echo_worker")
 
 def test_submit_wait_and_read_results_as_frames(api):
     client = batchery.Client(api.url, api_key="")
-    inputs = [{"i": i} for i in range(1_500)] + ["text", None]
+    run = uuid.uuid4().hex  # inputs no other test has: the result cache stays out of every test's counts
+    inputs = [{"i": i, "run": run} for i in range(1_500)] + [f"text {run}", None]
     job = client.submit("echo", inputs, metadata={"run": "client"}, tier="bulk")
     assert isinstance(job, Job) and job.total == len(inputs) and job.model == "echo@1"
     document = client.wait(job, timeout_s=60, poll_s=0.05)
@@ -43,7 +45,8 @@ def test_lines_go_as_ndjson_and_errors_raise_with_the_apis_code(api):
 
 def test_predict_returns_the_outputs_in_order(api):
     client = batchery.Client(api.url, api_key="")
-    assert client.predict("echo", ["x", {"y": 1}, 3]) == ["x", {"y": 1}, 3]
+    inputs = [f"x {uuid.uuid4().hex}", {"y": uuid.uuid4().hex}, 3.25]
+    assert client.predict("echo", inputs) == inputs
 
 
 def test_the_api_key_is_sent(settings):
@@ -51,7 +54,8 @@ def test_the_api_key_is_sent(settings):
         with pytest.raises(ApiError) as refused:
             batchery.Client(keyed.url, api_key="").predict("echo", ["x"])
         assert refused.value.status == 401
-        assert batchery.Client(keyed.url, api_key="client-key-1").predict("echo", ["x"]) == ["x"]
+        text = f"keyed {uuid.uuid4().hex}"
+        assert batchery.Client(keyed.url, api_key="client-key-1").predict("echo", [text]) == [text]
 
 
 def test_frames_are_read_as_they_arrive_whatever_the_pieces():
