@@ -65,7 +65,10 @@ def up(
     host: str | None, port: int | None, flower_port: int | None, redis_url: str | None, models_file: str | None,
     devices: str | None, no_flower: bool,
 ) -> None:
-    """Run everything on this machine: Redis (if none), the worker pool, the API and Flower. Ctrl-C stops all."""
+    """Run everything on this machine: Redis (if none), the worker pool, the API and Flower. Ctrl-C stops all.
+
+    While it runs, <data dir>/up.json tells commands in other shells where its Redis and API are.
+    """
     given = {k: v for k, v in dict(
         host=host, port=port, flower_port=flower_port, redis_url=redis_url, models_file=models_file, worker_devices=devices,
     ).items() if v is not None}
@@ -77,6 +80,8 @@ def up(
     supervisor.handle_signals()
     code, watch = 1, None
     try:
+        api_url = f"http://{client_host(settings.host)}:{settings.port}"
+        stack.write(settings.data_path, stack.Stack(os.getpid(), settings.effective_redis_url, api_url, settings.broker_url))
         slots = _start_pool(supervisor, settings)
         supervisor.spawn("api", api_argv(settings), api_env())
         if not no_flower:
@@ -115,11 +120,9 @@ def _check_before_starting(settings: Settings, flower: bool) -> None:
 
 
 def _announcer(settings: Settings, slots: list[Slot], flower: bool, embedded: bool):  # noqa: ANN202
-    """What happens once every worker is warm: the state file other shells read, then the banner."""
+    """What is said once every worker is warm: the banner, and any model a worker could not load."""
 
     def announce(beats: dict[str, dict]) -> None:
-        api_url = f"http://{client_host(settings.host)}:{settings.port}"
-        stack.write(settings.data_path, stack.Stack(os.getpid(), settings.effective_redis_url, api_url, settings.broker_url))
         click.echo(banner(settings, flower=flower, workers=[s.name for s in slots], embedded=embedded))
         for name, beat in beats.items():
             for model, why in (beat.get("unavailable") or {}).items():
