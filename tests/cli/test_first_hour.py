@@ -131,9 +131,15 @@ class Up:
         return code, time.monotonic() - started
 
     def kill(self) -> None:
+        """Stop it, whatever happened: Ctrl-C first, since its children run in sessions of their own and a
+        SIGKILL of `batchery up` would leave them running."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
 
 @pytest.fixture
