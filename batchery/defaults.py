@@ -26,6 +26,7 @@ WORKER_HEARTBEAT_S = 2.0
 WORKER_HEARTBEAT_TTL_S = 10.0
 WORKER_DEVICES = "auto"  # auto | cpu | 0,1,... (GPU indices as nvidia-smi numbers them)
 WORKER_DRAIN_TIMEOUT_S = 60.0
+WARMING_STOP_S = 3.0  # a worker still warming up holds no chunk: on Ctrl-C it is killed after this
 RESTART_BACKOFF_MIN_S = 1.0  # a worker that dies is restarted after this, doubling while it keeps dying
 RESTART_BACKOFF_MAX_S = 30.0
 RESTART_STABLE_S = 60.0  # a worker that lived this long has its back-off reset
@@ -54,3 +55,8 @@ CACHE_TTL_S = 24 * 3600
 CACHE_MAX_ENTRIES = 1_000_000
 MAX_QUEUED_ITEMS = 2_000_000
 RETRY_AFTER_S = 5
+
+WEBHOOK_ATTEMPTS = 8  # calls of a job's webhook before it is given up: 1 + 2 + 4 + ... s apart, capped below
+WEBHOOK_RETRY_BASE_S = 1.0
+WEBHOOK_RETRY_MAX_S = 300.0
+WEBHOOK_TIMEOUT_S = 10.0  # one call, connecting and answering

@@ -23,6 +23,8 @@
     batchery:tenant:<name>:in-flight  string  items of the active jobs            the job TTL (a counter, swept)
     batchery:tenant:<name>:swept      string  a full sweep of the active jobs ran QUOTA_SWEEP_EVERY_MS
     batchery:dead-letters             list    items that exhausted their retries  trimmed to DEAD_LETTERS_MAX
+    batchery:webhooks:watch           zset    job id -> when to look if it ended  member moved to :due when it ends
+    batchery:webhooks:due             zset    job id -> when to call its webhook  member removed once delivered or given up
     batchery:cache:<key>              string  encoded output of a cached item     settings.cache_ttl_s
     batchery:cache:<key>:inflight     string  "<job id>|<index>\\n<input JSON>"   settings.job_ttl_s, deleted when done
     batchery:cache:<key>:waiters      list    "<job id>|<index>" sharing it       settings.job_ttl_s, deleted when done
@@ -190,6 +192,16 @@ def tenant_swept(name: str) -> str:
 
 def dead_letters() -> str:
     return f"{PREFIX}:dead-letters"
+
+
+def webhooks_watch() -> str:
+    """Jobs with a webhook whose end has not been seen yet."""
+    return f"{PREFIX}:webhooks:watch"
+
+
+def webhooks_due() -> str:
+    """Ended jobs whose webhook is still to be called (again)."""
+    return f"{PREFIX}:webhooks:due"
 
 
 def cache_prefix() -> str:

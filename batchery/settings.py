@@ -1,7 +1,8 @@
 """The one settings object, built from ``BATCHERY_*`` environment variables.
 
 Nothing else in the package reads the environment for configuration: code that needs a setting is handed
-a :class:`Settings` (or calls :func:`get_settings`, which builds it once per process).
+a :class:`Settings` (or calls :func:`get_settings`, which builds it once per process). What the environment
+leaves unset of the Redis, broker and API URLs comes from a running `batchery up` (:mod:`batchery.stack`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from batchery import defaults
+from batchery import defaults, stack
 
 if TYPE_CHECKING:
     from batchery.store import JobStore
@@ -33,6 +34,7 @@ class Settings:
     flower_basic_auth: str = field(default="", repr=False)
     flower_url: str = ""
     public_url: str = ""
+    api_url: str = ""
     models_file: str = ""
     data_dir: str = defaults.DATA_DIR
     chunk_size: int = defaults.CHUNK_SIZE
@@ -87,6 +89,11 @@ class Settings:
     api_keys: str = field(default="", repr=False)
     api_keys_file: str = ""
     api_key: str = field(default="", repr=False)
+    webhook_secret: str = field(default="", repr=False)
+    webhook_attempts: int = defaults.WEBHOOK_ATTEMPTS
+    webhook_retry_base_s: float = defaults.WEBHOOK_RETRY_BASE_S
+    webhook_retry_max_s: float = defaults.WEBHOOK_RETRY_MAX_S
+    webhook_timeout_s: float = defaults.WEBHOOK_TIMEOUT_S
 
     @property
     def effective_redis_url(self) -> str:
@@ -111,6 +118,11 @@ class Settings:
         return self.api_key or next(iter(self.api_key_list), "")
 
     @property
+    def client_url(self) -> str:
+        """Where a client command finds the API: ``api_url``, else this machine's ``host:port``."""
+        return (self.api_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
 
@@ -130,6 +142,20 @@ class Settings:
                 values[f.name] = _convert(f.name, raw, type(f.default))
         return cls(**values)
 
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """:meth:`from_env`, with the Redis, broker and API URLs it leaves unset taken from the `batchery up`
+        running on this machine with the same data dir, if one is: so that a command in another shell (or
+        ``celery -A batchery.workers``) reaches the stack it started, an embedded Redis on a random port included."""
+        settings = cls.from_env(environ)
+        running = stack.read(settings.data_path)
+        if running is None or settings.redis_url not in ("", running.redis_url):
+            return settings
+        return dataclasses.replace(
+            settings, redis_url=running.redis_url, broker_url=settings.broker_url or running.broker_url,
+            api_url=settings.api_url or running.api_url,
+        )
+
     def as_env(self) -> dict[str, str]:
         """The settings as environment variables, for the child processes that `batchery up` starts."""
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -146,5 +172,5 @@ def _convert(name: str, raw: str, kind: type) -> object:
 
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read from the environment once."""
-    return Settings.from_env()
+    """The process's settings, read from the environment (and a running stack's state file) once."""
+    return Settings.load()

@@ -1,4 +1,4 @@
-"""``/v1/jobs``: submit, poll, read results, cancel.
+"""``/v1/jobs``: submit, list, poll, read results, cancel.
 
 With API keys on, a job is its submitter's (:mod:`batchery.app.tenancy`): every other key but an admin is
 told 404 about it, on every route here, as about a job that never was.
@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 from flask import Blueprint, Response, request, stream_with_context
 
 from batchery import tiers
-from batchery.app import tenancy
+from batchery.app import job_list, tenancy
 from batchery.app.requests import NDJSON, read_job_request
 from batchery.app.services import services
 from batchery.app.views import external_url, job_document, job_links
@@ -67,7 +67,7 @@ def create_job() -> Response:
         with tenancy.admitted(svc, job_id, len(job.inputs)):
             svc.enqueuer.submit(
                 job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache,
-                tier=job.tier, owner=owner,
+                tier=job.tier, owner=owner, webhook=job.webhook,
             )
     except BaseException:
         if client_key is not None:
@@ -77,6 +77,19 @@ def create_job() -> Response:
         svc.idempotency.bind(client_key, job_id, scope)
     record_submission(job.spec.name, len(job.inputs))
     return _accepted(job_id, "queued", job.spec.ref, len(job.inputs), job.tier)
+
+
+@bp.get("")
+def list_jobs() -> Response:
+    """The jobs this request may see, newest first (:mod:`batchery.app.job_list`)."""
+    wanted = job_list.read_filter(request)
+    limit = int_arg("limit", job_list.LIMIT_DEFAULT, 1, job_list.LIMIT_MAX)
+    jobs, cursor = job_list.find(services(), wanted, limit, job_list.read_cursor(request.args.get("cursor")))
+    next_url = None
+    if cursor is not None:
+        query = {k: v for k, v in request.args.items() if k in ("status", "model")}
+        next_url = external_url("jobs.list_jobs", limit=limit, cursor=cursor, **query)
+    return json_response({"jobs": [job_document(job) for job in jobs], "next": next_url})
 
 
 def _accepted(job_id: str, status: str, model_ref: str, total: int, tier: str, **headers: str) -> Response:

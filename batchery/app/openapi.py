@@ -13,8 +13,9 @@ import re
 
 from typing import Any
 
-from batchery import __version__
+from batchery import __version__, keys
 from batchery.app.auth import OPEN_RULES
+from batchery.app import job_list
 from batchery.app.jobs import JOB_ID, MAX_OFFSET
 from batchery.models.registry import Registry
 from batchery.settings import Settings
@@ -141,7 +142,23 @@ def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
                                "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
         "cache": {"type": "boolean", "description": "`false` bypasses the result cache (default `true`)."},
         "tier": nullable(TIER_PARAM),
+        **webhook_field(settings),
     }, title=f"{kind} job")
+
+
+WEBHOOK_URL: Schema = {"type": "string", "maxLength": 2048, "pattern": r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$"}
+
+
+def webhook_field(settings: Settings) -> dict[str, Schema]:
+    """``webhook``, for a service that has a secret to sign its calls with (else a job naming one is a 400)."""
+    if not settings.webhook_secret:
+        return {}
+    return {"webhook": {
+        "type": "object", "required": ["url"], "additionalProperties": False,
+        "properties": {"url": {**WEBHOOK_URL, "description": "Called (POST, signed) when the job ends."}},
+        "description": "A URL to call when the job ends: a POST of `{\"event\": \"job.ended\", \"sent_at\", \"job\"}` "
+                       "signed with `X-Batchery-Signature: sha256=<HMAC-SHA256 of the body>`, retried with backoff.",
+    }}
 
 
 TIER_PARAM: Schema = {
@@ -178,6 +195,11 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 "links": links, "metadata": {"type": "object"},
                 "owner": {"type": "string", "description": "The name of the API key that submitted it (with keys on)."},
                 "error": error_body,
+                "webhook": obj(["url", "state", "attempts", "last_status", "last_attempt_at"], {
+                    "url": {"type": "string"}, "state": {"enum": ["pending", "delivered", "failed"]},
+                    "attempts": {"type": "integer", "minimum": 0}, "last_status": nullable({"type": "string"}),
+                    "last_attempt_at": timestamp,
+                }, description="How the job's webhook went: the last call's HTTP status, or why it got none."),
             },
         ),
         "Result": {
@@ -186,6 +208,10 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 obj(["index", "error"], {"index": {"type": "integer", "minimum": 0}, "error": ref("ItemError")}),
             ]
         },
+        "JobList": obj(["jobs", "next"], {
+            "jobs": {"type": "array", "items": ref("Job")},
+            "next": nullable({"type": "string", "description": "The next page's URL; null once the index has no more."}),
+        }),
         "ResultsPage": obj(["results", "next"], {
             "results": {"type": "array", "items": ref("Result")},
             "next": nullable({"type": "string"}),
@@ -269,7 +295,7 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
     job_id = path_param("job_id", "The id `POST /v1/jobs` answered with; any other string is 404 `job_not_found`.",
                         {"type": "string", "pattern": f"^{JOB_ID.pattern}$"})
     return {
-        "/v1/jobs": {"post": {
+        "/v1/jobs": {"get": list_operation(), "post": {
             "operationId": "createJob",
             "summary": "Submit a job: a JSON object, or NDJSON lines (one input each) with ?model=",
             "parameters": [
@@ -281,6 +307,7 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
                 {"name": "cache", "in": "query", "schema": {"type": "boolean"},
                  "description": "`false` bypasses the result cache, for an NDJSON body (`1`/`0` also do). "
                                 "Beside a JSON body it must agree with the body's `cache`."},
+                *webhook_query(settings),
                 {"name": "Idempotency-Key", "in": "header",
                  "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                  "description": "A repeat within the job TTL answers with the first job and queues nothing."},
@@ -330,6 +357,37 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
                 **errors(400, 404, 503),
             },
         }},
+    }
+
+
+def webhook_query(settings: Settings) -> list[Schema]:
+    if not settings.webhook_secret:
+        return []
+    return [{"name": "webhook", "in": "query", "schema": WEBHOOK_URL,
+             "description": "For an NDJSON body: the URL to call when the job ends (as the JSON body's `webhook.url`)."}]
+
+
+STATUS_LIST = "(?:" + "|".join(STATUSES) + ")"
+
+
+def list_operation() -> dict[str, Any]:
+    return {
+        "operationId": "listJobs",
+        "summary": "The jobs this key may see, newest first: of the newest "
+                   f"{keys.RECENT_JOBS} (its own, with API keys on; an admin's: all), filtered and paged",
+        "parameters": [
+            {"name": "status", "in": "query", "description": "Only jobs in one of these statuses, comma-separated.",
+             "schema": {"type": "string", "pattern": f"^{STATUS_LIST}(?:,{STATUS_LIST})*$"}},
+            {"name": "model", "in": "query", "description": "Only this model's jobs: `name` or `name@version`.",
+             "schema": {"type": "string", "pattern": "^[^@]+(?:@.+)?$"}},
+            query_int("limit", f"Jobs per page (default {job_list.LIMIT_DEFAULT}); a page whose filter matched few "
+                               f"of the {job_list.SCAN_MAX} jobs it looked at is shorter, and `next` goes on.",
+                      1, job_list.LIMIT_MAX),
+            {"name": "cursor", "in": "query", "description": "Where a page starts: as the `next` link carries it.",
+             "schema": {"type": "string", "pattern": f"^{job_list.CURSOR.pattern}$"}},
+        ],
+        "responses": {"200": {"description": "A page of jobs.", "content": json_content(ref("JobList"))},
+                      **errors(400, 503)},
     }
 
 

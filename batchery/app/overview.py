@@ -18,7 +18,8 @@ from batchery import tiers
 from batchery.app import tenancy
 from batchery.app.jobs import int_arg, json_response
 from batchery.app.services import Services, services
-from batchery.app.views import base_url, iso
+from batchery.app.views import base_url
+from batchery.documents import iso
 from batchery.store.activity import MAX_WINDOW_S, WINDOW_S, read_activity
 from batchery.settings import Settings
 from batchery.store.chunks import ChunkStore

@@ -18,6 +18,9 @@ from batchery.models.registry import ModelSpec, Registry
 from batchery.settings import Settings
 
 NDJSON = "application/x-ndjson"
+MAX_WEBHOOK_URL = 2048
+#: An absolute http(s) URL with a host, no spaces or control characters, at most MAX_WEBHOOK_URL characters.
+WEBHOOK_URL = re.compile(r"https?://[^\s/?#@]+(?:[/?#][^\s]*)?", re.ASCII)
 #: Every integer orjson would not read exactly has at least 19 digits in a row (2**63 has 19).
 LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
@@ -30,6 +33,7 @@ class JobRequest:
     timeout_s: float | None = None
     cache: bool = True
     tier: str = tiers.STANDARD
+    webhook: str | None = None
 
 
 def read_job_request(
@@ -46,6 +50,8 @@ def read_job_request(
             body["cache"] = _query_bool("cache", request.args["cache"])
         if "tier" in request.args:
             body["tier"] = request.args["tier"]
+        if "webhook" in request.args:
+            body["webhook"] = {"url": request.args["webhook"]}
     else:
         body = _json_object(request)
         model = body.get("model")
@@ -60,7 +66,26 @@ def read_job_request(
     spec = registry.get(model)
     _check_query_agrees(request, registry, spec, cache, tier)
     timeout_s = _timeout(body.get("timeout_s"), settings)
-    return JobRequest(spec, read_inputs(body, spec, settings), metadata, timeout_s, cache, tier)
+    webhook = read_webhook(body.get("webhook"), settings)
+    return JobRequest(spec, read_inputs(body, spec, settings), metadata, timeout_s, cache, tier, webhook)
+
+
+def read_webhook(value: Any, settings: Settings) -> str | None:
+    """``{"url": "https://..."}``: the URL called when the job ends, signed with ``BATCHERY_WEBHOOK_SECRET``.
+
+    Without a secret there is nothing to sign with, and an unsigned call could be forged by anyone who can
+    reach the receiver: the job is refused rather than accepted with a webhook that would never be called.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"url"}:
+        raise BadRequest("'webhook' must be an object with one field, 'url'")
+    url = value["url"]
+    if not isinstance(url, str) or len(url) > MAX_WEBHOOK_URL or WEBHOOK_URL.fullmatch(url) is None:
+        raise BadRequest(f"'webhook.url' must be an http:// or https:// URL of at most {MAX_WEBHOOK_URL} characters")
+    if not settings.webhook_secret:
+        raise BadRequest("webhooks are off on this service: it has no BATCHERY_WEBHOOK_SECRET to sign them with")
+    return url
 
 
 def _metadata(metadata: Any, settings: Settings) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""The `batchery` command: up, api, worker, submit."""
+"""The `batchery` command: up, api, worker, submit, dlq."""
 
 from __future__ import annotations
 
@@ -10,26 +10,30 @@ from pathlib import Path
 
 import click
 
-from batchery import defaults
+from batchery import __version__, defaults, stack
+from batchery.cli.console import Commands, banner, check_port, client_host, for_a_person
 from batchery.cli.pool import Slot, missing_model_files, single_slot, start_pool
 from batchery.cli.processes import api_argv, api_env, flower_argv, flower_env, worker_argv
 from batchery.cli.redis_server import RedisServer, answers
 from batchery.cli.supervisor import Supervisor
+from batchery.cli.warmup import WarmWatch
 from batchery.errors import ConfigError
 from batchery.models.registry import load_registry
 from batchery.monitoring.logs import configure as configure_logging
-from batchery.redis_urls import masked, redis_client
+from batchery.redis_urls import redis_client
 from batchery.settings import Settings
 
 log = logging.getLogger("batchery")
 
 
 def _settings(**overrides: object) -> Settings:
+    """The settings from the environment and a running `batchery up`, with the command line's on top."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(Settings.from_env(), **given)
+    return dataclasses.replace(Settings.load(), **given)
 
 
-@click.group()
+@click.group(cls=Commands)
+@click.version_option(__version__, prog_name="batchery")
 def main() -> None:
     """batchery: asynchronous batch inference over Celery."""
     configure_logging(Settings.from_env())
@@ -61,32 +65,70 @@ def up(
     host: str | None, port: int | None, flower_port: int | None, redis_url: str | None, models_file: str | None,
     devices: str | None, no_flower: bool,
 ) -> None:
-    """Run everything on this machine: Redis (if none), the worker pool, the API and Flower. Ctrl-C stops all."""
-    settings = _settings(
-        host=host, port=port, flower_port=flower_port, redis_url=redis_url, models_file=models_file,
-        worker_devices=devices,
-    )
-    if not no_flower:
-        _check_flower(settings)
-    _check_models(settings)
+    """Run everything on this machine: Redis (if none), the worker pool, the API and Flower. Ctrl-C stops all.
+
+    While it runs, <data dir>/up.json tells commands in other shells where its Redis and API are.
+    """
+    given = {k: v for k, v in dict(
+        host=host, port=port, flower_port=flower_port, redis_url=redis_url, models_file=models_file, worker_devices=devices,
+    ).items() if v is not None}
+    settings = for_a_person(dataclasses.replace(Settings.from_env(), **given))
+    configure_logging(settings)
+    _check_before_starting(settings, flower=not no_flower)
     settings, redis_server = ensure_redis(settings)
     supervisor = Supervisor({**os.environ, **settings.as_env()})
     supervisor.handle_signals()
-    code = 1
+    code, watch = 1, None
     try:
+        api_url = f"http://{client_host(settings.host)}:{settings.port}"
+        stack.write(settings.data_path, stack.Stack(os.getpid(), settings.effective_redis_url, api_url, settings.broker_url))
         slots = _start_pool(supervisor, settings)
         supervisor.spawn("api", api_argv(settings), api_env())
         if not no_flower:
             supervisor.spawn("flower", flower_argv(settings), flower_env(settings))
-        click.echo(banner(settings, flower=not no_flower, workers=len(slots)))
+        click.echo(f"warming up {len(slots)} worker process{'es' if len(slots) != 1 else ''}; the banner follows once they serve")
+        announce = _announcer(settings, slots, flower=not no_flower, embedded=redis_server is not None)
+        watch = WarmWatch(redis_client(settings.effective_redis_url), supervisor, [s.name for s in slots],
+                          (client_host(settings.host), settings.port), announce).start()
         code = supervisor.run()
     finally:
-        click.echo("stopping...")
-        supervisor.stop(settings.worker_drain_timeout_s)
+        cold = watch.cold() if watch is not None else []
+        if watch is not None:
+            watch.stop()
+        click.echo("stopping..." if not cold else f"stopping ({', '.join(cold)} still warming up: not waited for)...")
+        supervisor.stop(settings.worker_drain_timeout_s, quick=cold)
+        stack.remove(settings.data_path, os.getpid())
         if redis_server is not None:
             redis_server.stop()
         click.echo("stopped.")
     sys.exit(code)
+
+
+def _check_before_starting(settings: Settings, flower: bool) -> None:
+    """Everything that would make the stack fail, checked before anything is started."""
+    running = stack.read(settings.data_path)
+    if running is not None:
+        raise click.ClickException(
+            f"a batchery up (pid {running.pid}) already serves at {running.api_url} from data dir {settings.data_path}: "
+            "stop it, or give this one another BATCHERY_DATA_DIR"
+        )
+    check_port(settings.host, settings.port, "API", "pass --port or set BATCHERY_PORT")
+    if flower:
+        _check_flower(settings)
+        check_port(settings.host, settings.flower_port, "Flower", "pass --flower-port, set BATCHERY_FLOWER_PORT or pass --no-flower")
+    _check_models(settings)
+
+
+def _announcer(settings: Settings, slots: list[Slot], flower: bool, embedded: bool):  # noqa: ANN202
+    """What is said once every worker is warm: the banner, and any model a worker could not load."""
+
+    def announce(beats: dict[str, dict]) -> None:
+        click.echo(banner(settings, flower=flower, workers=[s.name for s in slots], embedded=embedded))
+        for name, beat in beats.items():
+            for model, why in (beat.get("unavailable") or {}).items():
+                click.echo(f"  {name} could not load model {model}: {why}")
+
+    return announce
 
 
 def _check_flower(settings: Settings) -> None:
@@ -107,7 +149,7 @@ def _check_models(settings: Settings) -> None:
     except ConfigError as exc:
         raise click.ClickException(exc.message)
     if problems:
-        raise click.ClickException("the models file names files that are not here:\n  " + "\n  ".join(problems))
+        raise click.ClickException("the models file names files that are not here: " + "; ".join(problems))
 
 
 def _start_pool(supervisor: Supervisor, settings: Settings, models: list[str] | None = None) -> list[Slot]:
@@ -117,37 +159,13 @@ def _start_pool(supervisor: Supervisor, settings: Settings, models: list[str] | 
         raise click.ClickException(exc.message)
 
 
-def banner(settings: Settings, flower: bool = True, workers: int = 1) -> str:
-    """What `batchery up` prints: where everything is, with passwords in URLs masked."""
-    lines = [
-        "batchery is up:",
-        f"  jobs    http://{settings.host}:{settings.port}/",
-        f"  API     http://{settings.host}:{settings.port}/v1/models",
-        f"  OpenAPI http://{settings.host}:{settings.port}/openapi.json",
-        f"  metrics http://{settings.host}:{settings.port}/metrics",
-        f"  Redis   {masked(settings.effective_redis_url)}",
-    ]
-    if settings.broker_url:
-        lines.append(f"  broker  {masked(settings.broker_url)}")
-    if flower:
-        behind = " (basic auth)" if settings.flower_basic_auth else ""
-        lines.append(f"  Flower  http://{settings.host}:{settings.flower_port}/{behind}")
-    if settings.worker_metrics_port:
-        first, last = settings.worker_metrics_port, settings.worker_metrics_port + workers - 1
-        more = f" to :{last}, one port per worker process" if last > first else ""
-        lines.append(f"  worker metrics http://{settings.host}:{first}/metrics{more}")
-    if settings.api_keys_configured:
-        lines.append("  API keys are required: send 'Authorization: Bearer <key>'")
-    lines.append("Ctrl-C stops everything.")
-    return "\n".join(lines)
-
-
 @main.command()
 @click.option("--host")
 @click.option("--port", type=int)
 def api(host: str | None, port: int | None) -> None:
     """Serve the HTTP API with gunicorn."""
     settings = _settings(host=host, port=port)
+    check_port(settings.host, settings.port, "API", "pass --port or set BATCHERY_PORT")
     os.environ.update({**settings.as_env(), **api_env()})
     argv = api_argv(settings)
     os.execv(argv[0], argv)
@@ -173,12 +191,14 @@ def worker(devices: str | None, processes: int | None, models: str, concurrency:
         _exec_single_worker(settings, name, wanted)
     supervisor = Supervisor({**os.environ, **settings.as_env()})
     supervisor.handle_signals()
-    code = 1
+    code, watch = 1, None
     try:
-        _start_pool(supervisor, settings, wanted)
+        slots = _start_pool(supervisor, settings, wanted)
+        names = [s.name for s in slots]
+        watch = WarmWatch(redis_client(settings.effective_redis_url), supervisor, names, ("", 0), lambda beats: None)
         code = supervisor.run()
     finally:
-        supervisor.stop(settings.worker_drain_timeout_s)
+        supervisor.stop(settings.worker_drain_timeout_s, quick=watch.cold() if watch is not None else [])
     sys.exit(code)
 
 
@@ -197,22 +217,22 @@ def _exec_single_worker(settings: Settings, name: str, models: list[str]) -> Non
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="output JSONL (default: stdout)")
-@click.option("--url", help="API base URL (default: http://BATCHERY_HOST:BATCHERY_PORT)")
+@click.option("--text", is_flag=True, help="each line is one plain text, not a JSON value")
+@click.option("--url", help="API base URL (default: the running `batchery up`'s, or http://BATCHERY_HOST:BATCHERY_PORT)")
 @click.option("--lines-per-job", type=int, default=100_000, show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def submit(input_file: Path, model: str, output: Path | None, url: str | None, lines_per_job: int, quiet: bool) -> None:
-    """Submit a JSONL file (one input per line); write one result line per input line, in order."""
+def submit(
+    input_file: Path, model: str, output: Path | None, text: bool, url: str | None, lines_per_job: int, quiet: bool
+) -> None:
+    """Submit a file of one input per line; write one result line per input line, in order."""
     from batchery.cli.submit import submit_file
+    from batchery.client import Client
 
     settings = _settings()
-    base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    client = Client(url or settings.client_url, settings.client_api_key)
     out = output.open("wb") if output else sys.stdout.buffer
     try:
-        counts = submit_file(
-            base, input_file, model, out, lines_per_job=lines_per_job, progress=not quiet, api_key=settings.client_api_key
-        )
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc))
+        counts = submit_file(client, input_file, model, out, lines_per_job=lines_per_job, progress=not quiet, text=text)
     finally:
         if output:
             out.close()

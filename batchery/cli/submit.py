@@ -1,95 +1,82 @@
-"""`batchery submit`: a JSONL file in, one output line per input line out, in order."""
+"""`batchery submit`: a file in, one output line per input line out, in order, through :class:`batchery.Client`.
+
+Each line is one JSON input (or, with ``--text``, one plain text). Lines go in jobs of ``lines_per_job`` as
+NDJSON; results come back as binary frames and are written as the API's own JSON lines, with indices
+counted over the whole file.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import orjson
-import requests
 from tqdm import tqdm
 
-NDJSON = "application/x-ndjson"
+from batchery.client import Client
+from batchery.store.codec import dumps
 
 
-def read_lines(path: Path, lines_per_job: int) -> Iterator[bytes]:
-    """The file's lines in job-sized NDJSON bodies."""
+def read_lines(path: Path, lines_per_job: int, text: bool = False) -> Iterator[list[bytes]]:
+    """The file's lines in job-sized lists; with ``text``, each line becomes a JSON string."""
     with path.open("rb") as f:
         lines: list[bytes] = []
         for line in f:
-            lines.append(line.rstrip(b"\r\n"))
+            line = line.rstrip(b"\r\n")
+            lines.append(orjson.dumps(line.decode("utf-8")) if text else line)
             if len(lines) == lines_per_job:
-                yield b"\n".join(lines)
+                yield lines
                 lines = []
         if lines:
-            yield b"\n".join(lines)
+            yield lines
 
 
 def submit_file(
-    url: str, path: Path, model: str, out: IO[bytes], *, lines_per_job: int = 100_000, poll_s: float = 0.5,
-    progress: bool = True, api_key: str = "",
+    client: Client, path: Path, model: str, out: IO[bytes], *, lines_per_job: int = 100_000, poll_s: float = 0.5,
+    progress: bool = True, text: bool = False, stderr: IO[str] | None = None,
 ) -> dict[str, int]:
     """Submit every job, wait for all, then write their results in input order; returns the counts."""
-    session = requests.Session()
-    if api_key:
-        session.headers["Authorization"] = f"Bearer {api_key}"
-    jobs = [_post(session, url, model, body) for body in read_lines(path, lines_per_job)]
-    total = sum(job["total"] for job in jobs)
-    with tqdm(total=total, unit="item", disable=not progress) as bar:
-        finished = _wait(session, jobs, bar, poll_s)
-    counts = {"total": total, "succeeded": 0, "failed": 0}
+    jobs = [client.submit_lines(model, lines) for lines in read_lines(path, lines_per_job, text)]
+    total = sum(job.total for job in jobs)
+    with Progress(total, progress, stderr or sys.stderr) as bar:
+        client.wait_all(jobs, poll_s=poll_s, progress=bar.update)
+    counts = {"total": total, "succeeded": 0, "failed": 0, "jobs": len(jobs)}
     offset = 0
     for job in jobs:
-        for record in _results(session, job):
+        for result in client.results(job):
+            record = result.as_dict()
             record["index"] += offset
-            counts["failed" if "error" in record else "succeeded"] += 1
-            out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-        offset += job["total"]
-    counts["jobs"] = len(finished)
+            counts["succeeded" if result.ok else "failed"] += 1
+            out.write(dumps(record) + b"\n")
+        offset += job.total
     return counts
 
 
-def _post(session: requests.Session, url: str, model: str, body: bytes) -> dict:
-    response = session.post(f"{url}/v1/jobs", params={"model": model}, data=body, headers={"content-type": NDJSON})
-    _raise_for_error(response)
-    return response.json()
+class Progress:
+    """A progress bar on a terminal; elsewhere (a log file, CI) one line at the end instead of a bar redrawn
+    with carriage returns a hundred times."""
 
+    def __init__(self, total: int, enabled: bool, stream: IO[str]) -> None:
+        self.total, self.enabled, self.stream = total, enabled, stream
+        self.done = 0
+        self.started = time.monotonic()
+        self.bar = tqdm(total=total, unit="item", file=stream) if enabled and stream.isatty() else None
 
-def _wait(session: requests.Session, jobs: list[dict], bar: tqdm, poll_s: float) -> list[dict]:
-    pending = {job["id"]: job for job in jobs}
-    done: dict[str, int] = {}
-    while pending:
-        for job_id, job in list(pending.items()):
-            response = session.get(job["links"]["self"])
-            _raise_for_error(response)
-            status = response.json()
-            counts = status["counts"]
-            done[job_id] = counts["succeeded"] + counts["failed"]
-            if status["status"] in ("completed", "failed", "cancelled"):
-                if status["status"] != "completed":
-                    raise RuntimeError(f"job {job_id} ended {status['status']}: {status.get('error')}")
-                del pending[job_id]
-        bar.n = sum(done.values())
-        bar.refresh()
-        if pending:
-            time.sleep(poll_s)
-    return jobs
+    def update(self, done: int) -> None:
+        self.done = done
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.refresh()
 
+    def __enter__(self) -> "Progress":
+        return self
 
-def _results(session: requests.Session, job: dict) -> Iterator[dict]:
-    with session.get(job["links"]["results"], headers={"Accept": NDJSON}, stream=True) as response:
-        _raise_for_error(response)
-        for line in response.iter_lines():
-            if line:
-                yield orjson.loads(line)
-
-
-def _raise_for_error(response: requests.Response) -> None:
-    if response.status_code >= 400:
-        try:
-            error = response.json()["error"]
-            message = f"{error['code']}: {error['message']}"
-        except (ValueError, KeyError):
-            message = response.text[:200]
-        raise RuntimeError(f"HTTP {response.status_code} from {response.url}: {message}")
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled and exc[0] is None:
+            seconds = time.monotonic() - self.started
+            rate = self.done / seconds if seconds > 0 else 0.0
+            self.stream.write(f"{self.done}/{self.total} items done in {seconds:.1f}s ({rate:,.0f} items/s)\n")

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Collection
 
 from batchery import defaults
 
@@ -134,24 +134,43 @@ class Supervisor:
         )
         return True
 
-    def stop(self, timeout_s: float = defaults.WORKER_DRAIN_TIMEOUT_S) -> None:
-        """SIGTERM every child (workers drain), then SIGKILL what is still there after ``timeout_s``."""
+    def stop(
+        self, timeout_s: float = defaults.WORKER_DRAIN_TIMEOUT_S, quick: Collection[str] = (),
+        quick_s: float = defaults.WARMING_STOP_S,
+    ) -> None:
+        """SIGTERM every child (workers drain), then SIGKILL what is still there after ``timeout_s``.
+
+        The children named in ``quick`` (workers still warming up, which hold no chunk and would only exit
+        once their warm-up ends) are killed after ``quick_s`` instead: Ctrl-C during a warm-up takes seconds.
+        """
         running = [c for c in self.children.values() if c.running]
         for child in running:
             child.process.terminate()  # type: ignore[union-attr]
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadlines = {c.name: started + (min(timeout_s, quick_s) if c.name in quick else timeout_s) for c in running}
         signals_before = len(self.signals)
-        while any(c.running for c in running) and time.monotonic() < deadline and len(self.signals) == signals_before:
+        while any(c.running for c in running) and len(self.signals) == signals_before:
+            now = time.monotonic()
+            late = [c for c in running if c.running and now >= deadlines[c.name]]
+            if late and len(late) == sum(c.running for c in running):
+                break
+            for child in late:
+                self._kill(child)
             time.sleep(TICK_S)
         for child in running:
             assert child.process is not None
             if child.process.poll() is None:
-                log.warning("%s (pid %d) did not stop in time; killing it", child.name, child.process.pid)
-                _kill_group(child.process.pid)
-                child.process.wait()
+                self._kill(child)
             else:
                 reason = exit_reason(child.process.returncode)
                 log.info("%s (pid %d) stopped: %s", child.name, child.process.pid, reason)
+
+    @staticmethod
+    def _kill(child: Child) -> None:
+        assert child.process is not None
+        log.warning("%s (pid %d) did not stop in time; killing it", child.name, child.process.pid)
+        _kill_group(child.process.pid)
+        child.process.wait()
 
 
 def _kill_group(pid: int) -> None:

@@ -25,7 +25,7 @@ from batchery.settings import Settings, get_settings
 JOB_ID: ContextVar[str | None] = ContextVar("batchery_job_id", default=None)
 TASK_ID: ContextVar[str | None] = ContextVar("batchery_task_id", default=None)
 FORMATS = ("json", "text")
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s task=%(task_id)s]: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(ids)s: %(message)s"
 #: Record attributes a caller may pass with ``extra=`` that become fields of the JSON line.
 EXTRA_FIELDS = ("method", "path", "status", "duration_ms", "key_name", "model", "items")
 MASK = "***"
@@ -97,16 +97,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """One readable line, ids included, secrets masked alike."""
+    """One readable line, with the job and task ids of a line about a job (and no empty ones on the others),
+    secrets masked alike."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__(TEXT_FORMAT)
         self.secrets = [s for s in secrets if s]
 
     def format(self, record: logging.LogRecord) -> str:
-        for name in ("job_id", "task_id"):
-            if not hasattr(record, name):
-                setattr(record, name, None)
+        job_id, task_id = getattr(record, "job_id", None), getattr(record, "task_id", None)
+        ids = [f"job={job_id}"] * bool(job_id) + [f"task={task_id}"] * bool(task_id)
+        record.ids = f" [{' '.join(ids)}]" if ids else ""
         return redact(super().format(record), self.secrets)
 
 

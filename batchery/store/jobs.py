@@ -23,6 +23,7 @@ from redis.exceptions import NoScriptError
 from batchery import keys
 from batchery.redis_urls import redis_client
 from batchery.store import lua
+from batchery.store.webhooks import Webhooks
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
@@ -30,6 +31,8 @@ FINAL_STATUSES = ("completed", "failed", "cancelled")
 MAX_BLOCK_S = 2.0
 #: Items per call of the scripts that take many at once (results of a sweep, say): 4 arguments each.
 RECORD_PAGE = 5000
+#: Jobs of the same creation time read beyond a page, to find where the page after a cursor starts.
+TIES = 16
 
 _RECORD = lua.script("""
 -- ARGV after the head: (job, index, value, flag) per item; flag 1 = output, 0 = error, R = an error of its
@@ -148,6 +151,7 @@ class JobStore:
         self.bounds = lua.Bounds(job_ttl_s, cache_ttl_s, cache_max_entries)
         self.on_finish: FinishHook | None = None
         self.on_handoff: HandoffHook | None = None
+        self.webhooks = Webhooks(client)
         self._record = client.register_script(_RECORD)
         self._start = client.register_script(_START)
         self._missing = client.register_script(_MISSING)
@@ -163,13 +167,16 @@ class JobStore:
 
     def create(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> None:
         """A new job; every key it gets later expires with it, at ``expires_at``. A job with an ``owner`` (the
-        name of the API key that submitted it) is also listed among that key's recent jobs."""
+        name of the API key that submitted it) is also listed among that key's recent jobs; one with a
+        ``webhook`` is watched for its end (:mod:`batchery.store.webhooks`), in the same transaction."""
         now = time.time()
         ttl = ttl_s or self.job_ttl_s
         values = {
             **fields, "id": job_id, "status": "queued", "created_at": now, "expires_at": int(now + ttl),
             "succeeded": 0, "failed": 0, "chunks": 0,
         }
+        if fields.get("webhook"):
+            values.update(webhook_state="pending", webhook_attempts=0)
         pipe = self.redis.pipeline()
         pipe.hset(keys.job(job_id), mapping={k: _field(v) for k, v in values.items()})
         pipe.expire(keys.job(job_id), ttl)
@@ -180,6 +187,8 @@ class JobStore:
             pipe.zadd(mine, {job_id: now})
             pipe.zremrangebyrank(mine, 0, -keys.RECENT_JOBS - 1)
             pipe.expire(mine, max(ttl, self.job_ttl_s))
+        if fields.get("webhook"):
+            Webhooks.watch(pipe, job_id, now)
         pipe.execute()
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -196,6 +205,31 @@ class JobStore:
         """The newest job ids, newest first: of every job, or of those ``owner`` submitted."""
         key = keys.recent_jobs() if owner is None else keys.tenant_recent(owner)
         return [m.decode() for m in self.redis.zrevrange(key, 0, limit - 1)]
+
+    def recent_page(self, count: int, owner: str | None = None, before: tuple[float, str] | None = None) -> list[tuple[str, float]]:
+        """Up to ``count`` ``(job id, created_at)`` of the recent-jobs index (or of ``owner``'s), newest first, and
+        older than ``before``, the last ``(created_at, id)`` a caller has seen (jobs created in the same
+        microsecond are told apart by their ids, in the order the index keeps them). One round trip."""
+        key = keys.recent_jobs() if owner is None else keys.tenant_recent(owner)
+        if before is None:
+            raw = self.redis.zrevrange(key, 0, count - 1, withscores=True)
+        else:
+            raw = self.redis.zrevrangebyscore(key, before[0], "-inf", start=0, num=count + TIES, withscores=True)
+        page = [(member.decode(), score) for member, score in raw]
+        if before is not None:
+            page = [(job_id, score) for job_id, score in page if score < before[0] or job_id < before[1]]
+        return page[:count]
+
+    def summaries(self, job_ids: Sequence[str]) -> list[tuple[str, str, str, str] | None]:
+        """``(id, status, model, version)`` of each job, None for one that is gone: what a listing filters on,
+        read without the jobs' metadata, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), "status", "model", "version")
+        found: list[tuple[str, str, str, str] | None] = []
+        for job_id, (status, model, version) in zip(job_ids, pipe.execute()):
+            found.append((job_id, status.decode(), _text(model), _text(version)) if status else None)
+        return found
 
     def owners(self, job_ids: Iterable[str]) -> dict[str, str | None]:
         """Who submitted each job (the API key's name; None when no key did, or the job is gone), in one round trip."""
@@ -288,9 +322,19 @@ class JobStore:
         for job in landed:
             if job.finished and self.on_finish is not None:
                 self.on_finish(job.model, job.status, now - (job.created_at or now), job.tier)
+            if job.finished:
+                self._ended(job.job_id, now)
         if handoffs and self.on_handoff is not None:
             self.on_handoff(handoffs)
         return landed
+
+    def _ended(self, job_id: str, now: float) -> None:
+        """The job's webhook, if it has one, is due now. Should this fail, the senders' look through the
+        watch set finds the job ended all the same, a little later."""
+        try:
+            self.webhooks.ended(job_id, now)
+        except redis.RedisError:
+            pass
 
     def fail_items(self, job_id: str, indices: Sequence[int], error: bytes) -> int:
         """Give the items at ``indices`` the (encoded) ``error`` unless they have a result; returns how many did."""
@@ -307,11 +351,16 @@ class JobStore:
 
     def cancel(self, job_id: str) -> str | None:
         """Mark the job cancelled and tell the workers, whose batchers drop its waiting items."""
-        status = self._cancel(keys=[keys.job(job_id), keys.cancellations()], args=[time.time(), job_id])
+        now = time.time()
+        status = self._cancel(keys=[keys.job(job_id), keys.cancellations()], args=[now, job_id])
+        if status == b"cancelled":
+            self._ended(job_id, now)
         return status.decode() if status else None
 
     def fail(self, job_id: str, message: str) -> None:
-        self.redis.hset(keys.job(job_id), mapping={"status": "failed", "error": message, "finished_at": time.time()})
+        now = time.time()
+        self.redis.hset(keys.job(job_id), mapping={"status": "failed", "error": message, "finished_at": now})
+        self._ended(job_id, now)
 
     def status(self, job_id: str) -> str | None:
         status = self.redis.hget(keys.job(job_id), "status")
@@ -373,11 +422,12 @@ def _parse(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     if not raw:
         return None
     job = {k.decode(): v.decode() for k, v in raw.items()}
-    for name in ("total", "succeeded", "failed", "cached", "chunks"):
+    for name in ("total", "succeeded", "failed", "cached", "chunks", "webhook_attempts"):
         job[name] = int(job.get(name, 0))
-    for name in ("created_at", "started_at", "finished_at", "cancelled_at", "deadline", "expires_at"):
+    for name in ("created_at", "started_at", "finished_at", "cancelled_at", "deadline", "expires_at", "webhook_at"):
         job[name] = float(job[name]) if name in job else None
-    job["metadata"] = orjson.loads(job["metadata"]) if "metadata" in job else None
+    for name in ("metadata", "webhook"):
+        job[name] = orjson.loads(job[name]) if name in job else None
     return job
 
 

@@ -8,21 +8,37 @@ Delivery choices (see the README's operations section):
 - kombu sweeps for such chunks every ``unacked_restore_interval * unacked_restore_throttle`` seconds (100 by
   default, which would add up to 100 s to the timeout); batchery sweeps every tenth of the timeout (1-10 s).
 - ``worker_prefetch_multiplier = 1``: reserved-but-unstarted chunks are invisible to other workers.
+- Each model has a direct exchange of its own, ``batchery.<model>``, to which its tier queues are bound by their
+  names; left to Celery, every queue was bound to one exchange named after the first model's standard queue.
 - A ``rediss://`` broker or result backend gets its TLS options from its URL (:mod:`batchery.redis_urls`).
 """
 
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from batchery import defaults
-from batchery.models.registry import load_registry
+from batchery.models.registry import Registry, load_registry
 from batchery.monitoring.logs import connect_celery_signals
 from batchery.redis_urls import ssl_options
 from batchery.settings import Settings
 from batchery.tasks import transport
 from batchery.tiers import STANDARD
+
+
+#: Where a message that names no queue of a model would go (batchery sends none such).
+EXCHANGE = "batchery"
+
+
+def model_queues(registry: Registry) -> list[Queue]:
+    """Every model's tier queues, each bound by its own name to the model's exchange: ``batchery.<model>``
+    (the queue prefix and the model's name), which Flower and RabbitMQ's management pages show by model."""
+    queues = []
+    for spec in registry:
+        exchange = Exchange(f"{EXCHANGE}.{spec.name}", type="direct")
+        queues += [Queue(queue, exchange, routing_key=queue) for queue in spec.queues]
+    return queues
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -68,8 +84,10 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
         worker_hijack_root_logger=False,
-        task_queues=[Queue(queue, routing_key=queue) for spec in registry for queue in spec.queues],
+        task_queues=model_queues(registry),
         task_default_queue=next(iter(registry)).queue_for(STANDARD),
+        task_default_exchange=EXCHANGE,
+        task_default_exchange_type="direct",
     )
     connect_celery_signals()
     return app

@@ -167,9 +167,10 @@ class Enqueuer:
         cache: bool = True,
         tier: str = STANDARD,
         owner: str | None = None,
+        webhook: str | None = None,
     ) -> str:
-        """Record a new job (with the name of the API key that ``owner``s it, if any) and queue what the cache
-        cannot answer; 429 when the model's backlog is full.
+        """Record a new job (with the name of the API key that ``owner``s it, if any, and the ``webhook`` URL to
+        call when it ends) and queue what the cache cannot answer; 429 when the model's backlog is full.
 
         Whatever fails after the job is recorded, the job ends ``failed``, its claims are dropped (their
         waiters handed off) and its backlog given back: nothing is left half-accepted.
@@ -181,6 +182,8 @@ class Enqueuer:
             fields["metadata"] = metadata
         if owner is not None:
             fields["owner"] = owner
+        if webhook is not None:
+            fields["webhook"] = {"url": webhook}
         if timeout_s is not None:
             fields["deadline"] = time.time() + timeout_s
         ttl = ttl_s or self.store.job_ttl_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import uuid
 
 import orjson
 import pytest
@@ -52,3 +53,21 @@ def test_submit_sends_the_api_key_from_the_environment(tmp_path, settings):
         done = subprocess.run([*argv, "--url", keyed.url], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     assert [orjson.loads(line) for line in done.stdout.splitlines()] == [{"index": 0, "output": "a"}, {"index": 1, "output": "b"}]
+
+
+def test_progress_is_one_line_when_stderr_is_no_terminal(api, tmp_path, settings):
+    """A bar redrawn with carriage returns is noise in a log file or CI: without a terminal, one line at the end."""
+    text = f"a line of text {uuid.uuid4().hex}"  # no other test's: the result cache stays out of it
+    source = tmp_path / "texts.txt"
+    source.write_text(f"{text}\n{{not json}}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "batchery", "submit", str(source), "--model", "echo", "--text", "--url", api.url],
+        capture_output=True, text=True, timeout=60, env={**settings.as_env(), "PATH": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if "items done in" in line][0].startswith("2/2 items done in")
+    assert len(done.stderr.splitlines()) == 2, done.stderr
+    assert [orjson.loads(line) for line in done.stdout.splitlines()] == [
+        {"index": 0, "output": text}, {"index": 1, "output": "{not json}"}
+    ], "--text: each line is one text, JSON-looking or not"

@@ -116,3 +116,21 @@ def test_stop_lets_children_drain_and_kills_those_that_outstay_the_timeout(tmp_p
     assert supervisor.children["drains"].process.returncode == 0
     assert supervisor.children["stuck"].process.returncode == -signal.SIGKILL
     assert "stuck" in caplog.text and "did not stop in time" in caplog.text
+
+
+def test_a_child_still_warming_up_is_killed_after_the_quick_timeout_while_the_others_drain(tmp_path: Path):
+    """Ctrl-C during a warm-up: a worker that holds no chunk yet (and would exit only once warm) goes in seconds,
+    while a warm one keeps its whole drain."""
+    supervisor = Supervisor()
+    supervisor.spawn("warming", [*python(STUCK), str(tmp_path / "warming")], restart=True)
+    supervisor.spawn("warm", [*python(STUCK), str(tmp_path / "warm")], restart=True)
+    wait_until(lambda: (tmp_path / "warming").exists() and (tmp_path / "warm").exists())
+    started = time.monotonic()
+    stopping = threading.Thread(target=supervisor.stop, kwargs={"timeout_s": 30.0, "quick": ["warming"], "quick_s": 0.5})
+    stopping.start()
+    wait_until(lambda: supervisor.children["warming"].process.poll() is not None, timeout_s=5.0)
+    assert time.monotonic() - started < 3.0
+    assert supervisor.children["warm"].process.poll() is None, "a warm worker keeps its drain timeout"
+    supervisor.children["warm"].process.kill()
+    stopping.join(10)
+    assert not stopping.is_alive()

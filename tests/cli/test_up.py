@@ -107,7 +107,7 @@ def test_up_serves_jobs_and_flower_and_stops_on_ctrl_c(settings, tmp_path):
         assert set(expected) <= set(pool), "one process per GPU, else a CPU pool of one process per core"
         assert all(pool[name]["threads"] == max(1, cpu_cores() // len(expected)) for name in expected)
         printed = log.read_text()
-        assert f"http://127.0.0.1:{port}/v1/models" in printed and f"http://127.0.0.1:{flower_port}/" in printed
+        assert f"http://127.0.0.1:{port}/v1" in printed and f"http://127.0.0.1:{flower_port}/" in printed
     finally:
         os.killpg(process.pid, signal.SIGINT)
         code = process.wait(60)

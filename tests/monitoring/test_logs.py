@@ -84,6 +84,9 @@ def test_text_format_keeps_the_ids_and_masks_alike(emit):
     bind("job9", "job9.0")
     (line,) = emit(Settings(log_format="text"), ("batchery", logging.WARNING, "via %s", "redis://u:pw@h/0"))
     assert "[job=job9 task=job9.0]" in line and "WARNING" in line and "redis://u:***@h/0" in line
+    bind(None, None)
+    (plain,) = emit(Settings(log_format="text"), ("batchery", logging.INFO, "started %s", "api"))
+    assert plain.endswith("INFO batchery: started api"), "a line about no job carries no empty ids"
 
 
 def test_an_unknown_format_is_a_config_error():

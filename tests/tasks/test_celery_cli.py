@@ -9,6 +9,7 @@ import sys
 
 from batchery import defaults
 from batchery.tiers import TIERS
+from batchery.models.registry import load_registry
 from batchery.tasks import create_celery
 
 
@@ -43,3 +44,15 @@ def test_the_app_speaks_json_only_and_acks_late(settings):
     assert conf.broker_transport_options["visibility_timeout"] == settings.visibility_timeout_s
     assert conf.result_expires == defaults.CELERY_RESULT_EXPIRES_S
     assert conf.worker_prefetch_multiplier == 1
+
+
+def test_each_model_queue_is_bound_to_its_models_own_exchange(settings):
+    """Left to Celery, every queue was bound to one exchange named after the first model's standard queue."""
+    app = create_celery(settings)
+    queues = app.amqp.queues
+    registry = load_registry(settings.models_file)
+    for spec in registry:
+        for name in spec.queues:
+            queue = queues[name]
+            assert (queue.exchange.name, queue.exchange.type, queue.routing_key) == (f"batchery.{spec.name}", "direct", name)
+    assert app.conf.task_default_exchange == "batchery"
