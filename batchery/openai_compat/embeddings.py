@@ -39,6 +39,8 @@ def read_request(body: Any, registry: Registry, settings: Settings) -> Embedding
     if encoding not in ENCODINGS:
         raise BadRequest(f"'encoding_format' must be 'float' or 'base64', not {encoding!r}", param="encoding_format")
     check_dimensions(body.get("dimensions"), spec)
+    if not isinstance(body.get("user", ""), str):
+        raise BadRequest("'user' must be a string", param="user")
     return EmbeddingRequest(spec, read_input(body.get("input"), spec, settings), encoding)
 
 
@@ -78,9 +80,9 @@ def read_input(value: Any, spec: ModelSpec, settings: Settings) -> list[str]:
     elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         texts = value
     elif isinstance(value, list) and value and all(_is_id(v) for v in value):
-        texts = _decode(spec, [value], settings)
+        texts = _decode(spec, [[int(v) for v in value]], settings)
     elif isinstance(value, list) and value and all(_is_ids(v) for v in value):
-        texts = _decode(spec, value, settings)
+        texts = _decode(spec, [[int(v) for v in row] for row in value], settings)
     else:
         raise BadRequest(f"'input' must be {INPUT_FORMS}, none of them empty", param="input")
     if len(texts) > settings.max_items_per_job:
@@ -112,8 +114,9 @@ def _decode(spec: ModelSpec, rows: list[list[int]], settings: Settings) -> list[
 
 
 def _is_id(value: Any) -> bool:
-    return type(value) is int
+    """An integer; JSON does not tell 986 from 986.0, so a whole float is one too."""
+    return type(value) is int or (type(value) is float and value.is_integer())
 
 
 def _is_ids(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(type(v) is int for v in value)
+    return isinstance(value, list) and bool(value) and all(_is_id(v) for v in value)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import redis
 
-from batchery.errors import BadRequest
+from batchery.errors import NotFound
 
 
 def page(client: redis.Redis, key: str, after: str | None, limit: int, newest_first: bool = True) -> tuple[list[str], bool]:
     """Up to ``limit`` ids of ``key`` that come after the id ``after`` (from the start without one), and whether
-    more follow. A cursor that is no longer in the set (deleted, expired) is a 400: a page after it is unknowable."""
+    more follow. A cursor that is not in the set (deleted, expired, never was) is a 404: a page after it is unknowable."""
     start = 0
     if after is not None:
         rank = client.zrevrank(key, after) if newest_first else client.zrank(key, after)
         if rank is None:
-            raise BadRequest(f"'after' names {after!r}, which is not in this list (any more)", param="after")
+            raise NotFound(f"'after' names {after!r}, which is not in this list (any more)", param="after")
         start = rank + 1
     read = client.zrevrange if newest_first else client.zrange
     found = [m.decode() for m in read(key, start, start + limit)]

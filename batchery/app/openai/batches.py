@@ -95,7 +95,7 @@ def _read(body: dict[str, Any]) -> tuple[str, str, dict[str, str] | None]:
     if endpoint not in ENDPOINTS:
         raise BadRequest(f"'endpoint' must be one of {', '.join(ENDPOINTS)}, not {endpoint!r}", param="endpoint")
     window = body.get("completion_window")
-    if window not in WINDOWS:
+    if not isinstance(window, str) or window not in WINDOWS:
         raise BadRequest(f"'completion_window' must be one of {', '.join(WINDOWS)}, not {window!r}", param="completion_window")
     return endpoint, window, _metadata(body.get("metadata"))
 

@@ -70,10 +70,10 @@ class _Parts:
             if isinstance(event, (Field, File)):
                 self.current = event
                 self.buffer.clear()
-                if isinstance(event, File) and event.name == self.file_field:
+                if event.name == self.file_field:  # a file part, or a plain field some clients send instead
                     if self.upload.filename is not None:
                         raise BadRequest(f"the upload has more than one '{self.file_field}' part", param=self.file_field)
-                    self.upload.filename = event.filename or "upload"
+                    self.upload.filename = getattr(event, "filename", None) or "upload"
             elif isinstance(event, Data):
                 self._data(event)
             event = decoder.next_event()
@@ -81,7 +81,7 @@ class _Parts:
 
     def _data(self, event: Data) -> None:
         part = self.current
-        if isinstance(part, File) and part.name == self.file_field:
+        if part is not None and part.name == self.file_field:
             self.upload.size += len(event.data)
             if self.upload.size > self.max_bytes:
                 raise PayloadTooLarge(f"the file is over the limit of {self.max_bytes} bytes", param=self.file_field)
