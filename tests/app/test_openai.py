@@ -22,6 +22,7 @@ import orjson
 import pytest
 from tokenizers import Tokenizer
 
+from batchery import keys
 from batchery.models import minilm
 from batchery.models.registry import BUILTINS
 from batchery.runtimes.echo import synthetic_vector
@@ -268,3 +269,77 @@ def test_a_batch_whose_lines_all_fail_fails_and_says_why(client):
     assert [(e.line, e.code, e.param) for e in batch.errors.data[:2]] == [(1, "invalid_request", None), (2, "bad_request", "body.dimensions")]
     with pytest.raises(openai.BadRequestError):
         client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+
+
+@pytest.mark.usefixtures("embed_worker")
+def test_a_finalizer_that_died_commits_nothing_and_the_next_look_writes_the_files(client, oai_settings, redis_client):
+    """The lease of a process that died half-way through the files (held here by no one) lapses; until then the
+    batch is ``finalizing`` with no file, and a half-written blob it left is never a file."""
+    lines = [request_line(f"f{i}", "echo-embed", f"crash text {i}") for i in range(50)]
+    batch = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h")
+    redis_client.set(keys.batch_finalizing(batch.id), "a process that died", ex=2)
+    half = Path(oai_settings.files_url) / "batches" / batch.id / "output.jsonl.partial-dead"
+    half.parent.mkdir(parents=True, exist_ok=True)
+    half.write_bytes(b'{"custom_id": "f0", "response": ')
+    deadline = time.monotonic() + 30
+    while (seen := client.batches.retrieve(batch.id)).status != "finalizing":
+        assert seen.status == "in_progress" and time.monotonic() < deadline, seen
+        time.sleep(0.1)
+    assert seen.output_file_id is None and seen.completed_at is None
+    done = wait_for_batch(client, batch.id, timeout_s=30)
+    assert done.status == "completed" and done.request_counts.completed == 50
+    assert sorted(o["custom_id"] for o in lines_of(client, done.output_file_id)) == sorted(f"f{i}" for i in range(50))
+    assert done.error_file_id is None and not redis_client.exists(keys.batch_finalizing(batch.id))
+
+
+@pytest.mark.usefixtures("embed_worker")
+def test_a_batch_past_its_completion_window_expires_with_what_it_finished(client, oai_api, http, store, redis_client):
+    lines = [request_line(f"e{i}", "echo-embed-slow", f"late text {i}") for i in range(2000)]
+    batch = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h")
+    job_id = batch.model_extra["job_id"]
+    assert batch.expires_at - batch.created_at == 24 * 3600
+    deadline = time.monotonic() + 60
+    while store.get(job_id)["succeeded"] < 50:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    redis_client.hset(keys.job(job_id), "deadline", time.time() - 1)  # the window passes (its job's deadline)
+    done = wait_for_batch(client, batch.id)
+    assert done.status == "expired" and done.expired_at
+    outputs, errors = lines_of(client, done.output_file_id), lines_of(client, done.error_file_id)
+    assert len(outputs) >= 50 and len(outputs) + len(errors) == 2000
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+
+
+KEYS_FILE = "alice-openai-key name=alice\nbob-openai-key name=bob\n"
+
+
+@pytest.fixture(scope="module")
+def keyed(oai_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    keys_file = tmp_path_factory.mktemp("openai-keys") / "keys"
+    keys_file.write_text(KEYS_FILE)
+    with ApiServer(dataclasses.replace(oai_settings, api_keys_file=str(keys_file))) as server:
+        yield server
+
+
+@pytest.mark.usefixtures("embed_worker")
+def test_api_keys_are_bearer_tokens_and_files_and_batches_are_their_owner_s(keyed, http):
+    alice = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="alice-openai-key", max_retries=0)
+    bob = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="bob-openai-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="no-such-key", max_retries=0).embeddings.create(model="echo-embed", input="x")
+    assert caught.value.body["code"] == "unauthorized" and caught.value.body["type"] == "authentication_error"
+    assert len(alice.embeddings.create(model="echo-embed", input=["a", "b"]).data) == 2
+    file_id = upload(alice, [request_line("mine", "echo-embed", "alice's text")])
+    batch = alice.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
+    job = http.get(f"{keyed.url}/v1/jobs/{batch.model_extra['job_id']}", headers={"Authorization": "Bearer alice-openai-key"}).json()
+    assert job["owner"] == "alice" and job["tier"] == "bulk"
+    for attempt in (lambda: bob.files.retrieve(file_id), lambda: bob.files.content(file_id), lambda: bob.files.delete(file_id),
+                    lambda: bob.batches.retrieve(batch.id), lambda: bob.batches.cancel(batch.id),
+                    lambda: bob.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    assert file_id not in [f.id for f in bob.files.list()] and batch.id not in [b.id for b in bob.batches.list()]
+    done = wait_for_batch(alice, batch.id)
+    assert done.status == "completed" and alice.files.retrieve(done.output_file_id).purpose == "batch_output"
+    with pytest.raises(openai.NotFoundError):
+        bob.files.content(done.output_file_id)
