@@ -45,8 +45,11 @@ class Tally:
 
 
 def blob_names(batch_id: str) -> dict[str, str]:
-    return {"plan": f"batches/{batch_id}/plan.jsonl", "output": f"batches/{batch_id}/output.jsonl",
-            "error": f"batches/{batch_id}/errors.jsonl"}
+    return {
+        "plan": f"batches/{batch_id}/plan.jsonl",
+        "output": f"batches/{batch_id}/output.jsonl",
+        "error": f"batches/{batch_id}/errors.jsonl",
+    }
 
 
 def finalize(batch: dict[str, Any], jobs: JobStore, files: FileStore, batches: BatchStore, token: str) -> bool:
@@ -69,14 +72,25 @@ def finalize(batch: dict[str, Any], jobs: JobStore, files: FileStore, batches: B
     return _commit(batch, files, batches, token, tally, sizes, names)
 
 
-def _commit(batch: dict[str, Any], files: FileStore, batches: BatchStore, token: str, tally: Tally,
-            sizes: dict[str, int], names: dict[str, str]) -> bool:
+def _commit(
+    batch: dict[str, Any],
+    files: FileStore,
+    batches: BatchStore,
+    token: str,
+    tally: Tally,
+    sizes: dict[str, int],
+    names: dict[str, str],
+) -> bool:
     now = time.time()
     ids = {kind: new_file_id() for kind, size in sizes.items() if size}
     status = "cancelled" if batch.get("cancelling_at") else "expired" if tally.expired else "completed"
     fields = {
-        "status": status, f"{status}_at": int(now), "completed": tally.completed, "failed": tally.failed,
-        "output_file_id": ids.get("output"), "error_file_id": ids.get("error"),
+        "status": status,
+        f"{status}_at": int(now),
+        "completed": tally.completed,
+        "failed": tally.failed,
+        "output_file_id": ids.get("output"),
+        "error_file_id": ids.get("error"),
     }
 
     def records(pipe: Any) -> None:
@@ -107,7 +121,9 @@ def _results(jobs: JobStore, job_id: str, total: int) -> Iterator[bytes | None]:
         expected += 1
 
 
-def _answer(batch: dict[str, Any], line: Line, results: Iterator[bytes | None], tally: Tally) -> tuple[bool, dict[str, Any]]:
+def _answer(
+    batch: dict[str, Any], line: Line, results: Iterator[bytes | None], tally: Tally
+) -> tuple[bool, dict[str, Any]]:
     """The line's output line, and whether it goes to the output file."""
     if line.error is not None:
         tally.failed += 1
@@ -126,7 +142,9 @@ def _answer(batch: dict[str, Any], line: Line, results: Iterator[bytes | None], 
     if failure is None and stopped is None:
         tally.completed += 1
         body = embedding_list(vectors, line.encoding_format, batch["model"], line.tokens)
-        return True, _line(batch, line, {"status_code": 200, "request_id": _request_id(batch, line), "body": body}, None)
+        return True, _line(
+            batch, line, {"status_code": 200, "request_id": _request_id(batch, line), "body": body}, None
+        )
     tally.failed += 1
     if failure is not None:
         return False, _line(batch, line, _failed(batch, line, failure), None)
@@ -140,11 +158,12 @@ def _failed(batch: dict[str, Any], line: Line, failure: BatcheryError) -> dict[s
     return {"status_code": failure.status, "request_id": _request_id(batch, line), "body": body}
 
 
-def _line(batch: dict[str, Any], line: Line, response: dict[str, Any] | None, error: dict[str, Any] | None) -> dict[str, Any]:
+def _line(
+    batch: dict[str, Any], line: Line, response: dict[str, Any] | None, error: dict[str, Any] | None
+) -> dict[str, Any]:
     digest = hashlib.sha256(f"{batch['id']}:{line.line}".encode()).hexdigest()[:24]
     return {"id": f"batch_req_{digest}", "custom_id": line.custom_id, "response": response, "error": error}
 
 
 def _request_id(batch: dict[str, Any], line: Line) -> str:
     return f"{batch['job_id']}:{line.line}"
-

@@ -108,10 +108,14 @@ class _Reader:
 
     def _request(self, number: int, custom_id: str, request: dict[str, Any]) -> tuple[Line, list[str]]:
         if request.get("method") != "POST":
-            raise BatcheryError(f"'method' must be \"POST\", not {request.get('method')!r}", code="invalid_method", param="method")
+            raise BatcheryError(
+                f"'method' must be \"POST\", not {request.get('method')!r}", code="invalid_method", param="method"
+            )
         if request.get("url") != self.endpoint:
             raise BatcheryError(
-                f"'url' must be the batch's endpoint {self.endpoint!r}, not {request.get('url')!r}", code="invalid_url", param="url"
+                f"'url' must be the batch's endpoint {self.endpoint!r}, not {request.get('url')!r}",
+                code="invalid_url",
+                param="url",
             )
         try:
             embedding = read_request(request.get("body"), self.registry, self.settings)
@@ -123,11 +127,14 @@ class _Reader:
         elif embedding.spec != self.plan.spec:
             raise BatcheryError(
                 f"every line of a batch must use one model: this one names {embedding.spec.name!r}, earlier lines "
-                f"{self.plan.spec.name!r}", code="mismatched_model", param="body.model",
+                f"{self.plan.spec.name!r}",
+                code="mismatched_model",
+                param="body.model",
             )
         if len(self.plan.inputs) + len(embedding.texts) > self.settings.max_items_per_job:
             raise BatcheryError(
-                f"the batch would pass {self.settings.max_items_per_job} inputs, the most one job takes", code="too_many_inputs",
+                f"the batch would pass {self.settings.max_items_per_job} inputs, the most one job takes",
+                code="too_many_inputs",
                 param="body.input",
             )
         start = len(self.plan.inputs)
@@ -156,5 +163,7 @@ def _custom_id(request: dict[str, Any], seen: set[str]) -> str:
     if not isinstance(custom_id, str) or not custom_id:
         raise BatcheryError("'custom_id' must be a non-empty string", code="invalid_custom_id", param="custom_id")
     if custom_id in seen:
-        raise BatcheryError(f"'custom_id' {custom_id!r} is on an earlier line too", code="duplicate_custom_id", param="custom_id")
+        raise BatcheryError(
+            f"'custom_id' {custom_id!r} is on an earlier line too", code="duplicate_custom_id", param="custom_id"
+        )
     return custom_id

@@ -49,7 +49,8 @@ def embedding_list(vectors: Sequence[np.ndarray], encoding_format: str, model: s
     return {
         "object": "list",
         "data": [
-            {"object": "embedding", "index": i, "embedding": encode(vec, encoding_format)} for i, vec in enumerate(vectors)
+            {"object": "embedding", "index": i, "embedding": encode(vec, encoding_format)}
+            for i, vec in enumerate(vectors)
         ],
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},

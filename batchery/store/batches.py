@@ -20,8 +20,20 @@ from batchery.store.listing import page
 
 #: Record fields kept as integers (Unix seconds, counts); the rest are strings, and these two are JSON.
 INTEGERS = (
-    "created_at", "expires_at", "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
-    "cancelling_at", "cancelled_at", "requests", "items", "error_lines", "completed", "failed",
+    "created_at",
+    "expires_at",
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "requests",
+    "items",
+    "error_lines",
+    "completed",
+    "failed",
 )
 JSON_FIELDS = ("metadata", "errors")
 
@@ -100,8 +112,13 @@ class BatchStore:
     def renew_lease(self, batch_id: str, token: str) -> bool:
         return bool(self._renew(keys=[keys.batch_finalizing(batch_id)], args=[token, keys.FINALIZE_LEASE_S]))
 
-    def commit(self, batch_id: str, token: str, fields: dict[str, Any],
-               also: Callable[[redis.client.Pipeline], None] | None = None) -> bool:
+    def commit(
+        self,
+        batch_id: str,
+        token: str,
+        fields: dict[str, Any],
+        also: Callable[[redis.client.Pipeline], None] | None = None,
+    ) -> bool:
         """Set ``fields`` (and whatever ``also`` adds: the files' records) in one transaction, only while
         ``token`` still holds the lease; the lease is let go with it. False when the lease was lost."""
         lease = keys.batch_finalizing(batch_id)

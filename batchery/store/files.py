@@ -81,13 +81,28 @@ class FileStore:
         self.blobs = blobs
         self.ttl_s = ttl_s
 
-    def record(self, pipe: redis.client.Pipeline, file_id: str, blob: str, size: int, filename: str, purpose: str,
-               owner: str | None, now: float | None = None) -> dict[str, Any]:
+    def record(
+        self,
+        pipe: redis.client.Pipeline,
+        file_id: str,
+        blob: str,
+        size: int,
+        filename: str,
+        purpose: str,
+        owner: str | None,
+        now: float | None = None,
+    ) -> dict[str, Any]:
         """Queue the commands that make a file whose bytes are whole at ``blob`` exist; returns its record."""
         now = now or time.time()
         fields: dict[str, Any] = {
-            "id": file_id, "blob": blob, "bytes": size, "filename": filename, "purpose": purpose,
-            "created_at": int(now), "expires_at": int(now + self.ttl_s), "owner": owner or "",
+            "id": file_id,
+            "blob": blob,
+            "bytes": size,
+            "filename": filename,
+            "purpose": purpose,
+            "created_at": int(now),
+            "expires_at": int(now + self.ttl_s),
+            "owner": owner or "",
         }
         pipe.hset(keys.file(file_id), mapping=fields)
         pipe.zadd(keys.files(), {file_id: now})
@@ -96,7 +111,9 @@ class FileStore:
             pipe.zadd(keys.tenant_files(owner), {file_id: now})
         return _parse(fields)
 
-    def create(self, file_id: str, blob: str, size: int, filename: str, purpose: str, owner: str | None) -> dict[str, Any]:
+    def create(
+        self, file_id: str, blob: str, size: int, filename: str, purpose: str, owner: str | None
+    ) -> dict[str, Any]:
         pipe = self.redis.pipeline()
         found = self.record(pipe, file_id, blob, size, filename, purpose, owner)
         pipe.execute()
@@ -105,8 +122,9 @@ class FileStore:
     def get(self, file_id: str) -> dict[str, Any] | None:
         return _parse({k.decode(): v.decode() for k, v in self.redis.hgetall(keys.file(file_id)).items()})
 
-    def list(self, owner: str | None, after: str | None, limit: int, newest_first: bool = True,
-             purpose: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+    def list(
+        self, owner: str | None, after: str | None, limit: int, newest_first: bool = True, purpose: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
         """A page of the files of ``owner`` (of everyone with None), and whether more follow. With a
         ``purpose``, the page holds only such files, and may hold fewer than ``limit`` though more follow."""
         key = keys.files() if owner is None else keys.tenant_files(owner)

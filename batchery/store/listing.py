@@ -7,9 +7,12 @@ import redis
 from batchery.errors import NotFound
 
 
-def page(client: redis.Redis, key: str, after: str | None, limit: int, newest_first: bool = True) -> tuple[list[str], bool]:
+def page(
+    client: redis.Redis, key: str, after: str | None, limit: int, newest_first: bool = True
+) -> tuple[list[str], bool]:
     """Up to ``limit`` ids of ``key`` that come after the id ``after`` (from the start without one), and whether
-    more follow. A cursor that is not in the set (deleted, expired, never was) is a 404: a page after it is unknowable."""
+    more follow. A cursor that is not in the set (deleted, expired, never was) is a 404: a page after it is
+    unknowable."""
     start = 0
     if after is not None:
         rank = client.zrevrank(key, after) if newest_first else client.zrank(key, after)

@@ -117,8 +117,14 @@ def upload(client: openai.OpenAI, lines: list[bytes], name: str = "in.jsonl") ->
 
 
 def request_line(custom_id: str, model: str, texts: object, **body: object) -> bytes:
-    return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings",
-                         "body": {"model": model, "input": texts, **body}})
+    return orjson.dumps(
+        {
+            "custom_id": custom_id,
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": model, "input": texts, **body},
+        }
+    )
 
 
 @pytest.mark.usefixtures("minilm_worker")
@@ -131,7 +137,9 @@ def test_embeddings_equal_predict_in_float_and_base64_and_count_real_tokens(clie
     raw = np.array([np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in as_base64.data])
     assert vectors.shape == (3, 384) and [d.index for d in floats.data] == [0, 1, 2]
     assert np.array_equal(vectors, np.array(predicted, dtype=np.float32)), "the same texts give predict's vectors"
-    assert np.array_equal(raw, vectors) and np.array_equal(np.array([d.embedding for d in decoded_by_sdk.data], dtype=np.float32), vectors)
+    assert np.array_equal(raw, vectors) and np.array_equal(
+        np.array([d.embedding for d in decoded_by_sdk.data], dtype=np.float32), vectors
+    )
     tokens = sum(len(e.ids) for e in tokenizer().encode_batch(SENTENCES))
     assert floats.usage.prompt_tokens == floats.usage.total_tokens == tokens
     assert floats.model == "minilm@l6-v2" and floats.object == "list"
@@ -141,7 +149,9 @@ def test_embeddings_equal_predict_in_float_and_base64_and_count_real_tokens(clie
 def test_token_arrays_are_read_with_the_model_s_tokenizer(client):
     ids = [e.ids for e in tokenizer().encode_batch(SENTENCES[:2], add_special_tokens=False)]
     from_ids = client.embeddings.create(model="minilm", input=ids, encoding_format="float")
-    from_text = client.embeddings.create(model="minilm", input=[s.lower() for s in SENTENCES[:2]], encoding_format="float")
+    from_text = client.embeddings.create(
+        model="minilm", input=[s.lower() for s in SENTENCES[:2]], encoding_format="float"
+    )
     assert np.allclose([d.embedding for d in from_ids.data], [d.embedding for d in from_text.data], atol=1e-6)
     one = client.embeddings.create(model="minilm", input=ids[0], encoding_format="float")
     assert len(one.data) == 1 and np.allclose(one.data[0].embedding, from_ids.data[0].embedding, atol=1e-6)
@@ -191,20 +201,38 @@ def test_a_50000_input_batch_answers_every_custom_id_exactly_once(client, oai_ap
     for i in range(35_000):
         inputs = [f"line {i} text {k}" for k in range(1 if i % 7 else 4)]  # one line in seven holds four texts
         texts[f"req-{i}"] = inputs
-        lines.append(request_line(f"req-{i}", "echo-embed", inputs if len(inputs) > 1 else inputs[0],
-                                  encoding_format="base64" if i % 5 == 0 else "float"))
+        lines.append(
+            request_line(
+                f"req-{i}",
+                "echo-embed",
+                inputs if len(inputs) > 1 else inputs[0],
+                encoding_format="base64" if i % 5 == 0 else "float",
+            )
+        )
     assert sum(map(len, texts.values())) == 50_000
-    broken = {5: b"{not json", 6: request_line("req-bad-url", "echo-embed", "x").replace(b"/v1/embeddings", b"/v1/chat"),
-              20: request_line("req-5", "echo-embed", "duplicate custom_id")}
+    broken = {
+        5: b"{not json",
+        6: request_line("req-bad-url", "echo-embed", "x").replace(b"/v1/embeddings", b"/v1/chat"),
+        20: request_line("req-5", "echo-embed", "duplicate custom_id"),
+    }
     for at, line in sorted(broken.items()):
         lines.insert(at, line)
     started = time.monotonic()
-    batch = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h",
-                                  metadata={"run": "50k"})
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h", metadata={"run": "50k"}
+    )
     assert batch.status == "in_progress" and batch.request_counts.total == len(lines)
-    assert [(e.line, e.code) for e in batch.errors.data] == [(6, "invalid_json"), (7, "invalid_url"), (21, "duplicate_custom_id")]
+    assert [(e.line, e.code) for e in batch.errors.data] == [
+        (6, "invalid_json"),
+        (7, "invalid_url"),
+        (21, "duplicate_custom_id"),
+    ]
     job = http.get(f"{oai_api.url}/v1/jobs/{batch.model_extra['job_id']}").json()
-    assert job["tier"] == "bulk" and job["metadata"] == {"batch_id": batch.id} and job["total"] == sum(map(len, texts.values()))
+    assert (
+        job["tier"] == "bulk"
+        and job["metadata"] == {"batch_id": batch.id}
+        and job["total"] == sum(map(len, texts.values()))
+    )
     done = wait_for_batch(client, batch.id, timeout_s=600)
     elapsed = time.monotonic() - started
     assert done.status == "completed", done
@@ -216,8 +244,12 @@ def test_a_50000_input_batch_answers_every_custom_id_exactly_once(client, oai_ap
     for record in outputs:
         body = record["response"]["body"]
         assert record["response"]["status_code"] == 200 and record["error"] is None
-        got = [np.frombuffer(base64.b64decode(d["embedding"]), "<f4") if isinstance(d["embedding"], str)
-               else np.array(d["embedding"], dtype=np.float32) for d in body["data"]]
+        got = [
+            np.frombuffer(base64.b64decode(d["embedding"]), "<f4")
+            if isinstance(d["embedding"], str)
+            else np.array(d["embedding"], dtype=np.float32)
+            for d in body["data"]
+        ]
         want = [synthetic_vector(text, DIMS) for text in texts[record["custom_id"]]]
         assert len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want)), record["custom_id"]
         assert body["usage"]["prompt_tokens"] > 0
@@ -227,7 +259,9 @@ def test_a_50000_input_batch_answers_every_custom_id_exactly_once(client, oai_ap
 @pytest.mark.usefixtures("embed_worker")
 def test_cancelling_a_running_batch_keeps_its_partial_results(client, oai_api, http):
     lines = [request_line(f"c{i}", "echo-embed-slow", f"slow text {i}") for i in range(3000)]
-    batch = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
     job_url = f"{oai_api.url}/v1/jobs/{batch.model_extra['job_id']}"
     deadline = time.monotonic() + 60
     while http.get(job_url).json()["counts"]["succeeded"] < 100:
@@ -244,14 +278,18 @@ def test_cancelling_a_running_batch_keeps_its_partial_results(client, oai_api, h
     assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
     for record in outputs:
         text = f"slow text {record['custom_id'][1:]}"
-        assert np.array_equal(np.array(record["response"]["body"]["data"][0]["embedding"], dtype=np.float32),
-                              synthetic_vector(text, DIMS))
+        assert np.array_equal(
+            np.array(record["response"]["body"]["data"][0]["embedding"], dtype=np.float32), synthetic_vector(text, DIMS)
+        )
 
 
 @pytest.mark.usefixtures("embed_worker")
 def test_batches_list_newest_first_with_after_and_limit(client):
     file_id = upload(client, [request_line("only", "echo-embed", "one text")])
-    made = [client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h").id for _ in range(3)]
+    made = [
+        client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h").id
+        for _ in range(3)
+    ]
     first = client.batches.list(limit=2)
     assert [b.id for b in first.data] == made[::-1][:2] and first.has_more
     second = client.batches.list(limit=2, after=first.data[-1].id)
@@ -266,7 +304,10 @@ def test_a_batch_whose_lines_all_fail_fails_and_says_why(client):
     file_id = upload(client, [b"[1, 2]", request_line("x", "echo-embed", "t", dimensions=3)])
     batch = client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
     assert batch.status == "failed" and batch.failed_at
-    assert [(e.line, e.code, e.param) for e in batch.errors.data[:2]] == [(1, "invalid_request", None), (2, "bad_request", "body.dimensions")]
+    assert [(e.line, e.code, e.param) for e in batch.errors.data[:2]] == [
+        (1, "invalid_request", None),
+        (2, "bad_request", "body.dimensions"),
+    ]
     with pytest.raises(openai.BadRequestError):
         client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
 
@@ -276,7 +317,9 @@ def test_a_finalizer_that_died_commits_nothing_and_the_next_look_writes_the_file
     """The lease of a process that died half-way through the files (held here by no one) lapses; until then the
     batch is ``finalizing`` with no file, and a half-written blob it left is never a file."""
     lines = [request_line(f"f{i}", "echo-embed", f"crash text {i}") for i in range(50)]
-    batch = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
     redis_client.set(keys.batch_finalizing(batch.id), "a process that died", ex=2)
     half = Path(oai_settings.files_url) / "batches" / batch.id / "output.jsonl.partial-dead"
     half.parent.mkdir(parents=True, exist_ok=True)
@@ -295,7 +338,9 @@ def test_a_finalizer_that_died_commits_nothing_and_the_next_look_writes_the_file
 @pytest.mark.usefixtures("embed_worker")
 def test_a_batch_past_its_completion_window_expires_with_what_it_finished(client, oai_api, http, store, redis_client):
     lines = [request_line(f"e{i}", "echo-embed-slow", f"late text {i}") for i in range(2000)]
-    batch = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
     job_id = batch.model_extra["job_id"]
     assert batch.expires_at - batch.created_at == 24 * 3600
     deadline = time.monotonic() + 60
@@ -326,16 +371,25 @@ def test_api_keys_are_bearer_tokens_and_files_and_batches_are_their_owner_s(keye
     alice = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="alice-openai-key", max_retries=0)
     bob = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="bob-openai-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as caught:
-        openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="no-such-key", max_retries=0).embeddings.create(model="echo-embed", input="x")
+        openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="no-such-key", max_retries=0).embeddings.create(
+            model="echo-embed", input="x"
+        )
     assert caught.value.body["code"] == "unauthorized" and caught.value.body["type"] == "authentication_error"
     assert len(alice.embeddings.create(model="echo-embed", input=["a", "b"]).data) == 2
     file_id = upload(alice, [request_line("mine", "echo-embed", "alice's text")])
     batch = alice.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
-    job = http.get(f"{keyed.url}/v1/jobs/{batch.model_extra['job_id']}", headers={"Authorization": "Bearer alice-openai-key"}).json()
+    job = http.get(
+        f"{keyed.url}/v1/jobs/{batch.model_extra['job_id']}", headers={"Authorization": "Bearer alice-openai-key"}
+    ).json()
     assert job["owner"] == "alice" and job["tier"] == "bulk"
-    for attempt in (lambda: bob.files.retrieve(file_id), lambda: bob.files.content(file_id), lambda: bob.files.delete(file_id),
-                    lambda: bob.batches.retrieve(batch.id), lambda: bob.batches.cancel(batch.id),
-                    lambda: bob.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")):
+    for attempt in (
+        lambda: bob.files.retrieve(file_id),
+        lambda: bob.files.content(file_id),
+        lambda: bob.files.delete(file_id),
+        lambda: bob.batches.retrieve(batch.id),
+        lambda: bob.batches.cancel(batch.id),
+        lambda: bob.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h"),
+    ):
         with pytest.raises(openai.NotFoundError):
             attempt()
     assert file_id not in [f.id for f in bob.files.list()] and batch.id not in [b.id for b in bob.batches.list()]

@@ -33,5 +33,9 @@ def test_a_lapsed_lease_cannot_be_renewed_or_committed(redis_client):
     redis_client.delete(keys.batch_finalizing(batch_id))  # it lapsed
     assert store.take_lease(batch_id, "next")
     assert not store.renew_lease(batch_id, "slow") and not store.commit(batch_id, "slow", {"status": "completed"})
-    assert store.update(batch_id, {"finalizing_at": 1}, ("finalizing_at",)) and store.get(batch_id)["finalizing_at"] == 1
-    assert store.update(batch_id, {"finalizing_at": 2}, ("finalizing_at",)) and store.get(batch_id)["finalizing_at"] == 1
+    assert (
+        store.update(batch_id, {"finalizing_at": 1}, ("finalizing_at",)) and store.get(batch_id)["finalizing_at"] == 1
+    )
+    assert (
+        store.update(batch_id, {"finalizing_at": 2}, ("finalizing_at",)) and store.get(batch_id)["finalizing_at"] == 1
+    )

@@ -49,11 +49,20 @@ def create_batch() -> Response:
     tier = tenancy.default_tier(tiers.BULK)
     tenancy.check_tier(tier)
     batch_id, now = new_batch_id(), int(time.time())
-    svc.batches.create(batch_id, {
-        "status": "validating", "endpoint": endpoint, "input_file_id": source["id"], "completion_window": window,
-        "created_at": now, "expires_at": now + WINDOWS[window], "job_id": new_job_id(), "owner": tenancy.owner(),
-        "metadata": metadata,
-    })
+    svc.batches.create(
+        batch_id,
+        {
+            "status": "validating",
+            "endpoint": endpoint,
+            "input_file_id": source["id"],
+            "completion_window": window,
+            "created_at": now,
+            "expires_at": now + WINDOWS[window],
+            "job_id": new_job_id(),
+            "owner": tenancy.owner(),
+            "metadata": metadata,
+        },
+    )
     with svc.files.blobs.writing(blob_names(batch_id)["plan"]) as out, svc.files.blobs.open(source["blob"]) as lines:
         plan = plan_batch(lines, out, endpoint, svc.registry, svc.settings)
     batch = svc.batches.get(batch_id)
@@ -64,8 +73,13 @@ def create_batch() -> Response:
 def _submit(svc: Services, batch: dict[str, Any], plan: Plan, tier: str, window_s: int) -> None:
     """Queue the plan's inputs as the batch's job; a batch with none to queue, or whose job is refused (a quota,
     a full backlog, no worker), fails, and a refusal is also the request's answer."""
-    found = {"errors": plan.errors, "error_lines": plan.error_lines, "requests": plan.requests, "items": len(plan.inputs),
-             "model": plan.spec.ref if plan.spec else None}
+    found = {
+        "errors": plan.errors,
+        "error_lines": plan.error_lines,
+        "requests": plan.requests,
+        "items": len(plan.inputs),
+        "model": plan.spec.ref if plan.spec else None,
+    }
     svc.batches.update(batch["id"], found)
     if not plan.inputs:
         _failed(svc, batch, plan, "no_requests", "no line of the input file is a request that can be run")
@@ -75,7 +89,12 @@ def _submit(svc: Services, batch: dict[str, Any], plan: Plan, tier: str, window_
         svc.require_worker(plan.spec)
         with tenancy.admitted(svc, job_id, len(plan.inputs)):
             svc.enqueuer.submit(
-                plan.spec, plan.inputs, job_id=job_id, metadata={"batch_id": batch["id"]}, timeout_s=window_s, tier=tier,
+                plan.spec,
+                plan.inputs,
+                job_id=job_id,
+                metadata={"batch_id": batch["id"]},
+                timeout_s=window_s,
+                tier=tier,
                 owner=tenancy.owner(),
             )
     except Exception as exc:
@@ -96,7 +115,9 @@ def _read(body: dict[str, Any]) -> tuple[str, str, dict[str, str] | None]:
         raise BadRequest(f"'endpoint' must be one of {', '.join(ENDPOINTS)}, not {endpoint!r}", param="endpoint")
     window = body.get("completion_window")
     if not isinstance(window, str) or window not in WINDOWS:
-        raise BadRequest(f"'completion_window' must be one of {', '.join(WINDOWS)}, not {window!r}", param="completion_window")
+        raise BadRequest(
+            f"'completion_window' must be one of {', '.join(WINDOWS)}, not {window!r}", param="completion_window"
+        )
     return endpoint, window, _metadata(body.get("metadata"))
 
 
@@ -104,13 +125,19 @@ def _metadata(value: Any) -> dict[str, str] | None:
     """As OpenAI takes it: at most 16 pairs of strings, keys of 64 characters at most and values of 512."""
     if value is None:
         return None
-    fits = isinstance(value, dict) and len(value) <= METADATA_KEYS and all(
-        len(k) <= METADATA_KEY_CHARS and isinstance(v, str) and len(v) <= METADATA_VALUE_CHARS for k, v in value.items()
+    fits = (
+        isinstance(value, dict)
+        and len(value) <= METADATA_KEYS
+        and all(
+            len(k) <= METADATA_KEY_CHARS and isinstance(v, str) and len(v) <= METADATA_VALUE_CHARS
+            for k, v in value.items()
+        )
     )
     if not fits:
         raise BadRequest(
             f"'metadata' must be an object of at most {METADATA_KEYS} string values, keys of at most "
-            f"{METADATA_KEY_CHARS} characters and values of at most {METADATA_VALUE_CHARS}", param="metadata",
+            f"{METADATA_KEY_CHARS} characters and values of at most {METADATA_VALUE_CHARS}",
+            param="metadata",
         )
     return value
 
@@ -151,20 +178,37 @@ def _visible(svc: Services, batch_id: str) -> dict[str, Any]:
     return batch
 
 
-TIMES = ("created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
-         "cancelling_at", "cancelled_at")
+TIMES = (
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
 
 
 def _object(batch: dict[str, Any], job: dict[str, Any] | None) -> dict[str, Any]:
     """The batch as OpenAI's clients read it, plus ``job_id``: the batchery job that runs it."""
     errors = batch.get("errors") or []
     return {
-        "id": batch["id"], "object": "batch", "endpoint": batch["endpoint"], "model": batch.get("model"),
+        "id": batch["id"],
+        "object": "batch",
+        "endpoint": batch["endpoint"],
+        "model": batch.get("model"),
         "errors": {"object": "list", "data": errors} if errors else None,
-        "input_file_id": batch["input_file_id"], "completion_window": batch["completion_window"],
-        "status": batch["status"], "output_file_id": batch.get("output_file_id"),
-        "error_file_id": batch.get("error_file_id"), **{name: batch.get(name) for name in TIMES},
-        "request_counts": _counts(batch, job), "metadata": batch.get("metadata"), "job_id": batch["job_id"],
+        "input_file_id": batch["input_file_id"],
+        "completion_window": batch["completion_window"],
+        "status": batch["status"],
+        "output_file_id": batch.get("output_file_id"),
+        "error_file_id": batch.get("error_file_id"),
+        **{name: batch.get(name) for name in TIMES},
+        "request_counts": _counts(batch, job),
+        "metadata": batch.get("metadata"),
+        "job_id": batch["job_id"],
     }
 
 

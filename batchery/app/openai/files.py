@@ -29,9 +29,15 @@ LIST_LIMIT = 10_000
 
 def file_object(record: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": record["id"], "object": "file", "bytes": record["bytes"], "created_at": record["created_at"],
-        "filename": record["filename"], "purpose": record["purpose"], "status": "processed",
-        "expires_at": record["expires_at"], "status_details": None,
+        "id": record["id"],
+        "object": "file",
+        "bytes": record["bytes"],
+        "created_at": record["created_at"],
+        "filename": record["filename"],
+        "purpose": record["purpose"],
+        "status": "processed",
+        "expires_at": record["expires_at"],
+        "status_details": None,
     }
 
 
@@ -67,8 +73,11 @@ def list_files() -> Response:
 def listing(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
     """A page as OpenAI's cursor lists carry it: the SDK asks for the next one ``after`` the last id."""
     return {
-        "object": "list", "data": data, "has_more": more,
-        "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
+        "object": "list",
+        "data": data,
+        "has_more": more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
     }
 
 
@@ -91,8 +100,11 @@ def file_content(file_id: str) -> Response:
         yield first
         yield from blocks
 
-    return Response(stream_with_context(body()), mimetype="application/octet-stream",
-                    headers={"Content-Length": str(record["bytes"])})
+    return Response(
+        stream_with_context(body()),
+        mimetype="application/octet-stream",
+        headers={"Content-Length": str(record["bytes"])},
+    )
 
 
 @bp.delete("/<file_id>")

@@ -43,7 +43,9 @@ def refresh(svc: Services, batch: dict[str, Any]) -> tuple[dict[str, Any], dict[
         if job is not None:
             svc.batches.update(batch["id"], {"status": "in_progress", "in_progress_at": int(now)}, ("in_progress_at",))
         elif now - batch["created_at"] > VALIDATING_STALE_S:
-            _fail(svc, batch, "validation_interrupted", "the process that read the input file stopped before it was done")
+            _fail(
+                svc, batch, "validation_interrupted", "the process that read the input file stopped before it was done"
+            )
         return _reread(svc, batch), job
     if job is None:
         _fail(svc, batch, "job_expired", "the batch's job is gone (it outlived the job TTL)")
@@ -91,7 +93,9 @@ def _start_files(svc: Services, batch: dict[str, Any], job: dict[str, Any], now:
     svc.batches.update(batch["id"], fields, ("finalizing_at", "cancelling_at"))
     token = uuid.uuid4().hex
     if svc.batches.take_lease(batch["id"], token):
-        threading.Thread(target=_write_files, args=(svc, batch["id"], token), name=f"finalize-{batch['id']}", daemon=True).start()
+        threading.Thread(
+            target=_write_files, args=(svc, batch["id"], token), name=f"finalize-{batch['id']}", daemon=True
+        ).start()
 
 
 def _write_files(svc: Services, batch_id: str, token: str) -> None:

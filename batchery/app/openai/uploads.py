@@ -72,7 +72,9 @@ class _Parts:
                 self.buffer.clear()
                 if event.name == self.file_field:  # a file part, or a plain field some clients send instead
                     if self.upload.filename is not None:
-                        raise BadRequest(f"the upload has more than one '{self.file_field}' part", param=self.file_field)
+                        raise BadRequest(
+                            f"the upload has more than one '{self.file_field}' part", param=self.file_field
+                        )
                     self.upload.filename = getattr(event, "filename", None) or "upload"
             elif isinstance(event, Data):
                 self._data(event)
