@@ -13,6 +13,7 @@ import dataclasses
 import io
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Iterator
 
@@ -397,3 +398,35 @@ def test_api_keys_are_bearer_tokens_and_files_and_batches_are_their_owner_s(keye
     assert done.status == "completed" and alice.files.retrieve(done.output_file_id).purpose == "batch_output"
     with pytest.raises(openai.NotFoundError):
         bob.files.content(done.output_file_id)
+
+
+def test_an_upload_is_streamed_to_the_store_never_held_whole(oai_api, oai_settings, http):
+    """32 MiB, sixteen times the API's body limit for JSON, sent chunked a block at a time: the process (the API
+    runs in this one) never holds more than a few blocks of it at once. Past BATCHERY_MAX_FILE_BYTES, a 413."""
+    boundary = "batchery-test-boundary"
+    block = (b'{"custom_id": "x", "method": "POST", "url": "/v1/embeddings", "body": {}}\n' * 900)[: 64 * 1024]
+    blocks = 512
+
+    def body(count: int) -> Iterator[bytes]:
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'.encode()
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'.encode()
+        for _ in range(count):
+            yield block
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    tracemalloc.start()
+    try:
+        answer = http.post(f"{oai_api.url}/v1/files", data=body(blocks), headers=headers)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["bytes"] == blocks * len(block) > 16 * oai_settings.max_request_bytes
+    assert peak < 4 * 1024 * 1024, f"{peak / 2**20:.1f} MiB held at once for a {blocks * len(block) / 2**20:.0f} MiB upload"
+    print(f"\n{blocks * len(block) / 2**20:.0f} MiB upload: {peak / 2**20:.2f} MiB traced at most")
+    stored = http.get(f"{oai_api.url}/v1/files/{answer.json()['id']}/content")
+    assert len(stored.content) == blocks * len(block) and stored.content[: len(block)] == block
+    with ApiServer(dataclasses.replace(oai_settings, max_file_bytes=16 * len(block))) as small:
+        refused = http.post(f"{small.url}/v1/files", data=body(17), headers=headers)
+    assert refused.status_code == 413 and refused.json()["error"]["param"] == "file"
