@@ -12,8 +12,10 @@ import base64
 import dataclasses
 import io
 import textwrap
+import os
+import subprocess
+import sys
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Iterator
 
@@ -315,13 +317,14 @@ def test_a_batch_whose_lines_all_fail_fails_and_says_why(client):
 
 @pytest.mark.usefixtures("embed_worker")
 def test_a_finalizer_that_died_commits_nothing_and_the_next_look_writes_the_files(client, oai_settings, redis_client):
-    """The lease of a process that died half-way through the files (held here by no one) lapses; until then the
-    batch is ``finalizing`` with no file, and a half-written blob it left is never a file."""
-    lines = [request_line(f"f{i}", "echo-embed", f"crash text {i}") for i in range(50)]
+    """While the lease of a process that died half-way through the files is held (here by no one), the batch is
+    ``finalizing`` with no file, and a half-written blob it left is never a file; once the lease lapses, the next
+    look writes the files."""
+    lines = [request_line(f"f{i}", "echo-embed-slow", f"crash text {i}") for i in range(50)]
     batch = client.batches.create(
         input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h"
     )
-    redis_client.set(keys.batch_finalizing(batch.id), "a process that died", ex=2)
+    redis_client.set(keys.batch_finalizing(batch.id), "a process that died")
     half = Path(oai_settings.files_url) / "batches" / batch.id / "output.jsonl.partial-dead"
     half.parent.mkdir(parents=True, exist_ok=True)
     half.write_bytes(b'{"custom_id": "f0", "response": ')
@@ -329,7 +332,10 @@ def test_a_finalizer_that_died_commits_nothing_and_the_next_look_writes_the_file
     while (seen := client.batches.retrieve(batch.id)).status != "finalizing":
         assert seen.status == "in_progress" and time.monotonic() < deadline, seen
         time.sleep(0.1)
-    assert seen.output_file_id is None and seen.completed_at is None
+    time.sleep(0.5)
+    seen = client.batches.retrieve(batch.id)
+    assert seen.status == "finalizing" and seen.output_file_id is None and seen.completed_at is None
+    redis_client.delete(keys.batch_finalizing(batch.id))  # the dead process's lease lapses
     done = wait_for_batch(client, batch.id, timeout_s=30)
     assert done.status == "completed" and done.request_counts.completed == 50
     assert sorted(o["custom_id"] for o in lines_of(client, done.output_file_id)) == sorted(f"f{i}" for i in range(50))
@@ -400,33 +406,51 @@ def test_api_keys_are_bearer_tokens_and_files_and_batches_are_their_owner_s(keye
         bob.files.content(done.output_file_id)
 
 
-def test_an_upload_is_streamed_to_the_store_never_held_whole(oai_api, oai_settings, http):
-    """32 MiB, sixteen times the API's body limit for JSON, sent chunked a block at a time: the process (the API
-    runs in this one) never holds more than a few blocks of it at once. Past BATCHERY_MAX_FILE_BYTES, a 413."""
-    boundary = "batchery-test-boundary"
-    block = (b'{"custom_id": "x", "method": "POST", "url": "/v1/embeddings", "body": {}}\n' * 900)[: 64 * 1024]
-    blocks = 512
+UPLOAD_PROBE = textwrap.dedent(
+    """
+    import json, sys, tracemalloc
+    import requests
+    from batchery.settings import Settings
+    from tests.conftest import ApiServer
 
-    def body(count: int) -> Iterator[bytes]:
-        yield f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'.encode()
-        yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'.encode()
-        for _ in range(count):
+    boundary, block, blocks = "batchery-test-boundary", bytes(range(256)) * 256, int(sys.argv[1])
+
+    def body():
+        yield f'--{boundary}\\r\\nContent-Disposition: form-data; name="purpose"\\r\\n\\r\\nbatch\\r\\n'.encode()
+        yield f'--{boundary}\\r\\nContent-Disposition: form-data; name="file"; filename="big"\\r\\n\\r\\n'.encode()
+        for _ in range(blocks):
             yield block
-        yield f"\r\n--{boundary}--\r\n".encode()
+        yield f"\\r\\n--{boundary}--\\r\\n".encode()
 
-    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    tracemalloc.start()
-    try:
-        answer = http.post(f"{oai_api.url}/v1/files", data=body(blocks), headers=headers)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
+    with ApiServer(Settings.from_env()) as api:
+        tracemalloc.start()
+        answer = requests.post(f"{api.url}/v1/files", data=body(), headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["bytes"] == blocks * len(block) > 16 * oai_settings.max_request_bytes
-    assert peak < 4 * 1024 * 1024, f"{peak / 2**20:.1f} MiB held at once for a {blocks * len(block) / 2**20:.0f} MiB upload"
-    print(f"\n{blocks * len(block) / 2**20:.0f} MiB upload: {peak / 2**20:.2f} MiB traced at most")
-    stored = http.get(f"{oai_api.url}/v1/files/{answer.json()['id']}/content")
-    assert len(stored.content) == blocks * len(block) and stored.content[: len(block)] == block
-    with ApiServer(dataclasses.replace(oai_settings, max_file_bytes=16 * len(block))) as small:
-        refused = http.post(f"{small.url}/v1/files", data=body(17), headers=headers)
-    assert refused.status_code == 413 and refused.json()["error"]["param"] == "file"
+        print(json.dumps({"status": answer.status_code, "answer": answer.json(), "peak": peak, "bytes": blocks * len(block)}))
+    """
+)
+
+
+def upload_in_a_process_of_its_own(settings: Settings, blocks: int) -> dict:
+    """64 KiB blocks sent chunked to an API in a fresh process, whose allocations meanwhile are traced: nothing
+    else runs there, so its peak is the upload's."""
+    env = {**os.environ, **settings.as_env()}
+    done = subprocess.run([sys.executable, "-c", UPLOAD_PROBE, str(blocks)], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return orjson.loads(done.stdout.splitlines()[-1])
+
+
+def test_an_upload_is_streamed_to_the_store_never_held_whole(oai_settings, http):
+    """32 MiB, sixteen times the API's body limit for JSON, sent chunked: the process never holds more than a few
+    blocks of it at once, and the store has it whole. Past BATCHERY_MAX_FILE_BYTES, a 413 naming ``file``."""
+    found = upload_in_a_process_of_its_own(oai_settings, 512)
+    assert found["status"] == 200 and found["answer"]["bytes"] == found["bytes"] == 32 * 2**20
+    assert found["peak"] < 4 * 2**20, f"{found['peak'] / 2**20:.1f} MiB held at once for a 32 MiB upload"
+    print(f"\n32 MiB upload: {found['peak'] / 2**20:.2f} MiB traced at most")
+    with ApiServer(oai_settings) as api:
+        stored = http.get(f"{api.url}/v1/files/{found['answer']['id']}/content").content
+    assert len(stored) == 32 * 2**20 and stored[:65536] == bytes(range(256)) * 256
+    refused = upload_in_a_process_of_its_own(dataclasses.replace(oai_settings, max_file_bytes=16 * 65536), 17)
+    assert refused["status"] == 413 and refused["answer"]["error"]["param"] == "file"
