@@ -428,7 +428,8 @@ UPLOAD_PROBE = textwrap.dedent(
             "Content-Type": f"multipart/form-data; boundary={boundary}"})
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        print(json.dumps({"status": answer.status_code, "answer": answer.json(), "peak": peak, "bytes": blocks * len(block)}))
+        found = {"status": answer.status_code, "answer": answer.json(), "peak": peak, "bytes": blocks * len(block)}
+        print(json.dumps(found))
     """
 )
 
