@@ -13,10 +13,15 @@ class BatcheryError(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+    #: The request field at fault, where one is (OpenAI-shaped answers carry it as ``param``).
+    param: str | None = None
+
+    def __init__(self, message: str = "", *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message or self.__doc__ or self.code)
         if code is not None:
             self.code = code
+        if param is not None:
+            self.param = param
 
     @property
     def message(self) -> str:
@@ -95,6 +100,18 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class FileNotFound(NotFound):
+    """No file with this id (it never existed, was deleted, or expired)."""
+
+    code = "file_not_found"
+
+
+class BatchNotFound(NotFound):
+    """No batch with this id (it never existed, or it expired)."""
+
+    code = "batch_not_found"
+
+
 class PayloadTooLarge(BatcheryError):
     """The request exceeds a size limit (bytes, items or characters)."""
 
@@ -115,8 +132,8 @@ class TooManyRequests(BatcheryError):
     status = 429
     code = "backlog_full"
 
-    def __init__(self, message: str = "", *, retry_after_s: int = 1) -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "", *, retry_after_s: int = 1, param: str | None = None) -> None:
+        super().__init__(message, param=param)
         self.retry_after_s = retry_after_s
 
     @property
@@ -195,3 +212,14 @@ class ConfigError(BatcheryError):
 
     status = 500
     code = "config_error"
+
+
+def status_of(code: str) -> int:
+    """The HTTP status of an error known only by its code (an item's stored error, say); 500 for a code no
+    class here carries."""
+    found = [BatcheryError]
+    for cls in found:
+        if cls.code == code:
+            return cls.status
+        found.extend(cls.__subclasses__())
+    return 500

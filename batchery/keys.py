@@ -37,6 +37,16 @@
     batchery:janitor:<task>           string  which worker sweeps now             the sweep's lease
     batchery:activity:<model>:<second>
                                       hash    items stored, batches, batch fill   ACTIVITY_TTL_S
+    batchery:file:<id>                hash    a file's record (its bytes: a blob) until swept, settings.file_ttl_s after creation
+    batchery:files                    zset    file id -> created_at               member removed with its record
+    batchery:files:expiry             zset    file id -> expires_at               member removed with its record
+    batchery:tenant:<name>:files      zset    an API key's file ids -> created_at member removed with its record
+    batchery:files:sweep              string  one API process sweeps expired files FILE_SWEEP_EVERY_S
+    batchery:batch:<id>               hash    an OpenAI-style batch: its job, files, settings.job_ttl_s
+                                              request counts and line errors
+    batchery:batches                  zset    batch id -> created_at              member pruned once its record is gone
+    batchery:tenant:<name>:batches    zset    an API key's batch ids -> created_at member pruned once its record is gone
+    batchery:batch:<id>:finalizing    string  who writes the batch's files now    FINALIZE_LEASE_S, renewed while writing
 
 Bounds: a job's outputs and cache claims are split into shards of SHARD_ITEMS items, so no key grows with the
 size of a job; a chunk holds at most ``settings.chunk_size`` items; the cache index is split in 16.
@@ -72,6 +82,10 @@ QUOTA_SWEEP_EVERY_MS = 1000
 BACKLOG_QUIET_S = 60
 #: Activity buckets are read over the last minute at most; a bucket outlives that, then Redis drops it.
 ACTIVITY_TTL_S = 120
+#: Expired files are looked for at most this often (by whichever API process takes the sweep's lease).
+FILE_SWEEP_EVERY_S = 60
+#: A process writing a batch's output files holds this lease, renewed as it writes; one that dies lets it lapse.
+FINALIZE_LEASE_S = 30
 
 
 def shard(index: int) -> int:
@@ -261,3 +275,39 @@ def janitor(task: str) -> str:
 def activity(model: str, second: int) -> str:
     """One model's counters for one wall-clock second (Unix time), summed over every worker."""
     return f"{PREFIX}:activity:{model}:{second}"
+
+
+def file(file_id: str) -> str:
+    return f"{PREFIX}:file:{file_id}"
+
+
+def files() -> str:
+    return f"{PREFIX}:files"
+
+
+def files_expiry() -> str:
+    return f"{PREFIX}:files:expiry"
+
+
+def files_sweep() -> str:
+    return f"{PREFIX}:files:sweep"
+
+
+def tenant_files(name: str) -> str:
+    return f"{tenant(name)}:files"
+
+
+def batch(batch_id: str) -> str:
+    return f"{PREFIX}:batch:{batch_id}"
+
+
+def batches() -> str:
+    return f"{PREFIX}:batches"
+
+
+def tenant_batches(name: str) -> str:
+    return f"{tenant(name)}:batches"
+
+
+def batch_finalizing(batch_id: str) -> str:
+    return f"{batch(batch_id)}:finalizing"

@@ -47,6 +47,9 @@ class Settings:
     results_page_limit: int = defaults.RESULTS_PAGE_LIMIT
     results_page_max: int = defaults.RESULTS_PAGE_MAX
     job_ttl_s: int = defaults.JOB_TTL_S
+    files_url: str = defaults.FILES_URL
+    max_file_bytes: int = defaults.MAX_FILE_BYTES
+    file_ttl_s: int = defaults.FILE_TTL_S
     predict_timeout_s: float = defaults.PREDICT_TIMEOUT_S
     worker_concurrency: int = defaults.WORKER_CONCURRENCY
     worker_device: str = defaults.WORKER_DEVICE
@@ -125,6 +128,11 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
+
+    @property
+    def effective_files_url(self) -> str:
+        """Where files' bytes live: ``files_url``, else the folder ``files`` under the data dir."""
+        return self.files_url or str(self.data_path / "files")
 
     def job_store(self) -> "JobStore":
         """The job store on this configuration's Redis, with its TTLs and cache bounds."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from batchery.app import auth, dead_letters, discovery, health, jobs, models, overview, page, workers
+from batchery.app.openai import batches, embeddings, files
 from batchery.app.access import register_request_log
 from batchery.app.errors import register_error_handlers
 from batchery.app.services import Services
@@ -12,6 +13,8 @@ from batchery.app.views import check_host
 from batchery.models.registry import load_registry
 from batchery.monitoring.metrics import record_job_finished
 from batchery.settings import Settings, get_settings
+from batchery.store.batches import BatchStore
+from batchery.store.files import Blobs, FileStore
 from batchery.store.idempotency import IdempotencyKeys
 from batchery.store.quotas import Quotas
 from batchery.tasks.celery_app import create_celery
@@ -30,8 +33,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["batchery"] = Services(
         settings=settings, registry=registry, store=store, celery=celery, enqueuer=enqueuer,
         idempotency=IdempotencyKeys(store.redis, settings.job_ttl_s), quotas=Quotas(store.redis, settings.job_ttl_s),
+        files=FileStore(store.redis, Blobs(settings.effective_files_url), settings.file_ttl_s),
+        batches=BatchStore(store.redis, settings.job_ttl_s),
     )
-    for blueprint in (jobs.bp, models.bp, workers.bp, dead_letters.bp, overview.bp, health.bp, discovery.bp, page.bp):
+    blueprints = (jobs.bp, models.bp, workers.bp, dead_letters.bp, overview.bp, health.bp, discovery.bp, page.bp)
+    for blueprint in (*blueprints, embeddings.bp, files.bp, batches.bp):
         app.register_blueprint(blueprint)
     register_request_log(app)
     if not settings.public_url:

@@ -8,16 +8,12 @@ from flask import Blueprint, Response, request
 
 from batchery import tiers
 from batchery.app import tenancy
+from batchery.app.inline import run_now
 from batchery.app.jobs import json_response
 from batchery.app.requests import read_predict_request
 from batchery.app.services import Services, services
 from batchery.app.workers import by_device
-from batchery.errors import Timeout
 from batchery.models.registry import ModelSpec
-from batchery.monitoring.logs import bind
-from batchery.monitoring.metrics import record_submission
-from batchery.store.codec import decode
-from batchery.tasks.enqueue import new_job_id
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -45,22 +41,9 @@ def predict(name: str) -> Response:
     spec = svc.registry.get(name)
     inputs, tier = read_predict_request(request, spec, svc.settings, tenancy.default_tier(tiers.INTERACTIVE))
     tenancy.check_tier(tier)
-    svc.require_worker(spec)
-    job_id = new_job_id()
-    with tenancy.admitted(svc, job_id, len(inputs)):
-        svc.enqueuer.submit(spec, inputs, job_id=job_id, ttl_s=_predict_ttl(svc), tier=tier, owner=tenancy.owner())
-    bind(job_id)
-    record_submission(spec.name, len(inputs))
-    try:
-        if not svc.store.wait_done(job_id, svc.settings.predict_timeout_s):
-            svc.enqueuer.cancel(job_id)
-            raise Timeout(f"no answer within {svc.settings.predict_timeout_s:g}s; the request was cancelled")
-    finally:
-        tenancy.count_out(svc, job_id, tenancy.owner())
     outputs: list[Any] = [None] * len(inputs)
     errors = []
-    for index, raw in svc.store.outputs(job_id, 0, len(inputs)):
-        kind, value = decode(raw)
+    for index, (kind, value) in enumerate(run_now(svc, spec, inputs, tier)):
         if kind == "output":
             outputs[index] = value
         else:
@@ -82,6 +65,3 @@ def model_document(svc: Services, spec: ModelSpec) -> dict[str, Any]:
         "unavailable": svc.unavailable(spec),
     }
 
-
-def _predict_ttl(svc: Services) -> int:
-    return max(int(svc.settings.predict_timeout_s) * 4, 60)

@@ -16,6 +16,7 @@ from typing import Any
 from batchery import __version__, keys
 from batchery.app.auth import OPEN_RULES
 from batchery.app import job_list
+from batchery.app.errors import OPENAI_PATHS
 from batchery.app.jobs import JOB_ID, MAX_OFFSET
 from batchery.models.registry import Registry
 from batchery.settings import Settings
@@ -501,8 +502,9 @@ def errors(*statuses: int) -> dict[str, Any]:
 TIERED = (("/v1/jobs", "post"), ("/v1/models/{name}/predict", "post"))
 
 
-def secure(paths: dict[str, Any]) -> None:
-    """Every operation but the open ones needs a key (and may answer 401); submissions may answer 403."""
+def secure(paths: dict[str, Any], openai_401: dict[str, Any]) -> None:
+    """Every operation but the open ones needs a key (and may answer 401, in OpenAI's shape on OpenAI's routes);
+    submissions may answer 403."""
     for path, item in paths.items():
         for method, operation in item.items():
             if method == "parameters":
@@ -510,7 +512,7 @@ def secure(paths: dict[str, Any]) -> None:
             if re.sub(r"\{(\w+)\}", r"<path:\1>", path) in OPEN_RULES or path in OPEN_RULES:
                 operation["security"] = []
             else:
-                operation["responses"]["401"] = error_response(401)
+                operation["responses"]["401"] = openai_401 if path.startswith(OPENAI_PATHS) else error_response(401)
     for path, method in TIERED:
         paths[path][method]["responses"]["403"] = error_response(403)
 
@@ -539,8 +541,11 @@ def description(settings: Settings) -> str:
 
 def describe(settings: Settings, registry: Registry) -> dict[str, Any]:
     """The description of an API running with ``settings`` and serving the models of ``registry``."""
-    paths = {**job_operations(settings, registry), **model_operations(registry), **operations_around(settings)}
-    components: dict[str, Any] = {"schemas": schemas(settings, registry)}
+    from batchery.app.openai import openapi as openai_spec  # built on this module's helpers, so imported here
+
+    paths = {**job_operations(settings, registry), **model_operations(registry), **operations_around(settings),
+             **openai_spec.operations(settings)}
+    components: dict[str, Any] = {"schemas": {**schemas(settings, registry), **openai_spec.schemas(settings, registry)}}
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "batchery", "version": __version__,
@@ -549,7 +554,7 @@ def describe(settings: Settings, registry: Registry) -> dict[str, Any]:
         "components": components,
     }
     if settings.api_keys_configured:
-        secure(paths)
+        secure(paths, openai_spec.openai_error(401))
         components["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

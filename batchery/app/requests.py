@@ -53,7 +53,7 @@ def read_job_request(
         if "webhook" in request.args:
             body["webhook"] = {"url": request.args["webhook"]}
     else:
-        body = _json_object(request)
+        body = json_object(request)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' must be a model name, e.g. \"minilm\" or \"minilm@l6-v2\"")
@@ -137,7 +137,7 @@ def read_predict_request(
     request: Request, spec: ModelSpec, settings: Settings, default_tier: str = tiers.INTERACTIVE
 ) -> tuple[list[Any], str]:
     """``POST /v1/models/<name>/predict``: ``{"inputs": [...], "tier": "interactive"?}``; the inputs and tier."""
-    body = _json_object(request)
+    body = json_object(request)
     return read_inputs(body, spec, settings), tiers.parse(body.get("tier"), default_tier)
 
 
@@ -151,7 +151,7 @@ def read_inputs(body: dict[str, Any], spec: ModelSpec, settings: Settings) -> li
     return inputs
 
 
-def _json_object(request: Request) -> dict[str, Any]:
+def json_object(request: Request) -> dict[str, Any]:
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(f"send 'content-type: application/json' (or {NDJSON} for jobs), not {request.mimetype!r}")
     try:

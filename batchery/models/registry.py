@@ -71,6 +71,8 @@ class ModelSpec:
     #: Group texts of like length into a batch, so that short ones are not padded to a long one.
     bucket_by_length: bool = True
     devices: tuple[str, ...] = ()
+    #: Other names clients may call it by (``all-MiniLM-L6-v2``, or the name of a hosted model it stands in for).
+    aliases: tuple[str, ...] = ()
     description: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     on: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -91,6 +93,12 @@ class ModelSpec:
     @property
     def synthetic(self) -> bool:
         return self.runtime == "echo"
+
+    @property
+    def dimensions(self) -> int | None:
+        """The length of its output vectors, for an embedding model that declares it (``options.dimensions``)."""
+        value = self.options.get("dimensions")
+        return int(value) if value else None
 
     def placed_on(self, device: str) -> bool:
         """Whether this model runs on ``device`` (``cpu`` or ``cuda:N``, N as nvidia-smi numbers GPUs)."""
@@ -129,6 +137,8 @@ class ModelSpec:
             "max_batch_tokens": self.max_batch_tokens,
             "bucket_by_length": self.bucket_by_length,
             "devices": list(self.devices) or ["all"],
+            "aliases": list(self.aliases),
+            "dimensions": self.dimensions,
             "runtimes": {kind: self.on_device(kind).runtime for kind in DEVICE_KINDS},
             "synthetic": self.synthetic,
             "description": self.description,
@@ -145,8 +155,9 @@ BUILTINS: dict[str, ModelSpec] = {
         max_batch_size=64,
         max_wait_ms=5.0,
         max_batch_tokens=4096,
+        aliases=("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
         description="all-MiniLM-L6-v2 sentence embeddings: 384 dims, mean pooling, L2-normalised",
-        options={"source": "minilm", "max_length": 256, "pooling": "mean", "normalize": True},
+        options={"source": "minilm", "max_length": 256, "pooling": "mean", "normalize": True, "dimensions": 384},
     ),
     "echo": ModelSpec(
         name="echo",
@@ -165,6 +176,12 @@ class Registry:
 
     def __init__(self, specs: Mapping[str, ModelSpec]) -> None:
         self._specs = dict(specs)
+        self._aliases: dict[str, str] = {}
+        for spec in self._specs.values():
+            for alias in spec.aliases:
+                if alias in self._specs or alias in self._aliases:
+                    raise ConfigError(f"model {spec.name!r}: alias {alias!r} already names a model")
+                self._aliases[alias] = spec.name
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())
@@ -188,9 +205,9 @@ class Registry:
         return None
 
     def get(self, ref: str) -> ModelSpec:
-        """Look a model up by ``name`` or ``name@version``; ``name@`` names a version too, an empty one."""
+        """Look a model up by ``name`` or ``name@version`` (or an alias); ``name@`` names a version too, an empty one."""
         name, at, version = ref.partition("@")
-        spec = self._specs.get(name)
+        spec = self._specs.get(name) or self._specs.get(self._aliases.get(name, ""))
         if spec is None:
             raise ModelNotFound(f"unknown model {name!r}; known models: {', '.join(sorted(self._specs))}")
         if at and version != spec.version:
@@ -243,6 +260,8 @@ def _spec_from_table(name: str, table: Mapping[str, Any], base: ModelSpec | None
         values["devices"] = _devices(name, values["devices"])
     if "on" in values:
         values["on"] = _overrides(name, values["on"])
+    if "aliases" in values:
+        values["aliases"] = _aliases(name, values["aliases"])
     if base is not None:
         values["options"] = {**base.options, **values.get("options", {})}
         values["on"] = {**base.on, **values.get("on", {})}
@@ -259,6 +278,13 @@ def _devices(name: str, devices: Any) -> tuple[str, ...]:
     found = tuple(str(d) for d in devices) if isinstance(devices, list) else None
     if found is None or not all(_is_device(d) for d in found):
         raise ConfigError(f"model {name!r}: devices must be a list of 'cpu', 'cuda', 'cuda:N' or N, not {devices!r}")
+    return found
+
+
+def _aliases(name: str, aliases: Any) -> tuple[str, ...]:
+    found = tuple(aliases) if isinstance(aliases, list) else None
+    if found is None or not all(isinstance(a, str) and a and "@" not in a for a in found):
+        raise ConfigError(f"model {name!r}: aliases must be a list of names without '@', not {aliases!r}")
     return found
 
 

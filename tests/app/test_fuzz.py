@@ -36,6 +36,8 @@ FUZZ_MODELS = textwrap.dedent(
     [models.minilm]
     runtime = "echo"
     description = "synthetic: minilm's name and text inputs, served by echo for the fuzz run"
+    [models.minilm.options]
+    vector_dims = 384
 
     [models.echo-slow]
     runtime = "echo"
@@ -98,14 +100,14 @@ def served(settings: Settings, model: str | None) -> bool:
 
 
 def make_documented_server_errors_only(settings: Settings):
-    """5xx only where promised: 503 ``no_live_worker`` when no worker serves the model, 504 on predict."""
+    """5xx only where promised: 503 ``no_live_worker`` when no worker serves the model, 504 on predict and embeddings."""
 
     def documented_server_errors_only(ctx, response, case) -> None:
         if response.status_code < 500:
             return
         code = response.json()["error"]["code"]
         if (response.status_code, code) == (504, "timeout"):
-            assert case.operation.path == "/v1/models/{name}/predict", f"timeout outside predict: {response.text}"
+            assert case.operation.path in ("/v1/models/{name}/predict", "/v1/embeddings"), f"timeout: {response.text}"
         elif (response.status_code, code) == (503, "no_live_worker"):
             assert case.operation.path == "/readyz" or not served(settings, named_model(case)), response.text
         else:
