@@ -322,8 +322,6 @@ class JobStore:
         for job in landed:
             if job.finished and self.on_finish is not None:
                 self.on_finish(job.model, job.status, now - (job.created_at or now), job.tier)
-            if job.finished:
-                self._ended(job.job_id, now)
         if handoffs and self.on_handoff is not None:
             self.on_handoff(handoffs)
         return landed

@@ -1,7 +1,8 @@
 """Completion webhooks in Redis: which jobs have one, which are due a call, and how each call went.
 
 A job that names a webhook is put in the *watch* set when it is created, in the same transaction. The write
-that ends the job moves it to the *due* set (:meth:`Webhooks.ended`); so does whoever finds it ended while
+that ends the job moves it to the *due* set: the storing scripts' ``settle`` (:mod:`batchery.store.lua`) when
+its last item lands, :meth:`Webhooks.ended` when it is cancelled or failed whole; so does whoever finds it ended while
 looking through the watch set (a process may die between the two), and the move happens once whoever makes
 it. A sender takes a due job by pushing its time forward by a lease, so that two senders never call at once
 and a sender that dies mid-call leaves it to another once the lease runs out; it then records the attempt

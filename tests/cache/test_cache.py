@@ -135,6 +135,8 @@ def test_a_shared_result_reaches_every_waiter_in_the_write_that_stores_it(store,
     assert cache.claim(owner, spec, value).owned == [0]
     for waiter in waiters:
         assert cache.claim(waiter, spec, value).waiting == 1
+    warm = new_job(store, 1, "echo")  # a worker that has stored a batch before: Redis holds the script
+    store.record([ItemResult(warm, 0, encode_output("warm"), True)])
     one_trip = OneRoundTrip(store.redis)
     JobStore(one_trip, store.job_ttl_s, store.cache_ttl_s).record([ItemResult(owner, 0, encode_output("x"), True)])
     assert one_trip.trips == 1

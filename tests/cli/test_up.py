@@ -106,8 +106,11 @@ def test_up_serves_jobs_and_flower_and_stops_on_ctrl_c(settings, tmp_path):
             time.sleep(0.5)
         assert set(expected) <= set(pool), "one process per GPU, else a CPU pool of one process per core"
         assert all(pool[name]["threads"] == max(1, cpu_cores() // len(expected)) for name in expected)
-        printed = log.read_text()
-        assert f"http://127.0.0.1:{port}/v1" in printed and f"http://127.0.0.1:{flower_port}/" in printed
+        banner = [f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{flower_port}/"]
+        deadline = time.monotonic() + 10  # the banner's watch looks every 0.25 s, after the last heartbeat
+        while not all(line in log.read_text() for line in banner) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(line in log.read_text() for line in banner), log.read_text()[-3000:]
     finally:
         os.killpg(process.pid, signal.SIGINT)
         code = process.wait(60)

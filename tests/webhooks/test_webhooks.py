@@ -14,6 +14,8 @@ import pytest
 import requests
 
 from batchery import keys
+from batchery.store.codec import encode_output
+from batchery.store.jobs import ItemResult
 from batchery.store.webhooks import Attempt, Webhooks
 from batchery.webhooks.sender import WebhookSender, retry_delay
 from batchery.webhooks.signing import HEADER, verify
@@ -126,6 +128,20 @@ def test_a_job_whose_end_no_write_reported_is_found_and_called(hook_settings, st
     job = store.get(job_id)
     assert (job["webhook_state"], job["webhook_attempts"], len(receiver.calls)) == ("delivered", 2, 2)
     assert store.redis.zscore(keys.webhooks_due(), job_id) is None
+
+
+def test_the_write_that_stores_a_jobs_last_item_makes_its_webhook_due(store):
+    """In the same script call: no round trip more per finished job, and no window in which a dying worker
+    leaves the call to the sender's slower look through the watch set."""
+    job_id = uuid.uuid4().hex
+    store.create(job_id, {"model": "echo", "version": "1", "total": 2, "webhook": {"url": "http://127.0.0.1:9/"}})
+    assert store.redis.zscore(keys.webhooks_watch(), job_id) is not None
+    store.record([ItemResult(job_id, 0, encode_output("a"), True)])
+    assert store.redis.zscore(keys.webhooks_due(), job_id) is None, "not due before the job ends"
+    before = time.time()
+    store.record([ItemResult(job_id, 1, encode_output("b"), True)])
+    assert store.redis.zscore(keys.webhooks_watch(), job_id) is None
+    assert before - 1 <= store.redis.zscore(keys.webhooks_due(), job_id) <= time.time()
 
 
 def test_a_call_taken_by_a_sender_that_died_is_made_by_another_after_the_lease(store):
