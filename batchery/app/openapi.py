@@ -454,7 +454,7 @@ def operations_around(settings: Settings) -> dict[str, Any]:
             },
         }},
         "/readyz/api": {"get": {
-            "operationId": "readyzApi", "summary": "This API process's readiness: Redis answers (workers are not asked)",
+            "operationId": "readyzApi", "summary": "This API process's readiness: Redis answers (no worker asked)",
             "responses": {
                 "200": {"description": "Ready.", "content": json_content(
                     obj(["status", "checks"], {"status": {"const": "ready"}, "checks": {"type": "object"}}))},

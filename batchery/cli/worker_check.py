@@ -36,5 +36,7 @@ def check(url: str, name: str | None = None, host: str | None = None) -> tuple[b
         client.close()
     if not beats:
         return False, True, f"no live heartbeat of {who} in Redis: it is warming up, wedged or gone"
-    states = (f"{h} {'ready' if b.get('ready', True) else 'not ready (draining or stopping)'}" for h, b in beats.items())
+    states = (
+        f"{h} {'ready' if b.get('ready', True) else 'not ready (draining or stopping)'}" for h, b in beats.items()
+    )
     return True, True, "; ".join(states)

@@ -16,7 +16,14 @@ from typing import Any
 import yaml
 
 KNOWN = {
-    "apiVersion", "kind", "resources", "namespace", "labels", "images", "configMapGenerator", "secretGenerator",
+    "apiVersion",
+    "kind",
+    "resources",
+    "namespace",
+    "labels",
+    "images",
+    "configMapGenerator",
+    "secretGenerator",
     "patches",
 }
 CLUSTER_SCOPED = {"Namespace"}

@@ -104,22 +104,35 @@ SCALED_OBJECT = {
             "additionalProperties": False,
             "properties": {
                 "scaleTargetRef": {
-                    "type": "object", "required": ["name"], "additionalProperties": False,
-                    "properties": {"name": {"type": "string"}, "kind": {"type": "string"}, "apiVersion": {"type": "string"}},
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "apiVersion": {"type": "string"},
+                    },
                 },
                 "pollingInterval": {"type": "integer", "minimum": 1},
                 "cooldownPeriod": {"type": "integer", "minimum": 0},
                 "minReplicaCount": {"type": "integer", "minimum": 0},
                 "maxReplicaCount": {"type": "integer", "minimum": 1},
                 "fallback": {
-                    "type": "object", "required": ["failureThreshold", "replicas"], "additionalProperties": False,
-                    "properties": {"failureThreshold": {"type": "integer", "minimum": 1}, "replicas": {"type": "integer", "minimum": 1}},
+                    "type": "object",
+                    "required": ["failureThreshold", "replicas"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "failureThreshold": {"type": "integer", "minimum": 1},
+                        "replicas": {"type": "integer", "minimum": 1},
+                    },
                 },
                 "advanced": {"type": "object"},
                 "triggers": {
-                    "type": "array", "minItems": 1,
+                    "type": "array",
+                    "minItems": 1,
                     "items": {
-                        "type": "object", "required": ["type", "metadata"],
+                        "type": "object",
+                        "required": ["type", "metadata"],
                         "properties": {
                             "type": {"type": "string"},
                             # KEDA reads every trigger parameter as a string
@@ -149,7 +162,9 @@ def test_every_scaled_object_has_the_fields_keda_requires_and_scales_a_worker_de
         for trigger in spec["triggers"]:
             assert trigger["type"] == "prometheus", "see test_no_trigger_counts_a_redis_key"
             jsonschema.validate(trigger["metadata"], PROMETHEUS_TRIGGER)
-            assert float(trigger["metadata"]["threshold"]) > 0 and float(trigger["metadata"]["activationThreshold"]) >= 0
+            assert (
+                float(trigger["metadata"]["threshold"]) > 0 and float(trigger["metadata"]["activationThreshold"]) >= 0
+            )
             assert trigger["metadata"]["serverAddress"].startswith("http")
             assert trigger["metadata"]["ignoreNullValues"] == "false", "a backlog nobody can read holds the fallback"
 
@@ -241,7 +256,10 @@ def test_ports_and_redis_address_match_the_settings_and_the_services(base):
             assert settings_of(c).host == "0.0.0.0", f"{name} must listen beyond the pod's loopback"
             url = literal_env(c)["BATCHERY_REDIS_URL"]
             assert re.fullmatch(rf"redis://:\$\(REDIS_PASSWORD\)@redis:{redis_port['port']}/0", url), url
-    assert int(find(base, "Deployment", "api")["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"]) == port
+    assert (
+        int(find(base, "Deployment", "api")["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"])
+        == port
+    )
 
 
 def test_api_probes_are_routes_the_api_serves_without_a_key(base, settings):
@@ -285,7 +303,9 @@ def test_each_worker_serves_models_placed_on_its_device_with_its_share_of_cores(
         (file,) = models["data"]
         assert settings.models_file == f"{mount['mountPath']}/{file}"
         registry = load_registry(str(BASE / file))
-        single_slot(registry, option(c["args"], "--name"), settings.worker_device, option(c["args"], "--models").split(","))
+        single_slot(
+            registry, option(c["args"], "--name"), settings.worker_device, option(c["args"], "--models").split(",")
+        )
         limits = c["resources"]["limits"]
         assert settings.worker_threads == int(limits["cpu"]) == int(c["resources"]["requests"]["cpu"])
         assert pod["terminationGracePeriodSeconds"] > settings.worker_drain_timeout_s, "the drain must finish"
