@@ -82,6 +82,7 @@ class Settings:
     cache_max_entries: int = defaults.CACHE_MAX_ENTRIES
     max_queued_items: int = defaults.MAX_QUEUED_ITEMS
     retry_after_s: int = defaults.RETRY_AFTER_S
+    accept_without_workers: bool = False
     api_workers: int = defaults.API_WORKERS
     api_threads: int = defaults.API_THREADS
     request_read_timeout_s: float = defaults.REQUEST_READ_TIMEOUT_S

@@ -13,7 +13,7 @@ from batchery.monitoring.logs import bind
 log = logging.getLogger("batchery.api")
 #: Probes, scrapes and the jobs page's polling arrive every second or few; their lines are debug-level so they
 #: do not drown the rest.
-QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/overview"})
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/readyz/api", "/metrics", "/v1/overview"})
 
 
 def register_request_log(app: Flask) -> None:

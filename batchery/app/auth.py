@@ -32,7 +32,7 @@ from batchery.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OPEN_RULES = frozenset({"/", "/static/<path:filename>", "/v1", "/healthz", "/readyz", "/openapi.json"})
+OPEN_RULES = frozenset({"/", "/static/<path:filename>", "/v1", "/healthz", "/readyz", "/readyz/api", "/openapi.json"})
 
 
 def digest(key: str) -> bytes:

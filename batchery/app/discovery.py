@@ -21,7 +21,8 @@ def index() -> Response:
     links = {name: external_url(endpoint) for name, endpoint in (
         ("openapi", "discovery.openapi"), ("models", "models.list_models"), ("jobs", "jobs.create_job"),
         ("workers", "workers.list_workers"),
-        ("healthz", "health.healthz"), ("readyz", "health.readyz"), ("metrics", "health.metrics"),
+        ("healthz", "health.healthz"), ("readyz", "health.readyz"), ("readyz_api", "health.readyz_api"),
+        ("metrics", "health.metrics"),
     )}
     return json_response({"name": "batchery", "version": __version__, "links": links})
 

@@ -47,6 +47,18 @@ def readyz() -> Response:
     return json_response({"status": "ready", "checks": checks})
 
 
+@bp.get("/readyz/api")
+def readyz_api() -> Response:
+    """Ready when this API process can serve: Redis answers. Workers are not asked, so that a readiness probe
+    (Kubernetes') keeps the API reachable while workers are scaled to zero or their nodes are still coming up:
+    a job taken then waits in Redis, where its backlog is what starts a worker."""
+    try:
+        services().store.redis.ping()
+    except Exception as exc:
+        return error_response(503, "redis_unavailable", f"Redis does not answer: {exc}")
+    return json_response({"status": "ready", "checks": {"redis": True}})
+
+
 def _reasons(by_worker: dict[str, str]) -> str:
     return ", ".join(f"{hostname} could not load it: {reason}" for hostname, reason in sorted(by_worker.items()))
 

@@ -453,6 +453,14 @@ def operations_around(settings: Settings) -> dict[str, Any]:
                         "content": json_content(ref("NotReady"))},
             },
         }},
+        "/readyz/api": {"get": {
+            "operationId": "readyzApi", "summary": "This API process's readiness: Redis answers (no worker asked)",
+            "responses": {
+                "200": {"description": "Ready.", "content": json_content(
+                    obj(["status", "checks"], {"status": {"const": "ready"}, "checks": {"type": "object"}}))},
+                **errors(503),
+            },
+        }},
         "/openapi.json": {"get": {
             "operationId": "openapi", "summary": "This description",
             "responses": {"200": {"description": "OpenAPI 3.1.", "content": json_content({"type": "object"})}},

@@ -56,6 +56,10 @@ class Services:
         return {w["hostname"]: w["unavailable"][spec.name] for w in self.live_workers() if spec.name in w.get("unavailable", {})}
 
     def require_worker(self, spec: ModelSpec) -> None:
+        """Refuse work no worker would take, unless workers are started on demand (an autoscaler that scales
+        them to zero): then the work waits in Redis, counted in the model's backlog, which starts one."""
+        if self.settings.accept_without_workers:
+            return
         if not self.workers_for(spec) and not self.workers_for(spec, fresh=True):
             raise NoLiveWorker(f"no live worker serves model {spec.name!r}; start one with `batchery worker`")
 

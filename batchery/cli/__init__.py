@@ -1,4 +1,4 @@
-"""The `batchery` command: up, api, worker, submit, dlq."""
+"""The `batchery` command: up, api, worker, worker-check, submit, dlq."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from batchery.cli.processes import api_argv, api_env, flower_argv, flower_env, w
 from batchery.cli.redis_server import RedisServer, answers
 from batchery.cli.supervisor import Supervisor
 from batchery.cli.warmup import WarmWatch
+from batchery.cli.worker_check import check as check_worker
 from batchery.errors import ConfigError
 from batchery.models.registry import load_registry
 from batchery.monitoring.logs import configure as configure_logging
@@ -211,6 +212,18 @@ def _exec_single_worker(settings: Settings, name: str, models: list[str]) -> Non
     os.environ.update(settings.as_env())
     argv = worker_argv(settings, slot.queues, slot.name)
     os.execv(argv[0], argv)
+
+
+@main.command("worker-check")
+@click.option("--name", help="the worker's --name (default: any worker on this machine)")
+def worker_check(name: str | None) -> None:
+    """Exit 0 while a worker on this machine has a live heartbeat in Redis, 1 when none has: a liveness probe.
+
+    A Redis that does not answer passes (said on stderr): restarting the worker would not bring it back.
+    """
+    passed, seen, message = check_worker(_settings().effective_redis_url, name)
+    click.echo(message, err=not (passed and seen))
+    sys.exit(0 if passed else 1)
 
 
 @main.command()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 import redis
 from prometheus_client.core import GaugeMetricFamily
 
+from batchery import keys
 from batchery.tiers import TIERS
 from batchery.store.heartbeats import live_workers
 
@@ -38,6 +39,14 @@ def _live_workers() -> GaugeMetricFamily:
     return GaugeMetricFamily(
         "batchery_live_workers",
         "Worker processes with a live heartbeat that consume the model's queue.",
+        labels=["model"],
+    )
+
+
+def _backlog_items() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "batchery_backlog_items",
+        "Items of each model sent to workers and not done yet, held-back chunks and workers' hands included.",
         labels=["model"],
     )
 
@@ -106,6 +115,32 @@ class LiveWorkers:
         family = _live_workers()
         for spec in self.registry:
             family.add_metric([spec.name], sum(set(spec.queues) <= set(w.get("queues", [])) for w in workers))
+        return [family]
+
+
+class Backlogs:
+    """Each model's backlog counter (:mod:`batchery.store.backlog`), the one figure that counts all the work
+    waiting for workers: the broker's queues hold only what the lanes' budgets released and no thread took yet,
+    so they read near zero under any load. It is what an autoscaler should follow, and it is the same in every
+    API process, so a query over several of them takes the ``max``, not the ``sum``."""
+
+    def __init__(self, client: redis.Redis, registry: "Registry") -> None:
+        self.client = client
+        self.registry = registry
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [_backlog_items()]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        names = [spec.name for spec in self.registry]
+        try:
+            values = self.client.mget([keys.backlog(name) for name in names])
+        except redis.RedisError as exc:
+            log.warning("backlog unavailable: Redis did not answer: %s", exc)
+            return []
+        family = _backlog_items()
+        for name, value in zip(names, values):
+            family.add_metric([name], max(0, int(value or 0)))
         return [family]
 
 

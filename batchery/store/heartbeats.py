@@ -51,3 +51,14 @@ def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
 def is_alive(client: redis.Redis, hostname: str) -> bool:
     """Whether the worker's heartbeat key exists (ready or not)."""
     return bool(client.exists(keys.worker(hostname)))
+
+
+def of_host(client: redis.Redis, host: str, name: str | None = None) -> dict[str, dict[str, Any]]:
+    """The live heartbeats of the workers on ``host`` (Celery hostnames ``<name>@<host>``), or of the one named
+    ``name`` there: hostname -> its beat. Read only: a probe that runs every few seconds writes nothing."""
+    if name is not None:
+        hostnames = [f"{name}@{host}"]
+    else:
+        hostnames = sorted(h for m in client.smembers(keys.workers()) if (h := m.decode()).endswith(f"@{host}"))
+    values = client.mget([keys.worker(h) for h in hostnames]) if hostnames else []
+    return {h: json.loads(v) for h, v in zip(hostnames, values) if v is not None}

@@ -61,7 +61,7 @@ def test_either_header_with_any_configured_key_passes(keyed_api):
 
 
 def test_probes_index_and_description_stay_open_metrics_and_unknown_paths_do_not(keyed_api):
-    for path in ("/healthz", "/openapi.json", "/", "/v1", "/static/jobs.js"):
+    for path in ("/healthz", "/readyz/api", "/openapi.json", "/", "/v1", "/static/jobs.js"):
         assert requests.get(keyed_api.url + path).status_code == 200, path
     readiness = requests.get(f"{keyed_api.url}/readyz")
     assert readiness.status_code == 503 and readiness.json()["error"]["code"] == "no_live_worker", "echo-orphan has no worker"

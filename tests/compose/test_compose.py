@@ -55,6 +55,10 @@ def prometheus() -> dict:
 
 @pytest.fixture(scope="module")
 def exported() -> set[str]:
+    return exported_series()
+
+
+def exported_series() -> set[str]:
     """Every series name the API's and the workers' /metrics can carry, from the code's registry and collectors."""
     settings = Settings()
     collectors = [

@@ -10,9 +10,10 @@ import requests
 
 from batchery.cli.redis_server import free_port
 from batchery.models.registry import load_registry
-from batchery.monitoring.collectors import LiveWorkers, QueueDepth
+from batchery.monitoring.collectors import Backlogs, LiveWorkers, QueueDepth
 from batchery.monitoring.exporter import scrape
 from batchery.monitoring.worker_exporter import WorkerExporter
+from batchery.store.backlog import Backlog
 from batchery.tasks.celery_app import create_celery
 
 
@@ -34,9 +35,37 @@ def test_gauges_whose_source_is_down_are_left_out_not_zero(settings, caplog):
     registry = load_registry(down.models_file)
     with caplog.at_level(logging.WARNING):
         body, _ = scrape(
-            [QueueDepth(create_celery(down), registry), LiveWorkers(redis.Redis.from_url(nowhere), registry)]
+            [
+                QueueDepth(create_celery(down), registry),
+                Backlogs(redis.Redis.from_url(nowhere), registry),
+                LiveWorkers(redis.Redis.from_url(nowhere), registry),
+            ]
         )
     text = body.decode()
     assert "batchery_queue_messages{" not in text and "batchery_live_workers{" not in text
+    assert "batchery_backlog_items{" not in text and "backlog unavailable" in caplog.text
     assert "batchery_jobs_submitted_total" in text, "the process's own counts are still served"
     assert "queue depth unavailable" in caplog.text and "live workers unavailable" in caplog.text
+
+
+def backlog_of(text: str, model: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(f'batchery_backlog_items{{model="{model}"}}')]
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_the_backlog_gauge_reads_the_counter_the_api_bounds_submissions_by(settings, redis_client):
+    """The figure an autoscaler follows: every model is reported (0 when nothing was ever counted in), and a
+    model's value is its counter, however the items are split between the broker, the lanes and the workers."""
+    registry = load_registry(settings.models_file)
+    backlog = Backlog(redis_client)
+    collector = [Backlogs(redis_client, registry)]
+    assert backlog_of(scrape(collector)[0].decode(), "echo-oom") == 0.0
+    backlog.reserve("echo-orphan", 1234, bound=0)
+    try:
+        text = scrape(collector)[0].decode()
+        assert backlog_of(text, "echo-orphan") == backlog.queued("echo-orphan") >= 1234
+        assert {spec.name for spec in registry} <= {
+            line.split('"')[1] for line in text.splitlines() if line.startswith("batchery_backlog_items{")
+        }
+    finally:
+        backlog.release("echo-orphan", 1234)
