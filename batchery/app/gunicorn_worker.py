@@ -120,13 +120,33 @@ class DeadlineConn(gthread.TConn):
 
 
 class ThreadWorker(gthread.ThreadWorker):
-    """gthread, with each request's reading bounded in time and connections closed off the accepting loop."""
+    """gthread, with each request's reading bounded in time, connections closed off the accepting loop, and
+    new connections accepted only while a thread is free."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         settings = get_settings()
         self.read_timeout_s = settings.request_read_timeout_s
         self.min_bytes_per_s = settings.request_min_bytes_per_s
+        #: Connections handed to the thread pool and not yet given back.
+        self.busy = 0
+
+    def enqueue_req(self, conn: DeadlineConn) -> None:
+        self.busy += 1
+        super().enqueue_req(conn)
+
+    def finish_request(self, conn: DeadlineConn, fs: Any) -> None:
+        self.busy -= 1
+        super().finish_request(conn, fs)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """Accept only while a thread is free. gthread accepts up to ``worker_connections`` and queues what its
+        threads cannot take yet; a process whose threads are all held by slow clients would then sit on new
+        connections (a probe's included) that another process, with threads free, could answer at once. Left
+        in the listen queue, they go to that process. (gthread's loop enables accepting before each wait.)"""
+        if self._accepting and self.busy >= self.cfg.threads:
+            self.set_accept_enabled(False)
+        super().wait_for_and_dispatch_events(timeout)
 
     def accept(self, listener: socket.socket) -> None:
         """gunicorn's accept, making a :class:`DeadlineConn`."""

@@ -171,6 +171,20 @@ def test_slow_clients_that_keep_trickling_after_they_are_cut_off_stall_nothing(s
     assert worst < WITHIN_S, worst
 
 
+def test_a_process_whose_threads_are_all_held_leaves_new_connections_to_another(settings, tmp_path):
+    """Two processes of one thread each, one of them held by a slow client: every probe must reach the other,
+    at once, rather than wait in the held process's queue until the read timeout frees its thread."""
+    narrow = dataclasses.replace(settings, api_workers=2, api_threads=1, request_read_timeout_s=3.0)
+    api = start_api(narrow, tmp_path / "api.log")
+    try:
+        with trickling(api.settings.port, "body", count=1):
+            time.sleep(0.5)  # the slow client holds one process's only thread
+            latencies = [timed(lambda: requests.get(f"{api.url}/healthz", timeout=5))[0] for _ in range(12)]
+    finally:
+        api.stop()
+    assert max(latencies) < WITHIN_S, [round(s, 3) for s in latencies]
+
+
 def test_a_large_chunked_body_from_a_fast_client_is_taken_whole(http, short_api):
     settings = short_api.settings
     inputs = ["x" * (settings.max_input_chars - 10)] * (settings.max_request_bytes // settings.max_input_chars)
