@@ -26,7 +26,7 @@ def run_now(svc: Services, spec: ModelSpec, inputs: Sequence[Any], tier: str) ->
     with tenancy.admitted(svc, job_id, len(inputs)):
         svc.enqueuer.submit(spec, inputs, job_id=job_id, ttl_s=_ttl(svc), tier=tier, owner=tenancy.owner())
     bind(job_id)
-    record_submission(spec.name, len(inputs))
+    record_submission(spec.key, len(inputs))
     try:
         if not svc.store.wait_done(job_id, svc.settings.predict_timeout_s):
             svc.enqueuer.cancel(job_id)

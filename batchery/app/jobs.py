@@ -75,7 +75,7 @@ def create_job() -> Response:
         raise
     if client_key is not None:
         svc.idempotency.bind(client_key, job_id, scope)
-    record_submission(job.spec.name, len(job.inputs))
+    record_submission(job.spec.key, len(job.inputs))
     return _accepted(job_id, "queued", job.spec.ref, len(job.inputs), job.tier)
 
 

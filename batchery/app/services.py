@@ -53,11 +53,11 @@ class Services:
 
     def unavailable(self, spec: ModelSpec) -> dict[str, str]:
         """Why the model failed to load, per live worker that tried: hostname -> reason."""
-        return {w["hostname"]: w["unavailable"][spec.name] for w in self.live_workers() if spec.name in w.get("unavailable", {})}
+        return {w["hostname"]: w["unavailable"][spec.key] for w in self.live_workers() if spec.key in w.get("unavailable", {})}
 
     def require_worker(self, spec: ModelSpec) -> None:
         if not self.workers_for(spec) and not self.workers_for(spec, fresh=True):
-            raise NoLiveWorker(f"no live worker serves model {spec.name!r}; start one with `batchery worker`")
+            raise NoLiveWorker(f"no live worker serves model {spec.key!r}; start one with `batchery worker`")
 
 
 def services() -> Services:

@@ -56,7 +56,7 @@ class ActivityHook(BatchHook):
 
     def after_prepare(self, spec: "ModelSpec", items: Sequence["Item"], shape: BatchShape) -> None:
         with self._lock:
-            counts = self._shapes.setdefault(spec.name, [0, 0, 0])
+            counts = self._shapes.setdefault(spec.key, [0, 0, 0])
             counts[0] += 1
             counts[1] += shape.items
             counts[2] += shape.capacity
@@ -64,8 +64,8 @@ class ActivityHook(BatchHook):
     def after_write(self, spec: "ModelSpec", items: Sequence["Item"], seconds: float) -> None:
         now = self.clock()
         with self._lock:
-            batches, batch_items, capacity = self._shapes.pop(spec.name, (0, 0, 0))
-            bucket = self._pending.setdefault((spec.name, int(now)), [0, 0, 0, 0])
+            batches, batch_items, capacity = self._shapes.pop(spec.key, (0, 0, 0))
+            bucket = self._pending.setdefault((spec.key, int(now)), [0, 0, 0, 0])
             bucket[0] += len(items)
             bucket[1] += batches
             bucket[2] += batch_items
