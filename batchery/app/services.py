@@ -15,6 +15,7 @@ from flask import current_app
 
 from batchery.errors import NoLiveWorker
 from batchery.models.registry import ModelSpec, Registry
+from batchery.rollouts import Router, WeightStore
 from batchery.settings import Settings
 from batchery.store import JobStore
 from batchery.store.batches import BatchStore
@@ -38,6 +39,8 @@ class Services:
     quotas: Quotas
     files: FileStore
     batches: BatchStore
+    weights: WeightStore
+    router: Router
     _workers: tuple[float, list[dict[str, Any]]] = field(default=(0.0, []), repr=False)
 
     def live_workers(self, fresh: bool = False) -> list[dict[str, Any]]:
