@@ -101,6 +101,7 @@ class Settings:
     canary_min_items: int = defaults.CANARY_MIN_ITEMS
     canary_error_margin: float = defaults.CANARY_ERROR_MARGIN
     canary_latency_margin: float = defaults.CANARY_LATENCY_MARGIN
+    canary_latency_min_ms: float = defaults.CANARY_LATENCY_MIN_MS
     canary_check_s: float = defaults.CANARY_CHECK_S
 
     @property

@@ -10,7 +10,9 @@ reads it) when
 - its error rate passes the primary's by more than ``BATCHERY_CANARY_ERROR_MARGIN`` (absolute: 0.05 is five
   points), or
 - its p95 latency (an item's time from entering its worker's batcher to its result stored) passes the
-  primary's by more than ``BATCHERY_CANARY_LATENCY_MARGIN`` (relative: 0.5 is half as long again).
+  primary's by more than ``BATCHERY_CANARY_LATENCY_MARGIN`` (relative: 0.5 is half as long again) and by at
+  least ``BATCHERY_CANARY_LATENCY_MIN_MS``: a canary with a fifth of the traffic fills its batches more slowly,
+  and a few milliseconds of batching wait more is no regression.
 
 Items already sent to the canary still run there, and end there with an output or an error, retried as any
 item is. Several workers may decide the same at once; the weight is set to 0 atomically, and only the one that
@@ -42,7 +44,10 @@ class Verdict:
     why: str
 
 
-def judge(primary: Outcomes, canary: Outcomes, min_items: int, error_margin: float, latency_margin: float) -> Verdict | None:
+def judge(
+    primary: Outcomes, canary: Outcomes, min_items: int, error_margin: float, latency_margin: float,
+    latency_min_s: float = 0.0,
+) -> Verdict | None:
     """Whether ``canary`` did worse than ``primary`` by more than the margins; None while either has fewer than
     ``min_items`` items, or when it did not."""
     if min(primary.served, canary.served) < max(min_items, 1):
@@ -51,7 +56,7 @@ def judge(primary: Outcomes, canary: Outcomes, min_items: int, error_margin: flo
         return Verdict("errors", f"error rate {canary.error_rate:.1%} against the primary's {primary.error_rate:.1%} "
                                  f"over {canary.served} and {primary.served} items (margin {error_margin:.1%})")
     mine, theirs = canary.quantile_s(0.95), primary.quantile_s(0.95)
-    if mine > theirs * (1 + latency_margin):
+    if mine > theirs * (1 + latency_margin) and mine - theirs >= latency_min_s:
         return Verdict("latency", f"p95 latency {mine * 1000:.1f} ms against the primary's {theirs * 1000:.1f} ms "
                                   f"(margin {latency_margin:.0%})")
     return None
@@ -109,7 +114,7 @@ class CanaryWatcher:
         s = self.settings
         found = read_outcomes(self.redis, [primary.key, canary.key], int(s.canary_window_s), self.clock())
         verdict = judge(found[primary.key], found[canary.key], s.canary_min_items, s.canary_error_margin,
-                        s.canary_latency_margin)
+                        s.canary_latency_margin, s.canary_latency_min_ms / 1000)
         if verdict is None or not self.weights.zero(name, canary.version):
             return False
         self.weights.record_rollback(name, canary.version, verdict.why, self.clock())
