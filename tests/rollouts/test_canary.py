@@ -104,10 +104,10 @@ def test_jobs_land_on_the_canary_in_proportion_and_by_their_id(stack):
     versions = [version_of(job) for job in routed]
     assert versions == [pick(FILE_WEIGHTS, job["id"]) for job in routed], "each job where its id falls"
     share = versions.count("v2") / len(versions)
-    assert 0.1 < share < 0.3, share  # binomial(200, 0.2): this bound is 2.5 standard deviations wide each way
+    assert 0.08 < share < 0.32, share  # binomial(200, 0.2): fails once in some 20,000 runs by chance
     keyed = [stack.post_job([f"keyed {n}"], routing_key=f"user-{n}") for n in range(200)]
     keyed_share = sum(version_of(job) == "v2" for job in keyed) / len(keyed)
-    assert 0.15 <= keyed_share <= 0.25, keyed_share  # these 200 keys are fixed: the same share every run
+    assert 0.15 <= keyed_share <= 0.25, keyed_share  # these 200 keys are fixed: the same share (20.5%) every run
     again = [stack.post_job([f"keyed again {n}"], routing_key=f"user-{n}") for n in range(50)]
     assert [version_of(j) for j in again] == [version_of(j) for j in keyed[:50]], "one routing key, one version"
     for job, version in zip(routed + keyed, versions + [version_of(j) for j in keyed]):
