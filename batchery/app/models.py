@@ -39,7 +39,8 @@ def predict(name: str) -> Response:
     """
     svc = services()
     spec = svc.registry.get(name)
-    inputs, tier, routing_key = read_predict_request(request, spec, svc.settings, tenancy.default_tier(tiers.INTERACTIVE))
+    default_tier = tenancy.default_tier(tiers.INTERACTIVE)
+    inputs, tier, routing_key = read_predict_request(request, spec, svc.settings, default_tier)
     tenancy.check_tier(tier)
     outputs: list[Any] = [None] * len(inputs)
     errors = []

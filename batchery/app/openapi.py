@@ -438,7 +438,8 @@ def model_operations(registry: Registry) -> dict[str, Any]:
             "put": {
                 "operationId": "setWeights", "summary": "Set the split (an admin's): every API process uses it at once",
                 "parameters": [name],
-                "requestBody": {"required": True, "content": {JSON: {"schema": obj(["weights"], {"weights": WEIGHTS})}}},
+                "requestBody": {"required": True,
+                                "content": {JSON: {"schema": obj(["weights"], {"weights": WEIGHTS})}}},
                 "responses": {"200": {"description": "The weights now.", "content": json_content(ref("Weights"))},
                               **errors(400, 404, 415, 503)},
             },

@@ -101,7 +101,8 @@ def tier_activity(svc: Services) -> list[dict[str, Any]]:
     latencies: dict[tuple[str, str], list[float]] = {}
     for job in svc.store.get_many(svc.store.recent(TIER_JOBS)):
         if job["finished_at"] is not None and job["status"] == "completed":
-            latencies.setdefault((f"{job['model']}@{job['version']}", tiers.of_job(job)), []).append(job["finished_at"] - job["created_at"])
+            ref = f"{job['model']}@{job['version']}"
+            latencies.setdefault((ref, tiers.of_job(job)), []).append(job["finished_at"] - job["created_at"])
     rows = []
     for spec in svc.registry:
         for tier in tiers.TIERS:

@@ -56,7 +56,8 @@ class Services:
 
     def unavailable(self, spec: ModelSpec) -> dict[str, str]:
         """Why the model failed to load, per live worker that tried: hostname -> reason."""
-        return {w["hostname"]: w["unavailable"][spec.key] for w in self.live_workers() if spec.key in w.get("unavailable", {})}
+        workers = self.live_workers()
+        return {w["hostname"]: w["unavailable"][spec.key] for w in workers if spec.key in w.get("unavailable", {})}
 
     def require_worker(self, spec: ModelSpec) -> None:
         if not self.workers_for(spec) and not self.workers_for(spec, fresh=True):

@@ -305,7 +305,8 @@ def read_weights(models_file: str) -> dict[str, dict[str, float]]:
 def _versions(primary: ModelSpec, tables: Any) -> list[ModelSpec]:
     """The versions a ``versions`` table adds beside ``primary``: each overrides the primary's fields."""
     if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
-        raise ConfigError(f"model {primary.name!r}: 'versions' must hold one table per version, e.g. [models.{primary.name}.versions.v2]")
+        example = f"[models.{primary.name}.versions.v2]"
+        raise ConfigError(f"model {primary.name!r}: 'versions' must hold one table per version, e.g. {example}")
     found = []
     for version, table in tables.items():
         version = str(version)
@@ -323,7 +324,9 @@ def _versions(primary: ModelSpec, tables: Any) -> list[ModelSpec]:
     return found
 
 
-def _weights(primary: ModelSpec, versions: Sequence[ModelSpec], weight: Any, tables: Mapping[str, Any]) -> dict[str, float]:
+def _weights(
+    primary: ModelSpec, versions: Sequence[ModelSpec], weight: Any, tables: Mapping[str, Any]
+) -> dict[str, float]:
     """Each version's weight: a version without one gets none (it is reached only by ``name@version``), and the
     primary without one gets what the others leave of 1."""
     given = {v.version: check_weight(primary.name, v.version, tables[v.version].get("weight", 0)) for v in versions}

@@ -89,7 +89,7 @@ class CanaryWatcher:
             try:
                 self.check()
             except redis.RedisError as exc:
-                log.warning("canary watcher: could not look (%s); looking again in %gs", exc, self.settings.canary_check_s)
+                log.warning("canary watcher: could not look (%s); looking again soon", exc)
             except Exception:
                 log.exception("canary watcher: a look failed")
 

@@ -113,7 +113,7 @@ class WeightStore:
         try:
             stat = os.stat(self.models_file)
         except OSError as exc:
-            log.warning("could not stat the models file %s (%s); keeping its weights read before", self.models_file, exc)
+            log.warning("could not stat the models file %s (%s); keeping its weights", self.models_file, exc)
             return
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp == self._stamp:

@@ -133,7 +133,9 @@ def read_activity(
     return found
 
 
-def read_outcomes(client: redis.Redis, keys_: Sequence[str], window_s: int, now: float | None = None) -> dict[str, Outcomes]:
+def read_outcomes(
+    client: redis.Redis, keys_: Sequence[str], window_s: int, now: float | None = None
+) -> dict[str, Outcomes]:
     """Each model version's outcomes over the ``window_s`` complete seconds before now, in one round trip."""
     window_s = max(1, min(int(window_s), keys.ACTIVITY_TTL_S - 10))
     current = int(time.time() if now is None else now)

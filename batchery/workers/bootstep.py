@@ -5,9 +5,9 @@ message, with its batch metrics hooked in and its own ``/metrics`` port open. A 
 left out: its queue is not consumed here, and the heartbeat says why. Before consuming, the worker also puts
 back to work any chunk an earlier process of the same name died holding. It announces the worker (its
 heartbeat) on ``worker_ready``, once the consumer is consuming, and starts its janitor, its canary watcher
-(:mod:`batchery.rollouts.watcher`) and, with a ``BATCHERY_WEBHOOK_SECRET``, its webhook sender. A worker whose batcher dies asks Celery for a
-warm shutdown with a failing exit code, so that its supervisor starts it again. On a warm shutdown it stops
-after the consumer: batchers finish the items they hold, within one drain deadline, and a chunk that had not
+(:mod:`batchery.rollouts.watcher`) and, with a ``BATCHERY_WEBHOOK_SECRET``, its webhook sender. A worker whose
+batcher dies asks Celery for a warm shutdown with a failing exit code, so that its supervisor starts it again.
+On a warm shutdown it stops after the consumer: batchers finish the items they hold, within one drain deadline, and a chunk that had not
 reached its batcher yet is handed back to the queue for another worker.
 """
 

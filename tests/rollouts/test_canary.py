@@ -118,6 +118,16 @@ def test_jobs_land_on_the_canary_in_proportion_and_by_their_id(stack):
     assert [r["index"] for r in results] == [0, 1] and all(len(r["output"]) == 8 for r in results)
 
 
+def test_openai_s_user_keeps_one_reader_on_one_version(stack):
+    stack.weights("delete")
+    for n in range(12):
+        body = {"model": "minilm", "input": [f"embed {n}"], "user": f"reader-{n}"}
+        answer = stack.http.post(f"{stack.api.url}/v1/embeddings", json=body).json()
+        assert answer["model"] == "minilm@" + pick(FILE_WEIGHTS, f"reader-{n}") and len(answer["data"]) == 1
+    pinned = stack.http.post(f"{stack.api.url}/v1/embeddings", json={"model": "minilm@v2", "input": "x"}).json()
+    assert pinned["model"] == "minilm@v2"
+
+
 def test_a_pinned_version_runs_there_and_never_shares_a_cache_entry_with_another(stack):
     registry = load_registry(str(stack.models_file))
     v1, v2 = registry.get("minilm@v1"), registry.get("minilm@v2")
