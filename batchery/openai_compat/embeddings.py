@@ -59,7 +59,7 @@ def embedding_model(name: Any, registry: Registry) -> ModelSpec:
     except ModelNotFound as exc:
         raise ModelNotFound(exc.message, param="model") from exc
     if spec.input != "text" or spec.dimensions is None:
-        served = ", ".join(sorted(s.name for s in embedding_models(registry))) or "none"
+        served = ", ".join(sorted({s.name for s in embedding_models(registry)})) or "none"
         raise BadRequest(f"model {name!r} is not an embedding model; these are: {served}", param="model")
     return spec
 
