@@ -85,16 +85,24 @@ class ActivityHook(BatchHook):
             self.flush()
 
     def after_store(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any]) -> None:
+        """Latencies are bucketed once per run of items that arrived together (a chunk's items do)."""
         now, ended = self.clock(), self.monotonic()
+        arrivals: Counter[float] = Counter()
+        errors = 0
+        for item, result in zip(items, results):
+            if isinstance(result, BatcheryError):
+                if result.code in NOT_THE_MODELS:
+                    continue
+                errors += 1
+            arrivals[item.enqueued_at] += 1
+        if not arrivals:
+            return
         with self._lock:
             counts = self._outcomes.setdefault((spec.key, int(now)), Counter())
-            for item, result in zip(items, results):
-                failed = isinstance(result, BatcheryError)
-                if failed and result.code in NOT_THE_MODELS:
-                    continue
-                counts[SERVED] += 1
-                counts[ERRORS] += failed
-                counts[latency_field(latency_bucket(ended - item.enqueued_at))] += 1
+            counts[SERVED] += sum(arrivals.values())
+            counts[ERRORS] += errors
+            for enqueued_at, count in arrivals.items():
+                counts[latency_field(latency_bucket(ended - enqueued_at))] += count
 
     def flush(self) -> None:
         """Send what was counted since the last flush, one pipelined round trip for every bucket."""
