@@ -35,6 +35,8 @@ vector_dims = 8
 dimensions = 8
 [models.minilm.versions.v2]
 weight = {weight}
+[models.echo]
+enabled = false
 """
 KEYS = "admin-key name=ops admin=true\nteam-key name=team\n"
 FILE_WEIGHTS = {"v1": 0.8, "v2": 0.2}
@@ -139,6 +141,18 @@ def test_a_pinned_version_runs_there_and_never_shares_a_cache_entry_with_another
         done = wait_for_job(stack.http, job["links"]["self"], timeout_s=30)
         counts.append((done["version"], done["counts"]["cached"]))
     assert counts == [("v1", 0), ("v1", 1), ("v2", 0), ("v2", 1)], "v2 computed its own, then cached it apart"
+
+
+def test_each_version_is_listed_served_and_awaited_by_readyz(stack):
+    stack.weights("delete")
+    listed = stack.http.get(f"{stack.api.url}/v1/models").json()["models"]
+    models = {m["version"]: m for m in listed if m["name"] == "minilm"}
+    assert {v: (m["primary"], m["weight"], m["live_workers"]) for v, m in models.items()} == {
+        "v1": (True, 0.8, 1), "v2": (False, 0.2, 1),
+    }
+    assert models["v2"]["queues"][1] == "batchery.minilm@v2.standard"
+    ready = requests.get(f"{stack.api.url}/readyz", timeout=10).json()
+    assert ready["status"] == "ready" and {"minilm", "minilm@v2"} <= set(ready["checks"]["live_workers"])
 
 
 def test_an_admin_sets_weights_that_every_api_process_routes_by_at_once(stack):
