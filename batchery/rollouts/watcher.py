@@ -36,6 +36,8 @@ from batchery.settings import Settings
 from batchery.store.activity import Outcomes, read_outcomes
 
 log = logging.getLogger(__name__)
+#: A check interval of 0 would spin: looking more often than this learns nothing new.
+MIN_CHECK_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class CanaryWatcher:
             self._thread.join(10)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.settings.canary_check_s):
+        while not self._stop.wait(max(self.settings.canary_check_s, MIN_CHECK_S)):
             try:
                 self.check()
             except redis.RedisError as exc:
