@@ -63,3 +63,10 @@ WEBHOOK_ATTEMPTS = 8  # calls of a job's webhook before it is given up: 1 + 2 + 
 WEBHOOK_RETRY_BASE_S = 1.0
 WEBHOOK_RETRY_MAX_S = 300.0
 WEBHOOK_TIMEOUT_S = 10.0  # one call, connecting and answering
+
+CANARY_WINDOW_S = 60.0  # a canary is judged on its items of the last this many seconds (at most ACTIVITY_TTL_S - 10)
+CANARY_MIN_ITEMS = 100  # ... once it and its primary each have this many in the window
+CANARY_ERROR_MARGIN = 0.05  # rolled back when its error rate passes the primary's by this much (0.05: 5 points)
+CANARY_LATENCY_MARGIN = 0.5  # ... or its p95 latency passes the primary's by this fraction (0.5: 1.5 times)
+CANARY_LATENCY_MIN_MS = 25.0  # ... and by at least this much: a few ms of batching wait is no regression
+CANARY_CHECK_S = 5.0  # how often each worker's canary watcher looks

@@ -61,6 +61,12 @@ class Forbidden(BatcheryError):
     code = "forbidden"
 
 
+class AdminRequired(Forbidden):
+    """The route changes what every client gets (a model's weights, say): only an admin API key may."""
+
+    code = "admin_required"
+
+
 class TierNotAllowed(Forbidden):
     """The request asks for a tier above the highest its API key may use."""
 

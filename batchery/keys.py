@@ -35,6 +35,8 @@
     batchery:backlog:<model>          string  items sent to workers, not done     none (a counter; reconciled when idle)
     batchery:backlog:<model>:at       string  when items were last counted in     BACKLOG_QUIET_S
     batchery:janitor:<task>           string  which worker sweeps now             the sweep's lease
+    batchery:weights:<model>          hash    version -> weight, over the file's  none (deleted to go back to the file)
+    batchery:rollbacks:<model>        hash    version -> its last rollback (JSON) none (a few small fields per model)
     batchery:activity:<model>:<second>
                                       hash    items stored, batches, batch fill   ACTIVITY_TTL_S
     batchery:file:<id>                hash    a file's record (its bytes: a blob) until swept, settings.file_ttl_s after creation
@@ -266,6 +268,15 @@ def backlog(model: str) -> str:
 
 def backlog_at(model: str) -> str:
     return f"{backlog(model)}:at"
+
+
+def weights(model: str) -> str:
+    """A model's weights as an admin or a rollback set them, overriding the models file's."""
+    return f"{PREFIX}:weights:{model}"
+
+
+def rollbacks(model: str) -> str:
+    return f"{PREFIX}:rollbacks:{model}"
 
 
 def janitor(task: str) -> str:

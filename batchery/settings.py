@@ -98,6 +98,12 @@ class Settings:
     webhook_retry_base_s: float = defaults.WEBHOOK_RETRY_BASE_S
     webhook_retry_max_s: float = defaults.WEBHOOK_RETRY_MAX_S
     webhook_timeout_s: float = defaults.WEBHOOK_TIMEOUT_S
+    canary_window_s: float = defaults.CANARY_WINDOW_S
+    canary_min_items: int = defaults.CANARY_MIN_ITEMS
+    canary_error_margin: float = defaults.CANARY_ERROR_MARGIN
+    canary_latency_margin: float = defaults.CANARY_LATENCY_MARGIN
+    canary_latency_min_ms: float = defaults.CANARY_LATENCY_MIN_MS
+    canary_check_s: float = defaults.CANARY_CHECK_S
 
     @property
     def effective_redis_url(self) -> str:

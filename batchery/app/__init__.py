@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from batchery.app import auth, dead_letters, discovery, health, jobs, models, overview, page, workers
+from batchery.app import auth, dead_letters, discovery, health, jobs, models, overview, page, weights, workers
 from batchery.app.openai import batches, embeddings, files
 from batchery.app.access import register_request_log
 from batchery.app.errors import register_error_handlers
@@ -12,6 +12,7 @@ from batchery.app.services import Services
 from batchery.app.views import check_host
 from batchery.models.registry import load_registry
 from batchery.monitoring.metrics import record_job_finished
+from batchery.rollouts import Router, WeightStore
 from batchery.settings import Settings, get_settings
 from batchery.store.batches import BatchStore
 from batchery.store.files import Blobs, FileStore
@@ -30,13 +31,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = create_celery(settings)
     enqueuer = Enqueuer(celery, store, settings, registry)
     store.on_finish = record_job_finished
+    weight_store = WeightStore(store.redis, registry, settings.models_file)
     app.extensions["batchery"] = Services(
         settings=settings, registry=registry, store=store, celery=celery, enqueuer=enqueuer,
         idempotency=IdempotencyKeys(store.redis, settings.job_ttl_s), quotas=Quotas(store.redis, settings.job_ttl_s),
         files=FileStore(store.redis, Blobs(settings.effective_files_url), settings.file_ttl_s),
-        batches=BatchStore(store.redis, settings.job_ttl_s),
+        batches=BatchStore(store.redis, settings.job_ttl_s), weights=weight_store,
+        router=Router(registry, weight_store),
     )
-    blueprints = (jobs.bp, models.bp, workers.bp, dead_letters.bp, overview.bp, health.bp, discovery.bp, page.bp)
+    blueprints = (
+        jobs.bp, models.bp, weights.bp, workers.bp, dead_letters.bp, overview.bp, health.bp, discovery.bp, page.bp
+    )
     for blueprint in (*blueprints, embeddings.bp, files.bp, batches.bp):
         app.register_blueprint(blueprint)
     register_request_log(app)

@@ -30,9 +30,9 @@ def readyz() -> Response:
     except Exception as exc:
         return error_response(503, "redis_unavailable", f"Redis does not answer: {exc}", checks={"redis": False})
     live = svc.live_workers(fresh=True)
-    serving = {spec.name: svc.workers_for(spec) for spec in svc.registry}
+    serving = {spec.key: svc.workers_for(spec) for spec in svc.registry}
     unserved = [name for name, workers in serving.items() if not workers]
-    unavailable = {spec.name: reasons for spec in svc.registry if (reasons := svc.unavailable(spec))}
+    unavailable = {spec.key: reasons for spec in svc.registry if (reasons := svc.unavailable(spec))}
     checks = {
         "redis": True,
         "models": {name: bool(workers) for name, workers in serving.items()},

@@ -19,14 +19,18 @@ from batchery.store.codec import decode
 from batchery.tasks.enqueue import new_job_id
 
 
-def run_now(svc: Services, spec: ModelSpec, inputs: Sequence[Any], tier: str) -> list[tuple[str, Any]]:
-    """``(kind, value)`` per input, in order, as :func:`batchery.store.codec.decode` reads each result."""
-    svc.require_worker(spec)
+def run_now(
+    svc: Services, model: str, inputs: Sequence[Any], tier: str, routing_key: str | None = None
+) -> tuple[ModelSpec, list[tuple[str, Any]]]:
+    """The version of ``model`` that ran the inputs (:class:`batchery.rollouts.Router`'s choice), and ``(kind,
+    value)`` per input, in order, as :func:`batchery.store.codec.decode` reads each result."""
     job_id = new_job_id()
+    spec = svc.router.route(model, routing_key or job_id)
+    svc.require_worker(spec)
     with tenancy.admitted(svc, job_id, len(inputs)):
         svc.enqueuer.submit(spec, inputs, job_id=job_id, ttl_s=_ttl(svc), tier=tier, owner=tenancy.owner())
     bind(job_id)
-    record_submission(spec.name, len(inputs))
+    record_submission(spec.key, len(inputs))
     try:
         if not svc.store.wait_done(job_id, svc.settings.predict_timeout_s):
             svc.enqueuer.cancel(job_id)
@@ -37,7 +41,7 @@ def run_now(svc: Services, spec: ModelSpec, inputs: Sequence[Any], tier: str) ->
     results: list[tuple[str, Any]] = [unrun] * len(inputs)
     for index, raw in svc.store.outputs(job_id, 0, len(inputs)):
         results[index] = decode(raw)
-    return results
+    return spec, results
 
 
 def _ttl(svc: Services) -> int:

@@ -52,8 +52,9 @@ def create_job() -> Response:
     svc = services()
     job = read_job_request(request, svc.registry, svc.settings, tenancy.default_tier(tiers.STANDARD))
     tenancy.check_tier(job.tier)
-    svc.require_worker(job.spec)
     job_id = new_job_id()
+    spec = svc.router.route(job.model, job.routing_key or job_id)
+    svc.require_worker(spec)
     bind(job_id)
     client_key = idempotency_key()
     owner = tenancy.owner()
@@ -66,7 +67,7 @@ def create_job() -> Response:
     try:
         with tenancy.admitted(svc, job_id, len(job.inputs)):
             svc.enqueuer.submit(
-                job.spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache,
+                spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache,
                 tier=job.tier, owner=owner, webhook=job.webhook,
             )
     except BaseException:
@@ -75,8 +76,8 @@ def create_job() -> Response:
         raise
     if client_key is not None:
         svc.idempotency.bind(client_key, job_id, scope)
-    record_submission(job.spec.name, len(job.inputs))
-    return _accepted(job_id, "queued", job.spec.ref, len(job.inputs), job.tier)
+    record_submission(spec.key, len(job.inputs))
+    return _accepted(job_id, "queued", spec.ref, len(job.inputs), job.tier)
 
 
 @bp.get("")

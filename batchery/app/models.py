@@ -39,11 +39,13 @@ def predict(name: str) -> Response:
     """
     svc = services()
     spec = svc.registry.get(name)
-    inputs, tier = read_predict_request(request, spec, svc.settings, tenancy.default_tier(tiers.INTERACTIVE))
+    default_tier = tenancy.default_tier(tiers.INTERACTIVE)
+    inputs, tier, routing_key = read_predict_request(request, spec, svc.settings, default_tier)
     tenancy.check_tier(tier)
     outputs: list[Any] = [None] * len(inputs)
     errors = []
-    for index, (kind, value) in enumerate(run_now(svc, spec, inputs, tier)):
+    spec, results = run_now(svc, name, inputs, tier, routing_key)
+    for index, (kind, value) in enumerate(results):
         if kind == "output":
             outputs[index] = value
         else:
@@ -56,6 +58,7 @@ def predict(name: str) -> Response:
 
 def model_document(svc: Services, spec: ModelSpec) -> dict[str, Any]:
     workers = svc.workers_for(spec)
+    weights, _ = svc.weights.current(spec.name)
     return {
         **spec.describe(),
         "device": sorted({w.get("device", "?") for w in workers}),
@@ -63,5 +66,6 @@ def model_document(svc: Services, spec: ModelSpec) -> dict[str, Any]:
         "live_workers_by_device": by_device(workers),
         "serving": bool(workers),
         "unavailable": svc.unavailable(spec),
+        "weight": weights.get(spec.version, 0.0),
     }
 

@@ -32,7 +32,7 @@ ERROR_CODES = {
          "parameter or header.",
     401: "`unauthorized`: no valid API key (only when API keys are configured).",
     403: "`tier_not_allowed`: the request asks for a tier above the highest its API key may use (the message "
-         "names it); nothing was queued.",
+         "names it); nothing was queued. `admin_required`: only an admin key may change a model's weights.",
     404: "`job_not_found`, `model_not_found` or `not_found`.",
     408: "`request_timeout`: the body did not arrive within `BATCHERY_REQUEST_READ_TIMEOUT_S` (plus a second per "
          "`BATCHERY_REQUEST_MIN_BYTES_PER_S` received); the connection is closed.",
@@ -143,8 +143,18 @@ def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
                                "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
         "cache": {"type": "boolean", "description": "`false` bypasses the result cache (default `true`)."},
         "tier": nullable(TIER_PARAM),
+        "routing_key": ROUTING_KEY,
         **webhook_field(settings),
     }, title=f"{kind} job")
+
+
+ROUTING_KEY: Schema = {
+    "type": "string", "minLength": 1, "maxLength": 255,
+    "description": "For a model named without a version: picks its version in place of the job's id, so that "
+                   "requests with one key run on one version while the model's versions share its traffic.",
+}
+WEIGHTS: Schema = {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
+                   "description": "Version -> weight; only the ratios count."}
 
 
 WEBHOOK_URL: Schema = {"type": "string", "maxLength": 2048, "pattern": r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$"}
@@ -223,6 +233,7 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 "Each input must fit the model in the path (a 422 names the first that does not).",
             ),
             "tier": nullable({**TIER_PARAM, "description": "The priority tier (predict's default: `interactive`)."}),
+            "routing_key": ROUTING_KEY,
         }),
         "Prediction": obj(["model", "outputs"], {
             "model": {"type": "string"},
@@ -241,7 +252,8 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 "devices": {"type": "array", "items": {"type": "string"}}, "synthetic": {"type": "boolean"},
                 "description": {"type": "string"},
                 "queues": {"type": "array", "items": {"type": "string"},
-                           "description": "Its Celery queues, one per tier, highest first: `batchery.<name>.<tier>`."},
+                           "description": "Its Celery queues, one per tier, highest first: `batchery.<name>.<tier>` "
+                                          "(`batchery.<name>@<version>.<tier>` for a version besides the primary)."},
                 "runtimes": {"type": "object", "additionalProperties": {"type": "string"},
                              "description": "The runtime per device kind (`cpu`, `cuda`)."},
                 "device": {"type": "array", "items": {"type": "string"}, "description": "Devices of the live workers."},
@@ -249,8 +261,19 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 "live_workers_by_device": COUNTS_BY_DEVICE,
                 "unavailable": {"type": "object", "additionalProperties": {"type": "string"},
                                 "description": "Live workers that failed to load the model, with why."},
+                "primary": {"type": "boolean", "description": "Whether this is the model's primary version."},
+                "weight": {"type": "number", "minimum": 0,
+                           "description": "Its share of the jobs that name the model without a version, now."},
             },
         ),
+        "Weights": obj(["model", "primary", "weights", "source", "file_weights", "rollbacks"], {
+            "model": {"type": "string"}, "primary": {"type": "string", "description": "The primary's version."},
+            "weights": WEIGHTS, "file_weights": WEIGHTS,
+            "source": {"enum": ["file", "override"], "description": "`override`: set by an admin or a rollback."},
+            "rollbacks": {"type": "object", "description": "Per version, its last automatic rollback.",
+                          "additionalProperties": obj(["at", "why"], {"at": {"type": "number"},
+                                                                      "why": {"type": "string"}})},
+        }),
         "Worker": obj(["hostname", "pid", "host", "device", "models", "queues"], {
             "hostname": {"type": "string", "description": "`gpu1@host`, `cpu0@host`."},
             "pid": {"type": "integer"}, "host": {"type": "string"},
@@ -405,6 +428,28 @@ def model_operations(registry: Registry) -> dict[str, Any]:
             "parameters": [name],
             "responses": {"200": {"description": "The model.", "content": json_content(ref("Model"))}, **errors(404, 503)},
         }},
+        "/v1/models/{name}/weights": {
+            "get": {
+                "operationId": "getWeights", "summary": "How the model's jobs are split across its versions",
+                "parameters": [name],
+                "responses": {"200": {"description": "The weights.", "content": json_content(ref("Weights"))},
+                              **errors(404, 503)},
+            },
+            "put": {
+                "operationId": "setWeights", "summary": "Set the split (an admin's): every API process uses it at once",
+                "parameters": [name],
+                "requestBody": {"required": True,
+                                "content": {JSON: {"schema": obj(["weights"], {"weights": WEIGHTS})}}},
+                "responses": {"200": {"description": "The weights now.", "content": json_content(ref("Weights"))},
+                              **errors(400, 404, 415, 503)},
+            },
+            "delete": {
+                "operationId": "deleteWeights", "summary": "Back to the models file's split (an admin's)",
+                "parameters": [name],
+                "responses": {"200": {"description": "The weights now.", "content": json_content(ref("Weights"))},
+                              **errors(404, 503)},
+            },
+        },
         "/v1/models/{name}/predict": {"post": {
             "operationId": "predict", "summary": "Run inputs through the queue and batcher and wait for the outputs",
             "parameters": [name],
@@ -508,6 +553,8 @@ def errors(*statuses: int) -> dict[str, Any]:
 
 #: The operations a key's tier ceiling holds to (403).
 TIERED = (("/v1/jobs", "post"), ("/v1/models/{name}/predict", "post"))
+#: The operations only an admin key may use (403).
+ADMIN_ONLY = (("/v1/models/{name}/weights", "put"), ("/v1/models/{name}/weights", "delete"))
 
 
 def secure(paths: dict[str, Any], openai_401: dict[str, Any]) -> None:
@@ -521,7 +568,7 @@ def secure(paths: dict[str, Any], openai_401: dict[str, Any]) -> None:
                 operation["security"] = []
             else:
                 operation["responses"]["401"] = openai_401 if path.startswith(OPENAI_PATHS) else error_response(401)
-    for path, method in TIERED:
+    for path, method in TIERED + ADMIN_ONLY:
         paths[path][method]["responses"]["403"] = error_response(403)
 
 

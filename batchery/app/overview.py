@@ -76,7 +76,7 @@ def job_summary(job: dict[str, Any]) -> dict[str, Any]:
 
 def model_activity(svc: Services, workers: list[dict[str, Any]], window_s: int) -> list[dict[str, Any]]:
     specs = list(svc.registry)
-    activity = read_activity(svc.store.redis, [spec.name for spec in specs], window_s)
+    activity = read_activity(svc.store.redis, [spec.key for spec in specs], window_s)
     return [
         {
             "name": spec.name,
@@ -84,7 +84,7 @@ def model_activity(svc: Services, workers: list[dict[str, Any]], window_s: int) 
             "synthetic": spec.synthetic,
             "max_batch_size": spec.max_batch_size,
             "live_workers": sum(set(spec.queues) <= set(w.get("queues", [])) for w in workers),
-            **activity[spec.name].as_dict(),
+            **activity[spec.key].as_dict(),
         }
         for spec in specs
     ]
@@ -101,14 +101,15 @@ def tier_activity(svc: Services) -> list[dict[str, Any]]:
     latencies: dict[tuple[str, str], list[float]] = {}
     for job in svc.store.get_many(svc.store.recent(TIER_JOBS)):
         if job["finished_at"] is not None and job["status"] == "completed":
-            latencies.setdefault((job["model"], tiers.of_job(job)), []).append(job["finished_at"] - job["created_at"])
+            ref = f"{job['model']}@{job['version']}"
+            latencies.setdefault((ref, tiers.of_job(job)), []).append(job["finished_at"] - job["created_at"])
     rows = []
     for spec in svc.registry:
         for tier in tiers.TIERS:
             backlog = chunks.backlog(spec.queue_for(tier))
-            done = sorted(latencies.get((spec.name, tier), []))
+            done = sorted(latencies.get((spec.ref, tier), []))
             rows.append({
-                "model": spec.name, "tier": tier, **backlog,
+                "model": spec.key, "tier": tier, **backlog,
                 "recent_jobs": len(done), "p95_s": round(done[int(0.95 * (len(done) - 1))], 3) if done else None,
             })
     return rows

@@ -19,6 +19,7 @@ from batchery.settings import Settings
 
 NDJSON = "application/x-ndjson"
 MAX_WEBHOOK_URL = 2048
+MAX_ROUTING_KEY_CHARS = 255
 #: An absolute http(s) URL with a host, no spaces or control characters, at most MAX_WEBHOOK_URL characters.
 WEBHOOK_URL = re.compile(r"https?://[^\s/?#@]+(?:[/?#][^\s]*)?", re.ASCII)
 #: Every integer orjson would not read exactly has at least 19 digits in a row (2**63 has 19).
@@ -27,6 +28,9 @@ LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 @dataclass(frozen=True)
 class JobRequest:
+    #: The model as named (``name`` or ``name@version``): which version runs the job is the router's choice.
+    model: str
+    #: The model's primary version, or the version named: what the inputs were checked against.
     spec: ModelSpec
     inputs: list[Any]
     metadata: dict[str, Any] | None = None
@@ -34,6 +38,7 @@ class JobRequest:
     cache: bool = True
     tier: str = tiers.STANDARD
     webhook: str | None = None
+    routing_key: str | None = None
 
 
 def read_job_request(
@@ -52,6 +57,8 @@ def read_job_request(
             body["tier"] = request.args["tier"]
         if "webhook" in request.args:
             body["webhook"] = {"url": request.args["webhook"]}
+        if "routing_key" in request.args:
+            body["routing_key"] = request.args["routing_key"]
     else:
         body = json_object(request)
         model = body.get("model")
@@ -67,7 +74,19 @@ def read_job_request(
     _check_query_agrees(request, registry, spec, cache, tier)
     timeout_s = _timeout(body.get("timeout_s"), settings)
     webhook = read_webhook(body.get("webhook"), settings)
-    return JobRequest(spec, read_inputs(body, spec, settings), metadata, timeout_s, cache, tier, webhook)
+    inputs = read_inputs(body, spec, settings)
+    return JobRequest(model, spec, inputs, metadata, timeout_s, cache, tier, webhook, read_routing_key(body))
+
+
+def read_routing_key(body: dict[str, Any]) -> str | None:
+    """``routing_key``: what picks the version of a model named without one, in place of the job's id, so that
+    a client's jobs with one key all run on one version (:mod:`batchery.rollouts.routing`)."""
+    key = body.get("routing_key")
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_ROUTING_KEY_CHARS:
+        raise BadRequest(f"'routing_key' must be a string of 1 to {MAX_ROUTING_KEY_CHARS} characters")
+    return key
 
 
 def read_webhook(value: Any, settings: Settings) -> str | None:
@@ -135,10 +154,11 @@ def _timeout(value: Any, settings: Settings) -> float | None:
 
 def read_predict_request(
     request: Request, spec: ModelSpec, settings: Settings, default_tier: str = tiers.INTERACTIVE
-) -> tuple[list[Any], str]:
-    """``POST /v1/models/<name>/predict``: ``{"inputs": [...], "tier": "interactive"?}``; the inputs and tier."""
+) -> tuple[list[Any], str, str | None]:
+    """``POST /v1/models/<name>/predict``: ``{"inputs": [...], "tier": "interactive"?, "routing_key": "..."?}``;
+    the inputs, tier and routing key."""
     body = json_object(request)
-    return read_inputs(body, spec, settings), tiers.parse(body.get("tier"), default_tier)
+    return read_inputs(body, spec, settings), tiers.parse(body.get("tier"), default_tier), read_routing_key(body)
 
 
 def read_inputs(body: dict[str, Any], spec: ModelSpec, settings: Settings) -> list[Any]:

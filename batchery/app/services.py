@@ -15,6 +15,7 @@ from flask import current_app
 
 from batchery.errors import NoLiveWorker
 from batchery.models.registry import ModelSpec, Registry
+from batchery.rollouts import Router, WeightStore
 from batchery.settings import Settings
 from batchery.store import JobStore
 from batchery.store.batches import BatchStore
@@ -38,6 +39,8 @@ class Services:
     quotas: Quotas
     files: FileStore
     batches: BatchStore
+    weights: WeightStore
+    router: Router
     _workers: tuple[float, list[dict[str, Any]]] = field(default=(0.0, []), repr=False)
 
     def live_workers(self, fresh: bool = False) -> list[dict[str, Any]]:
@@ -53,7 +56,8 @@ class Services:
 
     def unavailable(self, spec: ModelSpec) -> dict[str, str]:
         """Why the model failed to load, per live worker that tried: hostname -> reason."""
-        return {w["hostname"]: w["unavailable"][spec.name] for w in self.live_workers() if spec.name in w.get("unavailable", {})}
+        workers = self.live_workers()
+        return {w["hostname"]: w["unavailable"][spec.key] for w in workers if spec.key in w.get("unavailable", {})}
 
     def require_worker(self, spec: ModelSpec) -> None:
         """Refuse work no worker would take, unless workers are started on demand (an autoscaler that scales
@@ -61,7 +65,7 @@ class Services:
         if self.settings.accept_without_workers:
             return
         if not self.workers_for(spec) and not self.workers_for(spec, fresh=True):
-            raise NoLiveWorker(f"no live worker serves model {spec.name!r}; start one with `batchery worker`")
+            raise NoLiveWorker(f"no live worker serves model {spec.key!r}; start one with `batchery worker`")
 
 
 def services() -> Services:

@@ -68,7 +68,7 @@ class Batcher:
         self.store = store
         self.cancelled = cancelled
         self.retry = retry
-        self.batch_size = AdaptiveBatchSize(self.spec.max_batch_size, oom_cooldown_s, self.spec.name)
+        self.batch_size = AdaptiveBatchSize(self.spec.max_batch_size, oom_cooldown_s, self.spec.key)
         self.dead_letters = DeadLetters(store.redis)
         self.queue = ItemQueue()
         self._prepared: queue.Queue[Any] = queue.Queue(maxsize=1)
@@ -252,7 +252,7 @@ class Batcher:
 
     def _dead_letters(self, items: Sequence[Item], results: Sequence[Any]) -> list[DeadLetter]:
         return [
-            DeadLetter(item.job_id, item.index, self.spec.name, item.input, r.as_dict(), self.retry.attempts)
+            DeadLetter(item.job_id, item.index, self.spec.key, item.input, r.as_dict(), self.retry.attempts)
             for item, r in zip(items, results)
             if is_dead_letter(r)
         ]

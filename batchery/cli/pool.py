@@ -82,17 +82,17 @@ def pool_devices(devices: str, gpus: Sequence[Gpu], cpu_processes: int) -> list[
 
 def plan_pool(registry: Registry, devices: Sequence[tuple[str, str]], models: Sequence[str] = ()) -> list[Slot]:
     """One slot per device that has models placed on it (of ``models`` when given, else of all)."""
-    wanted = {registry.get(m).name for m in models}
+    wanted = {s.key for s in registry.select(models)}
     slots: list[Slot] = []
     served: set[str] = set()
     for name, device in devices:
-        specs = [s for s in registry.placed_on(device) if not wanted or s.name in wanted]
+        specs = [s for s in registry.placed_on(device) if not wanted or s.key in wanted]
         if not specs:
             log.warning("none of the models to serve is placed on %s: no worker process for it", device)
             continue
-        slots.append(Slot(len(slots), name, device, tuple(s.name for s in specs), tier_queues(specs)))
-        served.update(s.name for s in specs)
-    unplaced = sorted((wanted or set(registry.names())) - served)
+        slots.append(Slot(len(slots), name, device, tuple(s.key for s in specs), tier_queues(specs)))
+        served.update(s.key for s in specs)
+    unplaced = sorted((wanted or {s.key for s in registry}) - served)
     if wanted and unplaced:
         raise ConfigError(f"no device of this pool runs {unplaced}: see their devices in the models file")
     if unplaced:
@@ -104,13 +104,13 @@ def plan_pool(registry: Registry, devices: Sequence[tuple[str, str]], models: Se
 
 def single_slot(registry: Registry, name: str, device: str, models: Sequence[str] = ()) -> Slot:
     """One process under a name of the caller's choosing, on the device the settings give it."""
-    specs = [registry.get(m) for m in models] if models else registry.placed_on(device)
-    elsewhere = [s.name for s in specs if not s.placed_on(device)]
+    specs = registry.select(models) if models else registry.placed_on(device)
+    elsewhere = [s.key for s in specs if not s.placed_on(device)]
     if elsewhere:
         raise ConfigError(f"models {elsewhere} are not placed on {device}: see their devices in the models file")
     if not specs:
         raise ConfigError(f"no model is placed on {device}: nothing to run")
-    return Slot(0, name, device, tuple(s.name for s in specs), tier_queues(specs))
+    return Slot(0, name, device, tuple(s.key for s in specs), tier_queues(specs))
 
 
 def tier_queues(specs: Sequence[ModelSpec]) -> tuple[str, ...]:
@@ -129,7 +129,7 @@ def missing_model_files(settings: Settings, models: Sequence[str] = ()) -> list[
     slots = plan_pool(registry, pool_devices(settings.worker_devices, discover_gpus(), 1), models)
     kinds = {"cuda" if slot.gpu_index is not None else "cpu" for slot in slots}
     served = {name for slot in slots for name in slot.models}
-    return [problem for spec in registry if spec.name in served for kind in sorted(kinds) for problem in spec.missing_files(kind)]
+    return [problem for spec in registry if spec.key in served for kind in sorted(kinds) for problem in spec.missing_files(kind)]
 
 
 def start_pool(supervisor: Supervisor, settings: Settings, models: Sequence[str] = ()) -> list[Slot]:

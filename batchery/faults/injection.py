@@ -109,7 +109,7 @@ class FaultyRuntime(Runtime):
         if rate <= 0 or self.rng.random() >= rate:
             return False
         self.injected[fault] += 1
-        FAULTS_INJECTED.labels(self.spec.name, fault).inc()
+        FAULTS_INJECTED.labels(self.spec.key, fault).inc()
         log.warning("injected %s fault in model %s (%d so far)", fault, self.spec.name, self.injected[fault])
         return True
 
@@ -134,7 +134,7 @@ class FaultyStore:
     def record(self, *args: Any, **kwargs: Any) -> Any:
         if self.rng.random() < self.rate:
             self.injected += 1
-            FAULTS_INJECTED.labels(self.spec.name, "store").inc()
+            FAULTS_INJECTED.labels(self.spec.key, "store").inc()
             log.warning("injected store fault in model %s (%d so far)", self.spec.name, self.injected)
             raise redis.ConnectionError(f"injected store fault in model {self.spec.name}")
         return self.inner.record(*args, **kwargs)

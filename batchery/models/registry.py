@@ -24,15 +24,28 @@ Placement says which devices run a model, and a model can run differently on a G
     options = {fp16 = true}
 
 ``enabled = false`` switches a model (a built-in, say) off: it is not served, listed or awaited by /readyz.
+
+Several versions of one model can be served at once, each with its own queues and batchers, for a canary or a
+rollout. A ``[models.<name>.versions.<version>]`` table adds a version: the fields it gives override the model's
+(its primary version's), and its ``weight`` is its share of the jobs that name the model without a version
+(:mod:`batchery.rollouts`)::
+
+    [models.minilm]
+    version = "v1"              # the primary: weight 1 - the others' unless it says its own
+    [models.minilm.versions.v2]
+    weight = 0.2
+    path = "/models/minilm-v2.onnx"
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from batchery.errors import ConfigError, ModelNotFound
 from batchery.tiers import TIERS
@@ -45,6 +58,11 @@ DEVICE_OVERRIDES = (
     "runtime", "path", "max_batch_size", "max_wait_ms", "max_batch_tokens", "bucket_by_length", "options"
 )
 
+
+#: What a version table may not change: a version is the same model to its clients.
+VERSION_FIXED = ("version", "input", "aliases", "primary")
+#: Version names go into queue names and Redis keys.
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 #: Options that name a file a runtime reads.
 FILE_OPTIONS = ("tokenizer", "weights")
@@ -76,6 +94,14 @@ class ModelSpec:
     description: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     on: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: False for a version a ``versions`` table adds beside the model's own: see :attr:`key`.
+    primary: bool = True
+
+    @property
+    def key(self) -> str:
+        """What names this version's queues, batchers, backlog and counters: the model's name for its primary
+        version (so a model with one version is named as it always was), ``name@version`` for any other."""
+        return self.name if self.primary else self.ref
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -83,8 +109,8 @@ class ModelSpec:
         return tuple(self.queue_for(tier) for tier in TIERS)
 
     def queue_for(self, tier: str) -> str:
-        """``batchery.<model>.<tier>``: the tier shows in Flower and ``celery inspect active_queues``."""
-        return f"{QUEUE_PREFIX}{self.name}.{tier}"
+        """``batchery.<key>.<tier>``: the tier shows in Flower and ``celery inspect active_queues``."""
+        return f"{QUEUE_PREFIX}{self.key}.{tier}"
 
     @property
     def ref(self) -> str:
@@ -143,6 +169,7 @@ class ModelSpec:
             "synthetic": self.synthetic,
             "description": self.description,
             "queues": list(self.queues),
+            "primary": self.primary,
         }
 
 
@@ -172,10 +199,19 @@ BUILTINS: dict[str, ModelSpec] = {
 
 
 class Registry:
-    """The models this deployment serves, by name."""
+    """The models this deployment serves, by name, each with its versions and their file weights."""
 
-    def __init__(self, specs: Mapping[str, ModelSpec]) -> None:
+    def __init__(
+        self,
+        specs: Mapping[str, ModelSpec],
+        versions: Mapping[str, Sequence[ModelSpec]] | None = None,
+        weights: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
         self._specs = dict(specs)
+        self._versions = {
+            name: {v.version: v for v in (spec, *(versions or {}).get(name, ()))} for name, spec in self._specs.items()
+        }
+        self._weights = {name: dict(w) for name, w in (weights or {}).items()}
         self._aliases: dict[str, str] = {}
         for spec in self._specs.values():
             for alias in spec.aliases:
@@ -184,13 +220,28 @@ class Registry:
                 self._aliases[alias] = spec.name
 
     def __iter__(self) -> Iterator[ModelSpec]:
-        return iter(self._specs.values())
+        """Every version of every model: each has queues to consume and a batcher to run."""
+        return iter([spec for versions in self._versions.values() for spec in versions.values()])
 
     def __len__(self) -> int:
-        return len(self._specs)
+        return sum(len(versions) for versions in self._versions.values())
 
     def names(self) -> list[str]:
         return list(self._specs)
+
+    def versions(self, name: str) -> list[ModelSpec]:
+        """The model's versions, its primary first (``name`` may be an alias)."""
+        return list(self._versions[self.get(name).name].values())
+
+    def weights(self, name: str) -> dict[str, float]:
+        """The share of a model's unpinned jobs each version gets, as the models file says: version -> weight."""
+        primary = self.get(name)
+        return dict(self._weights.get(primary.name) or {primary.version: 1.0})
+
+    def select(self, refs: Sequence[str]) -> list[ModelSpec]:
+        """The versions ``refs`` name: every version of a bare name, the one of ``name@version``."""
+        chosen = [spec for ref in refs for spec in ([self.get(ref)] if "@" in ref else self.versions(ref))]
+        return list({spec.key: spec for spec in chosen}.values())
 
     def placed_on(self, device: str) -> list[ModelSpec]:
         """The models that run on ``device``, each as it runs there."""
@@ -205,29 +256,93 @@ class Registry:
         return None
 
     def get(self, ref: str) -> ModelSpec:
-        """Look a model up by ``name`` or ``name@version`` (or an alias); ``name@`` names a version too, an empty one."""
+        """Look a model up by ``name`` or ``name@version`` (or an alias); a bare name is its primary version.
+
+        ``name@`` names a version too, an empty one. Routing a bare name across versions by weight is
+        :class:`batchery.rollouts.Router`'s.
+        """
         name, at, version = ref.partition("@")
         spec = self._specs.get(name) or self._specs.get(self._aliases.get(name, ""))
         if spec is None:
             raise ModelNotFound(f"unknown model {name!r}; known models: {', '.join(sorted(self._specs))}")
-        if at and version != spec.version:
-            raise ModelNotFound(f"model {name!r} has version {spec.version!r}, not {version!r}")
-        return spec
+        if not at:
+            return spec
+        found = self._versions[spec.name].get(version)
+        if found is None:
+            known = ", ".join(repr(v) for v in self._versions[spec.name])
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; its versions: {known}")
+        return found
 
 
 def load_registry(models_file: str = "") -> Registry:
     """The built-ins, overridden and extended by the models file when one is given."""
     specs = dict(BUILTINS)
+    versions: dict[str, list[ModelSpec]] = {}
+    weights: dict[str, dict[str, float]] = {}
     if models_file:
         for name, table in _read_models_file(Path(models_file)).items():
             table = dict(table)
             if table.pop("enabled", True) is False:
                 specs.pop(name, None)
-            else:
-                specs[name] = _spec_from_table(name, table, specs.get(name))
+                continue
+            version_tables = table.pop("versions", {})
+            weight = table.pop("weight", None)
+            specs[name] = _spec_from_table(name, table, specs.get(name))
+            versions[name] = _versions(specs[name], version_tables)
+            if versions[name] or weight is not None:
+                weights[name] = _weights(specs[name], versions[name], weight, version_tables)
     if not specs:
         raise ConfigError(f"models file {models_file}: every model is switched off")
-    return Registry(specs)
+    return Registry(specs, versions, weights)
+
+
+def read_weights(models_file: str) -> dict[str, dict[str, float]]:
+    """Only the weights of a models file's versions, read again when it changes (:mod:`batchery.rollouts`)."""
+    registry = load_registry(models_file)
+    return {name: registry.weights(name) for name in registry.names() if len(registry.versions(name)) > 1}
+
+
+def _versions(primary: ModelSpec, tables: Any) -> list[ModelSpec]:
+    """The versions a ``versions`` table adds beside ``primary``: each overrides the primary's fields."""
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        example = f"[models.{primary.name}.versions.v2]"
+        raise ConfigError(f"model {primary.name!r}: 'versions' must hold one table per version, e.g. {example}")
+    found = []
+    for version, table in tables.items():
+        version = str(version)
+        if VERSION_NAME.fullmatch(version) is None or version == primary.version:
+            raise ConfigError(
+                f"model {primary.name!r}: version {version!r} must be letters, digits, '.', '-' and '_', "
+                f"other than the primary's {primary.version!r}"
+            )
+        fixed = set(table) & set(VERSION_FIXED)
+        if fixed:
+            raise ConfigError(f"model {primary.name!r}: version {version!r} cannot set {sorted(fixed)}")
+        values = {k: v for k, v in table.items() if k != "weight"}
+        spec = _spec_from_table(primary.name, {**values, "version": version}, primary)
+        found.append(dataclasses.replace(spec, primary=False))
+    return found
+
+
+def _weights(
+    primary: ModelSpec, versions: Sequence[ModelSpec], weight: Any, tables: Mapping[str, Any]
+) -> dict[str, float]:
+    """Each version's weight: a version without one gets none (it is reached only by ``name@version``), and the
+    primary without one gets what the others leave of 1."""
+    given = {v.version: check_weight(primary.name, v.version, tables[v.version].get("weight", 0)) for v in versions}
+    if weight is None:
+        weight = max(0.0, 1.0 - sum(given.values()))
+    found = {primary.version: check_weight(primary.name, primary.version, weight), **given}
+    if not any(found.values()):
+        raise ConfigError(f"model {primary.name!r}: the weights of its versions are all 0")
+    return found
+
+
+def check_weight(name: str, version: str, weight: Any) -> float:
+    """A weight is a finite number >= 0; weights are shares, so only their ratios count."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise ConfigError(f"model {name!r}: the weight of version {version!r} must be a number >= 0, not {weight!r}")
+    return float(weight)
 
 
 def _read_models_file(path: Path) -> dict[str, Mapping[str, Any]]:
@@ -251,7 +366,7 @@ def _read_models_file(path: Path) -> dict[str, Mapping[str, Any]]:
 
 
 def _spec_from_table(name: str, table: Mapping[str, Any], base: ModelSpec | None) -> ModelSpec:
-    known = {f.name for f in dataclasses.fields(ModelSpec)} - {"name"}
+    known = {f.name for f in dataclasses.fields(ModelSpec)} - {"name", "primary"}
     unknown = set(table) - known
     if unknown:
         raise ConfigError(f"model {name!r}: unknown fields {sorted(unknown)} (known: {sorted(known)})")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import redis
 
 from batchery import keys
 from batchery.batching.hooks import BatchHook, BatchShape
-from batchery.store.activity import FIELDS
+from batchery.errors import BatcheryError
+from batchery.store.activity import ERRORS, FIELDS, NOT_THE_MODELS, SERVED, latency_bucket, latency_field
 
 if TYPE_CHECKING:
     from batchery.batching.queue import Item
@@ -24,7 +26,9 @@ FLUSH_S = 0.5
 
 
 class ActivityHook(BatchHook):
-    """Counts stored items, and the fill of each prepared batch, into each second's bucket.
+    """Counts stored items, and the fill of each prepared batch, into each second's bucket; and per model
+    version, the items served, those that failed, and how long each took from entering the batcher to its
+    result being stored (what the canary watcher compares versions by).
 
     A batch's shape is known on the prepare thread and its end on the writer thread. Counts gather in memory,
     per model and second, and go to Redis in one pipelined round trip at most every :data:`FLUSH_S` (on the
@@ -32,12 +36,18 @@ class ActivityHook(BatchHook):
     batch cost more than an echo batch itself. Activity is for the jobs page; a flush Redis refuses is dropped.
     """
 
-    def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.time, flush_s: float = FLUSH_S) -> None:
+    def __init__(
+        self, client: redis.Redis, clock: Callable[[], float] = time.time, flush_s: float = FLUSH_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.clock = clock
+        #: The batcher queue's clock, which items carry their arrival in.
+        self.monotonic = monotonic
         self.flush_s = flush_s
         self._shapes: dict[str, list[int]] = {}
         self._pending: dict[tuple[str, int], list[int]] = {}
+        self._outcomes: dict[tuple[str, int], Counter[str]] = {}
         self._last_flush = clock()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -56,7 +66,7 @@ class ActivityHook(BatchHook):
 
     def after_prepare(self, spec: "ModelSpec", items: Sequence["Item"], shape: BatchShape) -> None:
         with self._lock:
-            counts = self._shapes.setdefault(spec.name, [0, 0, 0])
+            counts = self._shapes.setdefault(spec.key, [0, 0, 0])
             counts[0] += 1
             counts[1] += shape.items
             counts[2] += shape.capacity
@@ -64,8 +74,8 @@ class ActivityHook(BatchHook):
     def after_write(self, spec: "ModelSpec", items: Sequence["Item"], seconds: float) -> None:
         now = self.clock()
         with self._lock:
-            batches, batch_items, capacity = self._shapes.pop(spec.name, (0, 0, 0))
-            bucket = self._pending.setdefault((spec.name, int(now)), [0, 0, 0, 0])
+            batches, batch_items, capacity = self._shapes.pop(spec.key, (0, 0, 0))
+            bucket = self._pending.setdefault((spec.key, int(now)), [0, 0, 0, 0])
             bucket[0] += len(items)
             bucket[1] += batches
             bucket[2] += batch_items
@@ -74,17 +84,44 @@ class ActivityHook(BatchHook):
         if due:
             self.flush()
 
+    def after_store(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any]) -> None:
+        """Latencies are bucketed once per run of items that arrived together (a chunk's items do)."""
+        now, ended = self.clock(), self.monotonic()
+        arrivals: Counter[float] = Counter()
+        errors = 0
+        for item, result in zip(items, results):
+            if isinstance(result, BatcheryError):
+                if result.code in NOT_THE_MODELS:
+                    continue
+                errors += 1
+            arrivals[item.enqueued_at] += 1
+        if not arrivals:
+            return
+        with self._lock:
+            counts = self._outcomes.setdefault((spec.key, int(now)), Counter())
+            counts[SERVED] += sum(arrivals.values())
+            counts[ERRORS] += errors
+            for enqueued_at, count in arrivals.items():
+                counts[latency_field(latency_bucket(ended - enqueued_at))] += count
+
     def flush(self) -> None:
         """Send what was counted since the last flush, one pipelined round trip for every bucket."""
         with self._lock:
             pending, self._pending = self._pending, {}
+            outcomes, self._outcomes = self._outcomes, {}
             self._last_flush = self.clock()
-        if not pending:
+        if not pending and not outcomes:
             return
         pipe = self.client.pipeline(transaction=False)
         for (model, second), counts in pending.items():
             key = keys.activity(model, second)
             for name, count in zip(FIELDS, counts):
+                if count:
+                    pipe.hincrby(key, name, count)
+            pipe.expire(key, keys.ACTIVITY_TTL_S)
+        for (model, second), counter in outcomes.items():
+            key = keys.activity(model, second)
+            for name, count in counter.items():
                 if count:
                     pipe.hincrby(key, name, count)
             pipe.expire(key, keys.ACTIVITY_TTL_S)

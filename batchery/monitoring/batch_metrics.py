@@ -30,29 +30,29 @@ class BatchMetrics(BatchHook):
         now = self.clock()
         runs = Counter((item.tier, item.enqueued_at) for item in items)
         for (rank, enqueued_at), count in runs.items():
-            wait = metrics.QUEUE_WAIT.labels(spec.name, "batcher", TIERS[rank])
+            wait = metrics.QUEUE_WAIT.labels(spec.key, "batcher", TIERS[rank])
             metrics.observe_many(wait, max(now - enqueued_at, 0.0), count)
 
     def after_prepare(self, spec: "ModelSpec", items: Sequence["Item"], shape: BatchShape) -> None:
-        metrics.BATCH_FILL.labels(spec.name).observe(shape.fill)
+        metrics.BATCH_FILL.labels(spec.key).observe(shape.fill)
         padding = shape.padding_fraction
         if padding is None:
             return
-        metrics.BATCH_PADDING.labels(spec.name).observe(padding)
-        metrics.TOKENS.labels(spec.name, "real").inc(shape.tokens)
-        metrics.TOKENS.labels(spec.name, "padding").inc(shape.padded_tokens - shape.tokens)
+        metrics.BATCH_PADDING.labels(spec.key).observe(padding)
+        metrics.TOKENS.labels(spec.key, "real").inc(shape.tokens)
+        metrics.TOKENS.labels(spec.key, "padding").inc(shape.padded_tokens - shape.tokens)
 
     def after_batch(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any], seconds: float) -> None:
-        metrics.BATCH_SIZE.labels(spec.name).observe(len(items))
-        metrics.INFERENCE.labels(spec.name).observe(seconds)
+        metrics.BATCH_SIZE.labels(spec.key).observe(len(items))
+        metrics.INFERENCE.labels(spec.key).observe(seconds)
 
     def after_write(self, spec: "ModelSpec", items: Sequence["Item"], seconds: float) -> None:
-        metrics.STORE_WRITE.labels(spec.name).observe(seconds)
+        metrics.STORE_WRITE.labels(spec.key).observe(seconds)
 
     def after_store(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any]) -> None:
         outcomes = Counter(r.code if isinstance(r, BatcheryError) else "succeeded" for r in results)
         for outcome, count in outcomes.items():
-            metrics.record_items(spec.name, outcome, count)
+            metrics.record_items(spec.key, outcome, count)
         letters = sum(1 for r in results if is_dead_letter(r))
         if letters:
-            metrics.DEAD_LETTERS.labels(spec.name).inc(letters)
+            metrics.DEAD_LETTERS.labels(spec.key).inc(letters)

@@ -75,7 +75,7 @@ class QueueDepth:
                 for spec in self.registry:
                     for tier in TIERS:
                         queue = spec.queue_for(tier)
-                        family.add_metric([spec.name, tier, queue], _message_count(conn, queue))
+                        family.add_metric([spec.key, tier, queue], _message_count(conn, queue))
         except Exception as exc:
             log.warning("queue depth unavailable: the broker did not answer: %s", exc)
             return []
@@ -114,7 +114,7 @@ class LiveWorkers:
             return []
         family = _live_workers()
         for spec in self.registry:
-            family.add_metric([spec.name], sum(set(spec.queues) <= set(w.get("queues", [])) for w in workers))
+            family.add_metric([spec.key], sum(set(spec.queues) <= set(w.get("queues", [])) for w in workers))
         return [family]
 
 

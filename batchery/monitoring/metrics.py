@@ -106,6 +106,11 @@ FAULTS_INJECTED = Counter(
 DEAD_LETTERS = Counter(
     "batchery_dead_letters_total", "Items that exhausted their retries and went to the dead-letter store.", ["model"]
 )
+CANARY_ROLLBACKS = Counter(
+    "batchery_canary_rollbacks_total",
+    "Canary versions whose weight was set to 0 for doing worse than their primary: reason is 'errors' or 'latency'.",
+    ["model", "version", "reason"],
+)
 
 
 def record_submission(model: str, items: int) -> None:

@@ -26,6 +26,10 @@ class EmbeddingRequest:
     spec: ModelSpec
     texts: list[str]
     encoding_format: str = "float"
+    #: The model as named: a bare name is split across its versions by weight, keyed by ``user`` when given.
+    model: str = ""
+    #: OpenAI's end-user id: it keeps one user's requests on one version of the model.
+    user: str | None = None
 
 
 def read_request(body: Any, registry: Registry, settings: Settings) -> EmbeddingRequest:
@@ -39,9 +43,11 @@ def read_request(body: Any, registry: Registry, settings: Settings) -> Embedding
     if encoding not in ENCODINGS:
         raise BadRequest(f"'encoding_format' must be 'float' or 'base64', not {encoding!r}", param="encoding_format")
     check_dimensions(body.get("dimensions"), spec)
-    if not isinstance(body.get("user", ""), str):
+    user = body.get("user", "")
+    if not isinstance(user, str):
         raise BadRequest("'user' must be a string", param="user")
-    return EmbeddingRequest(spec, read_input(body.get("input"), spec, settings), encoding)
+    texts = read_input(body.get("input"), spec, settings)
+    return EmbeddingRequest(spec, texts, encoding, body["model"], user or None)
 
 
 def embedding_model(name: Any, registry: Registry) -> ModelSpec:
@@ -53,7 +59,7 @@ def embedding_model(name: Any, registry: Registry) -> ModelSpec:
     except ModelNotFound as exc:
         raise ModelNotFound(exc.message, param="model") from exc
     if spec.input != "text" or spec.dimensions is None:
-        served = ", ".join(sorted(s.name for s in embedding_models(registry))) or "none"
+        served = ", ".join(sorted({s.name for s in embedding_models(registry)})) or "none"
         raise BadRequest(f"model {name!r} is not an embedding model; these are: {served}", param="model")
     return spec
 

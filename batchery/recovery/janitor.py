@@ -240,7 +240,7 @@ class Janitor:
                 else:
                     continue
                 recovered += 1
-                log.warning("janitor: chunk %s.%s of %s was lost on its way to a worker; sent again", job_id, number, spec.name)
+                log.warning("janitor: chunk %s.%s of %s was lost on its way to a worker; sent again", job_id, number, spec.key)
         return recovered
 
     def keep_lanes_moving(self) -> int:
@@ -258,9 +258,9 @@ class Janitor:
         for spec in self.enqueuer.registry:
             if any(self.chunks.open_count(queue) for queue in spec.queues):
                 continue
-            left = self.backlog.reconcile_idle(spec.name)
+            left = self.backlog.reconcile_idle(spec.key)
             if left > 0:
-                log.warning("janitor: model %s had %d items counted in its backlog and none anywhere; reset", spec.name, left)
+                log.warning("janitor: model %s had %d items counted in its backlog and none anywhere; reset", spec.key, left)
 
     def _queues(self) -> list[tuple[object, str]]:
         return [(spec, queue) for spec in self.enqueuer.registry for queue in spec.queues]

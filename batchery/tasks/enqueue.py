@@ -19,7 +19,7 @@ import orjson
 from celery import Celery
 
 from batchery.cache import ResultCache
-from batchery.errors import Cancelled, DeadlineExceeded, TooManyRequests, Unavailable
+from batchery.errors import Cancelled, DeadlineExceeded, ModelNotFound, TooManyRequests, Unavailable
 from batchery.models.registry import ModelSpec, Registry
 from batchery.monitoring.metrics import record_cache, record_job_finished
 from batchery.store.dead_letters import DeadLetters
@@ -87,7 +87,7 @@ class Dispatcher:
                 start, stop = bounds[k]
                 indices, inputs = zip(*items[start:stop])
                 self.chunks.add(
-                    pipe, job_id, numbers[k], spec.name, queue, tier, indices, orjson.dumps(list(inputs)),
+                    pipe, job_id, numbers[k], spec.key, queue, tier, indices, orjson.dumps(list(inputs)),
                     task_id(job_id, numbers[k]), sent_at + k * 1e-6, expires_at, held,
                 )
             if held and group + RECORDS_PER_TRIP >= len(bounds):
@@ -96,7 +96,7 @@ class Dispatcher:
         if held:
             self.pump(queue)
         else:
-            self.publish_all([Released(job_id, n, spec.name, queue, task_id(job_id, n)) for n in numbers])
+            self.publish_all([Released(job_id, n, spec.key, queue, task_id(job_id, n)) for n in numbers])
         return numbers
 
     def pump(self, queue: str) -> int:
@@ -194,7 +194,7 @@ class Enqueuer:
         except Exception as exc:
             self._undo(spec, job_id, len(inputs), len(inputs), claimed, exc)
             raise
-        self.backlog.release(spec.name, len(inputs) - len(todo))
+        self.backlog.release(spec.key, len(inputs) - len(todo))
         if todo:
             items = [(i, inputs[i]) for i in todo]
             self._send(spec, job_id, len(inputs), items, int(time.time() + ttl), claimed, tier)
@@ -228,18 +228,18 @@ class Enqueuer:
         claim = self.cache.claim(job_id, spec, [values[i] for i in indices], indices)
         if not claim.owned:
             return 0
-        self.backlog.reserve(spec.name, len(claim.owned), bound=0)
+        self.backlog.reserve(spec.key, len(claim.owned), bound=0)
         try:
             items = [(i, values[i]) for i in claim.owned]
             self.dispatcher.send(spec, job_id, items, int(job["expires_at"] or 0), job_tier(job))
         except Exception:
-            self.backlog.release(spec.name, len(claim.owned))
+            self.backlog.release(spec.key, len(claim.owned))
             self.cache.abandon_items(job_id, claim.owned)
             raise
         return len(claim.owned)
 
     def _reserve(self, spec: ModelSpec, items: int) -> None:
-        taken, queued = self.backlog.reserve(spec.name, items, self.settings.max_queued_items)
+        taken, queued = self.backlog.reserve(spec.key, items, self.settings.max_queued_items)
         if not taken:
             raise TooManyRequests(
                 f"model {spec.name!r} has {queued} items queued, the most it takes is {self.settings.max_queued_items}",
@@ -248,7 +248,7 @@ class Enqueuer:
 
     def _claim(self, spec: ModelSpec, job_id: str, inputs: Sequence[Any]) -> list[int]:
         claim = self.cache.claim(job_id, spec, inputs)
-        record_cache(spec.name, hits=claim.hits + claim.waiting, misses=len(claim.owned))
+        record_cache(spec.key, hits=claim.hits + claim.waiting, misses=len(claim.owned))
         return claim.owned
 
     def _send(
@@ -264,7 +264,7 @@ class Enqueuer:
 
     def _undo(self, spec: ModelSpec, job_id: str, total: int, reserved: int, claimed: bool, exc: Exception) -> None:
         """A job that could not be accepted whole: no chunk of it runs, no claim of it stays, it ends failed."""
-        self.backlog.release(spec.name, reserved)
+        self.backlog.release(spec.key, reserved)
         job = self.store.get(job_id)
         if job is None:
             return
@@ -284,21 +284,30 @@ def _unrunnable(job: dict[str, Any]) -> Exception | None:
     return None
 
 
+def _known(registry: Registry, key: str) -> ModelSpec | None:
+    """The version a dead letter's ``model`` (a version's key) names, if it is still served."""
+    try:
+        return registry.get(key)
+    except ModelNotFound:
+        return None
+
+
 def retry_dead_letters(enqueuer: Enqueuer, dead_letters: DeadLetters, limit: int = 1000, model: str | None = None) -> int:
     """Put up to ``limit`` dead items (of ``model``, or all) back into their own jobs and queue them again,
     a job's items together in chunks."""
     by_job: dict[str, list[tuple[int, Any]]] = {}
     specs: dict[str, ModelSpec] = {}
     for entry in dead_letters.list(0, limit, model):
-        if entry["model"] not in enqueuer.registry.names() or not dead_letters.take(entry):
+        spec = _known(enqueuer.registry, entry["model"])
+        if spec is None or not dead_letters.take(entry):
             continue
-        specs[entry["job_id"]] = enqueuer.registry.get(entry["model"])
+        specs[entry["job_id"]] = spec
         by_job.setdefault(entry["job_id"], []).append((entry["index"], entry["input"]))
     for job_id, items in by_job.items():
         job = enqueuer.store.get(job_id)
         if job is None:
             continue
         spec = specs[job_id]
-        enqueuer.backlog.reserve(spec.name, len(items), bound=0)
+        enqueuer.backlog.reserve(spec.key, len(items), bound=0)
         enqueuer.dispatcher.send(spec, job_id, items, int(job["expires_at"] or 0), job_tier(job))
     return sum(len(items) for items in by_job.values())

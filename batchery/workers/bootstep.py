@@ -4,10 +4,10 @@ It starts after the pool and before the consumer, so a worker loads and warms it
 message, with its batch metrics hooked in and its own ``/metrics`` port open. A model that fails to load is
 left out: its queue is not consumed here, and the heartbeat says why. Before consuming, the worker also puts
 back to work any chunk an earlier process of the same name died holding. It announces the worker (its
-heartbeat) on ``worker_ready``, once the consumer is consuming, and starts its janitor and, with a
-``BATCHERY_WEBHOOK_SECRET``, its webhook sender. A worker whose batcher dies asks Celery for a
-warm shutdown with a failing exit code, so that its supervisor starts it again. On a warm shutdown it stops
-after the consumer: batchers finish the items they hold, within one drain deadline, and a chunk that had not
+heartbeat) on ``worker_ready``, once the consumer is consuming, and starts its janitor, its canary watcher
+(:mod:`batchery.rollouts.watcher`) and, with a ``BATCHERY_WEBHOOK_SECRET``, its webhook sender. A worker whose
+batcher dies asks Celery for a warm shutdown with a failing exit code, so that its supervisor starts it again.
+On a warm shutdown it stops after the consumer: batchers finish the items they hold, within one drain deadline, and a chunk that had not
 reached its batcher yet is handed back to the queue for another worker.
 """
 
@@ -27,6 +27,7 @@ from batchery.monitoring.batch_metrics import BatchMetrics
 from batchery.monitoring.worker_exporter import WorkerExporter
 from batchery.monitoring.metrics import record_job_finished
 from batchery.recovery import Janitor
+from batchery.rollouts import CanaryWatcher, WeightStore
 from batchery.settings import get_settings
 from batchery.tasks.enqueue import Enqueuer
 from batchery.webhooks.sender import WebhookSender
@@ -45,6 +46,7 @@ class ModelHostStep(bootsteps.StartStopStep):
         self.exporter: WorkerExporter | None = None
         self.janitor: Janitor | None = None
         self.webhooks: WebhookSender | None = None
+        self.canaries: CanaryWatcher | None = None
 
     def start(self, worker) -> None:  # noqa: ANN001
         settings = get_settings()
@@ -72,6 +74,8 @@ class ModelHostStep(bootsteps.StartStopStep):
         self.janitor.recover_host(worker.hostname)
         if settings.webhook_secret:
             self.webhooks = WebhookSender(store, settings)
+        weights = WeightStore(store.redis, registry, settings.models_file)
+        self.canaries = CanaryWatcher(store.redis, registry, weights, settings)
         worker_ready.connect(self._announce, weak=False)
         log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in self.host.served], self.host.describe()["device"])
 
@@ -83,6 +87,8 @@ class ModelHostStep(bootsteps.StartStopStep):
             self.janitor.start()
         if self.webhooks is not None:
             self.webhooks.start()
+        if self.canaries is not None:
+            self.canaries.start()
 
     def _unhealthy(self, why: str) -> None:
         """Celery's own warm shutdown, as a signal would ask for it, but with a failing exit code."""
@@ -95,6 +101,8 @@ class ModelHostStep(bootsteps.StartStopStep):
             self.janitor.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
+        if self.canaries is not None:
+            self.canaries.stop()
         if self.host is not None:
             self.host.stop(deadline)
         if self.exporter is not None:

@@ -38,7 +38,7 @@ _HOST: "ModelHost | None" = None
 
 class ModelHost:
     def __init__(self, specs: Sequence[ModelSpec], settings: Settings, hostname: str, store: JobStore) -> None:
-        self.specs = {spec.name: spec for spec in specs}
+        self.specs = {spec.key: spec for spec in specs}
         self.settings = settings
         self.hostname = hostname
         self.store = store
@@ -73,29 +73,29 @@ class ModelHost:
             try:
                 self._load(spec)
             except Exception as exc:
-                self.unavailable[spec.name] = f"{type(exc).__name__}: {exc}"
+                self.unavailable[spec.key] = f"{type(exc).__name__}: {exc}"
                 log.exception("model %s could not be loaded on %s; this worker serves the others: %s", spec.ref, self.device, exc)
 
     def _load(self, spec: ModelSpec) -> None:
         started = time.perf_counter()
         runtime = load_runtime(spec, self.device, self.settings)
         try:
-            self.warm_batch_sizes[spec.name] = runtime.warm_up()
+            self.warm_batch_sizes[spec.key] = runtime.warm_up()
         except Exception:
             runtime.close()
             raise
         runtime = with_faults(runtime, self.settings)
         store = with_store_faults(self.store, spec, self.settings)
-        retry = dataclasses.replace(self.retry, on_retry=metrics.RETRIES.labels(spec.name).inc)
+        retry = dataclasses.replace(self.retry, on_retry=metrics.RETRIES.labels(spec.key).inc)
         batcher = Batcher(runtime, store, self.cancelled, retry, self.settings.oom_cooldown_s)
         batcher.on_death = self._batcher_died
-        self.batchers[spec.name] = batcher.start()
+        self.batchers[spec.key] = batcher.start()
         log.info("model %s loaded on %s in %.1fs", spec.ref, self.device, time.perf_counter() - started)
 
     @property
     def served(self) -> list[ModelSpec]:
         """The models this worker runs: those that loaded."""
-        return [spec for spec in self.specs.values() if spec.name in self.batchers]
+        return [spec for spec in self.specs.values() if spec.key in self.batchers]
 
     @property
     def healthy(self) -> bool:
@@ -106,7 +106,7 @@ class ModelHost:
         if self.heartbeat is not None:
             self.heartbeat.beat()
         if self.on_unhealthy is not None:
-            self.on_unhealthy(f"the batcher of model {batcher.spec.name} died: {exc!r}")
+            self.on_unhealthy(f"the batcher of model {batcher.spec.key} died: {exc!r}")
 
     def announce(self) -> None:
         """Start the heartbeat: from now on the API counts this worker as live for its models."""
@@ -147,7 +147,7 @@ class ModelHost:
             "threads": self.settings.worker_threads or None,
             "metrics_port": self.settings.worker_metrics_port or None,
             "models": [spec.ref for spec in served],
-            "runtimes": {spec.name: spec.runtime for spec in served},
+            "runtimes": {spec.key: spec.runtime for spec in served},
             "warm_batch_sizes": self.warm_batch_sizes,
             "queues": [queue for tier in TIERS for spec in served for queue in [spec.queue_for(tier)]],
             "unavailable": dict(self.unavailable),

@@ -98,7 +98,12 @@ def test_keys_add_403_to_submissions_and_say_what_keys_do(settings, settings_wit
         assert "403" not in open_doc["paths"][path]["post"]["responses"]
         assert "tier_not_allowed" in doc["paths"][path]["post"]["responses"]["403"]["description"]
         assert "quota_exceeded" in doc["paths"][path]["post"]["responses"]["429"]["description"]
-    assert not any("403" in item[m]["responses"] for path, item in doc["paths"].items() for m in METHODS & item.keys()
-                   if path not in ("/v1/jobs", "/v1/models/{name}/predict"))
+    weights = doc["paths"]["/v1/models/{name}/weights"]
+    assert all("admin_required" in weights[m]["responses"]["403"]["description"] for m in ("put", "delete"))
+    forbidding = {
+        (path, m) for path, item in doc["paths"].items() for m in METHODS & item.keys() if "403" in item[m]["responses"]
+    }
+    assert forbidding == {("/v1/jobs", "post"), ("/v1/models/{name}/predict", "post"),
+                          ("/v1/models/{name}/weights", "put"), ("/v1/models/{name}/weights", "delete")}
     assert "quota" in doc["info"]["description"] and "quota" not in open_doc["info"]["description"]
     assert "owner" in doc["components"]["schemas"]["Job"]["properties"]

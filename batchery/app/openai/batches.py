@@ -100,7 +100,7 @@ def _submit(svc: Services, batch: dict[str, Any], plan: Plan, tier: str, window_
     except Exception as exc:
         _failed(svc, batch, plan, getattr(exc, "code", "internal"), f"the batch's job was not queued: {exc}")
         raise
-    record_submission(plan.spec.name, len(plan.inputs))
+    record_submission(plan.spec.key, len(plan.inputs))
     svc.batches.update(batch["id"], {"status": "in_progress", "in_progress_at": int(time.time())}, ("in_progress_at",))
 
 

@@ -25,10 +25,11 @@ def create_embeddings() -> Response:
     tier = tenancy.default_tier(tiers.INTERACTIVE)
     tenancy.check_tier(tier)
     vectors = []
-    for index, (kind, value) in enumerate(run_now(svc, embedding.spec, embedding.texts, tier)):
+    spec, results = run_now(svc, embedding.model, embedding.texts, tier, embedding.user)
+    for index, (kind, value) in enumerate(results):
         found = vector(kind, value)
         if found is None:
             raise item_failure(index, kind, value)
         vectors.append(found)
-    tokens = sum(count_tokens(embedding.spec, embedding.texts))
-    return json_response(embedding_list(vectors, embedding.encoding_format, embedding.spec.ref, tokens))
+    tokens = sum(count_tokens(spec, embedding.texts))
+    return json_response(embedding_list(vectors, embedding.encoding_format, spec.ref, tokens))

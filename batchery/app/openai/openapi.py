@@ -99,7 +99,8 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                         "description": "The model's own; vectors are never truncated.",
                     }
                 ),
-                "user": {"type": "string", "description": "Accepted and ignored."},
+                "user": {"type": "string", "description": "The end user: keeps their requests on one version of a "
+                                                    "model named without one, while its versions share its traffic."},
             },
         ),
         "Embeddings": obj(
