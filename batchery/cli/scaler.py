@@ -61,6 +61,7 @@ class PoolScaler:
         self.ups = self.downs = 0
         self._next_at = -math.inf
         self._failing = False
+        self._held_back = False
         #: The slots :meth:`start` started.
         self.started: list["Slot"] = []
 
@@ -119,25 +120,33 @@ class PoolScaler:
     def resize(self, size: int, reason: str, now: float) -> None:
         """Start or drain processes until ``size`` serve (as far as free slots allow), and say why in the log."""
         current = len(self.serving())
-        if size > current:
-            self._grow(current, size, reason)
-        elif size < current:
-            self._shrink(current, size, reason)
-        else:
+        if size > current and not self._grow(current, size, reason):
             return
-        self.changed_at = now
-        self.low_since = None
+        if size < current:
+            self._shrink(current, size, reason)
+        if size != current:
+            self.changed_at = now
+            self.low_since = None
 
-    def _grow(self, size: int, wanted: int, reason: str) -> None:
+    def _grow(self, size: int, wanted: int, reason: str) -> bool:
+        """Start the lowest free slots; False when every one is still draining (said once, until one is free)."""
         free = [s for s in self.slots if s.name not in self.supervisor.children][: wanted - size]
+        if not free:
+            if not self._held_back:
+                draining = ", ".join(s.name for s in self.draining())
+                log.info("pool %s would grow to %d processes, once %s has drained: %s", self.name, wanted, draining, reason)
+            self._held_back = True
+            return False
+        self._held_back = False
         self.ups += 1
         busy = f" ({len(self.draining())} slots still draining)" if len(free) < wanted - size else ""
         log.info(
             "pool %s scales up %d -> %d processes%s, starting %s: %s",
-            self.name, size, size + len(free), busy, ", ".join(s.name for s in free) or "none", reason,
+            self.name, size, size + len(free), busy, ", ".join(s.name for s in free), reason,
         )
         for slot in free:
             self.launch(slot)
+        return True
 
     def _shrink(self, size: int, wanted: int, reason: str) -> None:
         leaving = sorted(self.serving(), key=lambda slot: -slot.number)[: size - wanted]

@@ -4,6 +4,7 @@ and a process it drains mid-burst loses nothing."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import signal
@@ -19,8 +20,11 @@ import redis
 import requests
 
 from batchery import keys
-from batchery.cli.pool import start_pool
+from batchery.cli.pool import Slot, start_pool
+from batchery.cli.redis_server import free_port
+from batchery.cli.scaler import PoolScaler
 from batchery.cli.supervisor import Supervisor
+from batchery.scaling import ScalePolicy
 from batchery.settings import Settings
 from batchery.store.heartbeats import live_workers
 from tests.conftest import ApiServer
@@ -127,6 +131,72 @@ def test_the_pool_grows_under_a_burst_and_shrinks_when_idle_and_every_item_ends_
     assert "restarting" not in log and "did not stop in time" not in log
     assert pool.returncode == 0
     assert not redis_client.exists(keys.pool(POOL)), "a stopped pool withdraws its size"
+
+
+SLOW_TO_DRAIN = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.0), sys.exit(0)))
+time.sleep(60)
+"""
+
+
+def sleepers(supervisor: Supervisor, model: str) -> tuple[list[Slot], object]:
+    """Three CPU slots whose processes take a second to drain, and how the scaler starts one."""
+    slots = [Slot(n, f"cpu{n}", "cpu", (model,), ("q",)) for n in range(3)]
+    return slots, lambda slot: supervisor.spawn(slot.name, [sys.executable, "-c", SLOW_TO_DRAIN], restart=True)
+
+
+def test_the_scaler_starts_the_lowest_free_slots_drains_the_highest_and_never_reuses_one_still_draining(
+    redis_client, caplog
+):
+    model = f"scale-unit-{os.getpid()}"
+    supervisor = Supervisor()
+    slots, launch = sleepers(supervisor, model)
+    policy = ScalePolicy(1, 3, target_backlog_per_process=10, scale_up_cooldown_s=0.0, scale_down_cooldown_s=0.3)
+    scaler = PoolScaler(supervisor, policy, slots, launch, redis_client, [model], 10.0, name=f"unit-{model}", interval_s=0.05)
+    assert [s.name for s in scaler.start(1)] == ["cpu0"]
+    supervisor.watchers.append(scaler)
+    loop = Looping(supervisor)
+    try:
+        with caplog.at_level("INFO", logger="batchery.cli"), loop:
+            redis_client.set(keys.backlog(model), 25)
+            wait_until(lambda: [s.name for s in scaler.serving()] == ["cpu0", "cpu1", "cpu2"], 5, "growth to 3")
+            redis_client.set(keys.backlog(model), 0)
+            wait_until(lambda: [s.name for s in scaler.draining()] == ["cpu1", "cpu2"], 5, "the two highest to drain")
+            redis_client.set(keys.backlog(model), 25)
+            wait_until(lambda: "once cpu1, cpu2 has drained" in caplog.text, 5, "growth held back by the draining slots")
+            assert [s.name for s in scaler.serving()] == ["cpu0"], "no second process under a draining one's name"
+            assert len(supervisor.children) == 3, "never more processes than the maximum, draining ones included"
+            wait_until(lambda: [s.name for s in scaler.serving()] == ["cpu0", "cpu1", "cpu2"], 10, "growth once they left")
+            wait_until(lambda: b'"serving": 3' in (redis_client.get(keys.pool(scaler.name)) or b""), 5, "the record")
+            record = json.loads(redis_client.get(keys.pool(scaler.name)))
+            assert (record["draining"], record["downs"]) == (0, 1)
+            assert record["ups"] in (2, 3), "once more at once, or one slot at a time as each finished draining"
+    finally:
+        redis_client.delete(keys.backlog(model))
+        scaler.close()
+    assert re.search(r"scales up 1 -> 3 processes, starting cpu1, cpu2: backlog 25 items", caplog.text)
+    assert re.search(r"scales down 3 -> 1 processes, draining cpu2 \(holding 0 chunks\), cpu1 \(holding 0 chunks\)", caplog.text)
+    assert caplog.text.count("would grow to 3 processes, once cpu1, cpu2 has drained") == 1, "said once"
+    assert "scales up 1 -> 1" not in caplog.text
+    assert len(re.findall(r"cpu[12] \(pid \d+\) retired: exit code 0", caplog.text)) == 2
+    assert not redis_client.exists(keys.pool(scaler.name)), "closed: withdrawn"
+
+
+def test_a_scaler_whose_redis_is_down_keeps_the_pool_as_it_is_and_says_so_once(caplog):
+    supervisor = Supervisor()
+    slots, launch = sleepers(supervisor, "m")
+    nowhere = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    scaler = PoolScaler(supervisor, ScalePolicy(1, 3, 10, 0.0, 0.0), slots, launch, nowhere, ["m"], 5.0, interval_s=0.0)
+    scaler.start(2)
+    try:
+        with caplog.at_level("INFO", logger="batchery.cli.scaler"):
+            for now in (1.0, 2.0, 3.0):
+                scaler(now)
+        assert [s.name for s in scaler.serving()] == ["cpu0", "cpu1"]
+        assert caplog.text.count("Redis does not answer") == 1
+    finally:
+        supervisor.stop(5)
 
 
 class Looping:
