@@ -14,7 +14,7 @@ POLICY = ScalePolicy(1, 4, target_backlog_per_process=100, scale_up_cooldown_s=5
 def test_a_backlog_over_the_target_grows_the_pool_straight_to_the_size_that_holds_it():
     decision = POLICY.decide({"echo": 250}, size=1, since_change_s=60, low_for_s=0)
     assert decision.size == 3 and not decision.low
-    assert decision.reason == "backlog 250 items (echo 250): over 100 items per process for 1"
+    assert decision.reason == "backlog 250 items (echo 250): 250 items per process, over the target of 100"
     assert POLICY.decide({"echo": 100}, 1, 60, 0) == Decision(1), "exactly the target is not over it"
     assert POLICY.decide({"echo": 101}, 1, 60, 0).size == 2
 
@@ -61,7 +61,7 @@ def test_shrinking_waits_until_the_backlog_has_been_low_for_the_whole_down_coold
     assert POLICY.decide({"echo": 0}, 4, since_change_s=1000, low_for_s=29.9) == Decision(4, low=True)
     decision = POLICY.decide({"echo": 0}, 4, since_change_s=1000, low_for_s=30)
     assert decision.size == 1 and decision.low
-    assert decision.reason == "backlog 0 items for 30.0s: at most 50% of 100 items per process for 1"
+    assert decision.reason == "backlog 0 items for 30.0s: a pool of 1 carries at most 50% of the target of 100 per process"
 
 
 def test_shrinking_goes_to_the_size_that_still_holds_the_backlog_at_half_its_target():
