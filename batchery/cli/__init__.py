@@ -180,9 +180,12 @@ def api(host: str | None, port: int | None) -> None:
     os.execv(argv[0], argv)
 
 
+PROCESSES_HELP = "processes of a CPU pool (0: one per core; scaling: where it starts) [BATCHERY_WORKER_PROCESSES]"
+
+
 @main.command()
 @click.option("--devices", help=DEVICES_HELP)
-@click.option("--processes", type=int, help="processes of a CPU pool (0: one per core; scaling: where it starts) [BATCHERY_WORKER_PROCESSES]")
+@click.option("--processes", type=int, help=PROCESSES_HELP)
 @click.option("--min-processes", type=int, help=MIN_HELP)
 @click.option("--max-processes", type=int, help=MAX_HELP)
 @click.option("--models", default="", help="comma-separated models to serve (default: all placed on each device)")

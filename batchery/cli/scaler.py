@@ -26,7 +26,6 @@ import redis
 from batchery import defaults, keys
 from batchery.cli.supervisor import Supervisor
 from batchery.scaling import ScalePolicy
-from batchery.scaling.policy import describe
 from batchery.store import pools
 from batchery.store.backlog import Backlog
 
@@ -41,9 +40,17 @@ class PoolScaler:
     slots (one per GPU) are always running and only counted."""
 
     def __init__(
-        self, supervisor: Supervisor, policy: ScalePolicy, slots: Sequence["Slot"], launch: Callable[["Slot"], None],
-        client: redis.Redis, models: Sequence[str], drain_timeout_s: float, fixed: Sequence["Slot"] = (),
-        name: str | None = None, interval_s: float = defaults.SCALE_INTERVAL_S,
+        self,
+        supervisor: Supervisor,
+        policy: ScalePolicy,
+        slots: Sequence["Slot"],
+        launch: Callable[["Slot"], None],
+        client: redis.Redis,
+        models: Sequence[str],
+        drain_timeout_s: float,
+        fixed: Sequence["Slot"] = (),
+        name: str | None = None,
+        interval_s: float = defaults.SCALE_INTERVAL_S,
     ) -> None:
         self.supervisor = supervisor
         self.policy = policy
@@ -80,16 +87,24 @@ class PoolScaler:
         if self.scales:
             log.info(
                 "pool %s scales its CPU processes between %d and %d on the backlog of %s, starting at %d",
-                self.name, self.policy.min_processes, self.policy.max_processes, ", ".join(self.models), len(started),
+                self.name,
+                self.policy.min_processes,
+                self.policy.max_processes,
+                ", ".join(self.models),
+                len(started),
             )
         return self.started
 
     def serving(self) -> list["Slot"]:
         """The CPU slots that run, or wait for their restart, and are not being retired."""
-        return [s for s in self.slots if (c := self.supervisor.children.get(s.name)) is not None and c.retire_by is None]
+        return [
+            s for s in self.slots if (c := self.supervisor.children.get(s.name)) is not None and c.retire_by is None
+        ]
 
     def draining(self) -> list["Slot"]:
-        return [s for s in self.slots if (c := self.supervisor.children.get(s.name)) is not None and c.retire_by is not None]
+        return [
+            s for s in self.slots if (c := self.supervisor.children.get(s.name)) is not None and c.retire_by is not None
+        ]
 
     def __call__(self, now: float) -> None:
         """The supervisor's watcher: once per interval, decide, apply, publish."""
@@ -102,7 +117,9 @@ class PoolScaler:
             self._publish()
         except redis.RedisError as exc:
             if not self._failing:
-                log.warning("pool %s: Redis does not answer (%s); the pool keeps its size until it does", self.name, exc)
+                log.warning(
+                    "pool %s: Redis does not answer (%s); the pool keeps its size until it does", self.name, exc
+                )
             self._failing = True
             return
         if self._failing:
@@ -134,7 +151,9 @@ class PoolScaler:
         if not free:
             if not self._held_back:
                 draining = ", ".join(s.name for s in self.draining())
-                log.info("pool %s would grow to %d processes, once %s has drained: %s", self.name, wanted, draining, reason)
+                log.info(
+                    "pool %s would grow to %d processes, once %s has drained: %s", self.name, wanted, draining, reason
+                )
             self._held_back = True
             return False
         self._held_back = False
@@ -142,7 +161,12 @@ class PoolScaler:
         busy = f" ({len(self.draining())} slots still draining)" if len(free) < wanted - size else ""
         log.info(
             "pool %s scales up %d -> %d processes%s, starting %s: %s",
-            self.name, size, size + len(free), busy, ", ".join(s.name for s in free), reason,
+            self.name,
+            size,
+            size + len(free),
+            busy,
+            ", ".join(s.name for s in free),
+            reason,
         )
         for slot in free:
             self.launch(slot)
@@ -154,7 +178,11 @@ class PoolScaler:
         held = {slot.name: self._chunks_held(slot.name) for slot in leaving}
         log.info(
             "pool %s scales down %d -> %d processes, draining %s: %s",
-            self.name, size, wanted, ", ".join(f"{name} (holding {n} chunks)" for name, n in held.items()), reason,
+            self.name,
+            size,
+            wanted,
+            ", ".join(f"{name} (holding {n} chunks)" for name, n in held.items()),
+            reason,
         )
         for slot in leaving:
             self.supervisor.retire(slot.name, self.drain_timeout_s)
@@ -165,15 +193,19 @@ class PoolScaler:
 
     def _publish(self) -> None:
         fixed = len(self.fixed)
-        pools.publish(self.client, self.name, {
-            "pid": os.getpid(),
-            "serving": fixed + len(self.serving()),
-            "draining": len(self.draining()),
-            "min": fixed + min(self.policy.min_processes, len(self.slots)),
-            "max": fixed + min(self.policy.max_processes, len(self.slots)),
-            "ups": self.ups,
-            "downs": self.downs,
-        })
+        pools.publish(
+            self.client,
+            self.name,
+            {
+                "pid": os.getpid(),
+                "serving": fixed + len(self.serving()),
+                "draining": len(self.draining()),
+                "min": fixed + min(self.policy.min_processes, len(self.slots)),
+                "max": fixed + min(self.policy.max_processes, len(self.slots)),
+                "ups": self.ups,
+                "downs": self.downs,
+            },
+        )
 
     def close(self) -> None:
         """The pool stopped: its size leaves the metrics now."""

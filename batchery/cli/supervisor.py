@@ -157,7 +157,8 @@ class Supervisor:
             except Exception:
                 log.exception("%s: could not put its unfinished work back; the janitor will", child.name)
         drained_s = time.monotonic() - child.retired_at  # type: ignore[operator]
-        log.info("%s (pid %d) retired: %s, %.1fs after it was asked to stop", child.name, child.process.pid, exit_reason(code), drained_s)
+        reason = exit_reason(code)
+        log.info("%s (pid %d) retired: %s, %.1fs after it was asked to stop", child.name, child.process.pid, reason, drained_s)
         del self.children[child.name]
 
     def _exited(self, child: Child, now: float) -> bool:

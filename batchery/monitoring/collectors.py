@@ -57,10 +57,16 @@ def _pool_families() -> list:
             "(being stopped by a scale-down).",
             labels=["pool", "state"],
         ),
-        GaugeMetricFamily("batchery_pool_min_processes", "The fewest CPU processes the pool scales down to.", labels=["pool"]),
-        GaugeMetricFamily("batchery_pool_max_processes", "The most CPU processes the pool scales up to.", labels=["pool"]),
+        GaugeMetricFamily(
+            "batchery_pool_min_processes", "The fewest worker processes the pool scales down to.", labels=["pool"]
+        ),
+        GaugeMetricFamily(
+            "batchery_pool_max_processes", "The most worker processes the pool scales up to.", labels=["pool"]
+        ),
         CounterMetricFamily(
-            "batchery_pool_scaling_events", "Times the pool changed size, by direction 'up' or 'down'.", labels=["pool", "direction"]
+            "batchery_pool_scaling_events",
+            "Times the pool changed size, by direction 'up' or 'down'.",
+            labels=["pool", "direction"],
         ),
     ]
 

@@ -70,7 +70,10 @@ class ScalePolicy:
         elif not low:
             low = 1
         return cls(
-            low, high, settings.worker_target_backlog_per_process, settings.worker_scale_up_cooldown_s,
+            low,
+            high,
+            settings.worker_target_backlog_per_process,
+            settings.worker_scale_up_cooldown_s,
             settings.worker_scale_down_cooldown_s,
         )
 
@@ -98,14 +101,18 @@ class ScalePolicy:
             if since_change_s < self.scale_up_cooldown_s:
                 return Decision(size)
             each = f"{total / max(size, 1):,.0f} items per process"
-            return Decision(up, f"backlog {describe(backlog)}: {each}, over the target of {self.target_backlog_per_process:,}")
+            return Decision(
+                up, f"backlog {describe(backlog)}: {each}, over the target of {self.target_backlog_per_process:,}"
+            )
         down = self.clamp(math.ceil(total / (self.target_backlog_per_process * self.down_fill)))
         if down >= size:
             return Decision(size)
         if low_for_s < self.scale_down_cooldown_s:
             return Decision(size, low=True)
         share = f"at most {self.down_fill:.0%} of the target of {self.target_backlog_per_process:,} per process"
-        return Decision(down, f"backlog {describe(backlog)} for {low_for_s:.1f}s: a pool of {down} carries {share}", True)
+        return Decision(
+            down, f"backlog {describe(backlog)} for {low_for_s:.1f}s: a pool of {down} carries {share}", True
+        )
 
 
 def describe(backlog: Mapping[str, int]) -> str:

@@ -48,9 +48,17 @@ def scale_settings(settings: Settings, tmp_path: Path) -> Settings:
     models = tmp_path / "models.toml"
     models.write_text(MODELS)
     return dataclasses.replace(
-        settings, models_file=str(models), chunk_size=16, worker_devices="cpu", worker_min_processes=1,
-        worker_max_processes=3, worker_target_backlog_per_process=64, worker_scale_up_cooldown_s=0.0,
-        worker_scale_down_cooldown_s=1.5, worker_drain_timeout_s=30.0, log_format="text",
+        settings,
+        models_file=str(models),
+        chunk_size=16,
+        worker_devices="cpu",
+        worker_min_processes=1,
+        worker_max_processes=3,
+        worker_target_backlog_per_process=64,
+        worker_scale_up_cooldown_s=0.0,
+        worker_scale_down_cooldown_s=1.5,
+        worker_drain_timeout_s=30.0,
+        log_format="text",
     )
 
 
@@ -64,7 +72,9 @@ def wait_until(condition, timeout_s: float, what: str) -> None:
 def live(client: redis.Redis) -> set[str]:
     """The pool's processes with a live heartbeat, by slot name."""
     return {w["hostname"].partition("@")[0] for w in live_workers(client) if w["hostname"].endswith("@" + POOL)} & {
-        "cpu0", "cpu1", "cpu2"
+        "cpu0",
+        "cpu1",
+        "cpu2",
     }
 
 
@@ -92,14 +102,27 @@ def assert_exactly_once(http: requests.Session, job: dict, inputs: list[str]) ->
 
 
 @pytest.mark.slow
-def test_the_pool_grows_under_a_burst_and_shrinks_when_idle_and_every_item_ends_once(scale_settings, redis_client, tmp_path):
+def test_the_pool_grows_under_a_burst_and_shrinks_when_idle_and_every_item_ends_once(
+    scale_settings, redis_client, tmp_path
+):
     """`batchery worker --min-processes 1 --max-processes 3`: 1 -> 3 under a burst, 3 -> 1 once idle, seen in
     the API's gauge and the pool's log; jobs sent while it grows and while it shrinks end exactly once."""
     env = {**os.environ, **scale_settings.as_env()}
     for name in ("BATCHERY_WORKER_MIN_PROCESSES", "BATCHERY_WORKER_MAX_PROCESSES"):
         env.pop(name)
     log_path = tmp_path / "pool.log"
-    argv = [sys.executable, "-m", "batchery", "worker", "--models", "echo-scale", "--min-processes", "1", "--max-processes", "3"]
+    argv = [
+        sys.executable,
+        "-m",
+        "batchery",
+        "worker",
+        "--models",
+        "echo-scale",
+        "--min-processes",
+        "1",
+        "--max-processes",
+        "3",
+    ]
     pool = subprocess.Popen(argv, env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     http = requests.Session()
     try:
@@ -125,7 +148,9 @@ def test_the_pool_grows_under_a_burst_and_shrinks_when_idle_and_every_item_ends_
         os.killpg(pool.pid, signal.SIGTERM)
         pool.wait(60)
     log = log_path.read_text(errors="replace")
-    assert re.search(r"scales up 1 -> 3 processes, starting cpu1, cpu2: backlog [\d,]+ items \(echo-scale", log), log[-3000:]
+    assert re.search(r"scales up 1 -> 3 processes, starting cpu1, cpu2: backlog [\d,]+ items \(echo-scale", log), log[
+        -3000:
+    ]
     assert re.search(r"scales down 3 -> [12] processes, draining cpu2 ", log), log[-3000:]
     assert len(re.findall(r"cpu[12] \(pid \d+\) retired: exit code 0", log)) == 2, "both drained and exited cleanly"
     assert "restarting" not in log and "did not stop in time" not in log
@@ -153,7 +178,9 @@ def test_the_scaler_starts_the_lowest_free_slots_drains_the_highest_and_never_re
     supervisor = Supervisor()
     slots, launch = sleepers(supervisor, model)
     policy = ScalePolicy(1, 3, target_backlog_per_process=10, scale_up_cooldown_s=0.0, scale_down_cooldown_s=0.3)
-    scaler = PoolScaler(supervisor, policy, slots, launch, redis_client, [model], 10.0, name=f"unit-{model}", interval_s=0.05)
+    scaler = PoolScaler(
+        supervisor, policy, slots, launch, redis_client, [model], 10.0, name=f"unit-{model}", interval_s=0.05
+    )
     assert [s.name for s in scaler.start(1)] == ["cpu0"]
     supervisor.watchers.append(scaler)
     loop = Looping(supervisor)
@@ -164,10 +191,14 @@ def test_the_scaler_starts_the_lowest_free_slots_drains_the_highest_and_never_re
             redis_client.set(keys.backlog(model), 0)
             wait_until(lambda: [s.name for s in scaler.draining()] == ["cpu1", "cpu2"], 5, "the two highest to drain")
             redis_client.set(keys.backlog(model), 25)
-            wait_until(lambda: "once cpu1, cpu2 has drained" in caplog.text, 5, "growth held back by the draining slots")
+            wait_until(
+                lambda: "once cpu1, cpu2 has drained" in caplog.text, 5, "growth held back by the draining slots"
+            )
             assert [s.name for s in scaler.serving()] == ["cpu0"], "no second process under a draining one's name"
             assert len(supervisor.children) == 3, "never more processes than the maximum, draining ones included"
-            wait_until(lambda: [s.name for s in scaler.serving()] == ["cpu0", "cpu1", "cpu2"], 10, "growth once they left")
+            wait_until(
+                lambda: [s.name for s in scaler.serving()] == ["cpu0", "cpu1", "cpu2"], 10, "growth once they left"
+            )
             wait_until(lambda: b'"serving": 3' in (redis_client.get(keys.pool(scaler.name)) or b""), 5, "the record")
             record = json.loads(redis_client.get(keys.pool(scaler.name)))
             assert (record["draining"], record["downs"]) == (0, 1)
@@ -176,7 +207,9 @@ def test_the_scaler_starts_the_lowest_free_slots_drains_the_highest_and_never_re
         redis_client.delete(keys.backlog(model))
         scaler.close()
     assert re.search(r"scales up 1 -> 3 processes, starting cpu1, cpu2: backlog 25 items", caplog.text)
-    assert re.search(r"scales down 3 -> 1 processes, draining cpu2 \(holding 0 chunks\), cpu1 \(holding 0 chunks\)", caplog.text)
+    assert re.search(
+        r"scales down 3 -> 1 processes, draining cpu2 \(holding 0 chunks\), cpu1 \(holding 0 chunks\)", caplog.text
+    )
     assert caplog.text.count("would grow to 3 processes, once cpu1, cpu2 has drained") == 1, "said once"
     assert "scales up 1 -> 1" not in caplog.text
     assert len(re.findall(r"cpu[12] \(pid \d+\) retired: exit code 0", caplog.text)) == 2
@@ -229,7 +262,9 @@ class Looping:
 
 
 @pytest.mark.slow
-def test_processes_drained_mid_burst_finish_or_hand_back_their_chunks_and_nothing_is_lost(scale_settings, redis_client, caplog):
+def test_processes_drained_mid_burst_finish_or_hand_back_their_chunks_and_nothing_is_lost(
+    scale_settings, redis_client, caplog
+):
     """Three processes busy with one job; two are scaled away while each holds chunks. They drain as at a
     shutdown (warm: batches in hand finish, chunks not started go back to the queue) and the one left
     finishes the job: every item once. The cooldowns are too long for the policy to act on its own here."""
@@ -255,7 +290,10 @@ def test_processes_drained_mid_burst_finish_or_hand_back_their_chunks_and_nothin
             assert not holding("cpu1") and not holding("cpu2"), "nothing left held by the processes that left"
         finally:
             pool.close()
-    drained = re.search(r"scales down 3 -> 1 processes, draining cpu2 \(holding (\d+) chunks\), cpu1 \(holding (\d+) chunks\)", caplog.text)
+    drained = re.search(
+        r"scales down 3 -> 1 processes, draining cpu2 \(holding (\d+) chunks\), cpu1 \(holding (\d+) chunks\)",
+        caplog.text,
+    )
     assert drained, caplog.text[-3000:]
     assert int(drained.group(1)) + int(drained.group(2)) > 0, "the processes drained held work when asked to stop"
     assert len(re.findall(r"cpu[12] \(pid \d+\) retired: exit code 0", caplog.text)) == 2, caplog.text[-3000:]

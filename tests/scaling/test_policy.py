@@ -38,12 +38,12 @@ def test_growth_waits_out_the_up_cooldown_since_the_last_change():
 @pytest.mark.parametrize(
     ("size", "backlog", "low"),
     [
-        (2, 51, False),   # one process would hold 51 > 50 (half the target): keep two
-        (2, 50, True),    # one process at half its target: low
+        (2, 51, False),  # one process would hold 51 > 50 (half the target): keep two
+        (2, 50, True),  # one process at half its target: low
         (3, 101, False),  # two processes would hold 50.5 each: keep three
         (3, 100, True),
         (4, 200, False),  # the band: 200 is under 4 x 100, yet three would hold 66.7 each, over half
-        (1, 0, False),    # at the minimum nothing is low
+        (1, 0, False),  # at the minimum nothing is low
     ],
 )
 def test_low_means_a_smaller_pool_would_run_at_most_half_its_target(size, backlog, low):
@@ -61,7 +61,9 @@ def test_shrinking_waits_until_the_backlog_has_been_low_for_the_whole_down_coold
     assert POLICY.decide({"echo": 0}, 4, since_change_s=1000, low_for_s=29.9) == Decision(4, low=True)
     decision = POLICY.decide({"echo": 0}, 4, since_change_s=1000, low_for_s=30)
     assert decision.size == 1 and decision.low
-    assert decision.reason == "backlog 0 items for 30.0s: a pool of 1 carries at most 50% of the target of 100 per process"
+    assert (
+        decision.reason == "backlog 0 items for 30.0s: a pool of 1 carries at most 50% of the target of 100 per process"
+    )
 
 
 def test_shrinking_goes_to_the_size_that_still_holds_the_backlog_at_half_its_target():
