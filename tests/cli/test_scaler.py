@@ -278,7 +278,7 @@ def test_processes_drained_mid_burst_finish_or_hand_back_their_chunks_and_nothin
         try:
             assert [s.name for s in pool.started] == ["cpu0", "cpu1", "cpu2"]
             wait_until(lambda: live(redis_client) == {"cpu0", "cpu1", "cpu2"}, 120, "three processes to serve")
-            job, inputs = submit(http, api, "mid-burst", 2000)
+            job, inputs = submit(http, api, "mid-burst", 1200)
 
             def holding(name: str) -> int:
                 return redis_client.scard(keys.holding(f"{name}@{POOL}"))
