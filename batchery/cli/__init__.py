@@ -13,9 +13,9 @@ import click
 from batchery import __version__, defaults, stack
 from batchery.cli.console import Commands, banner, check_port, client_host, for_a_person
 from batchery.cli.pool import Slot, missing_model_files, single_slot, start_pool
-from batchery.cli.scaler import PoolScaler
 from batchery.cli.processes import api_argv, api_env, flower_argv, flower_env, worker_argv
 from batchery.cli.redis_server import RedisServer, answers
+from batchery.cli.scaler import PoolScaler
 from batchery.cli.supervisor import Supervisor
 from batchery.cli.warmup import WarmWatch
 from batchery.errors import ConfigError
