@@ -297,3 +297,12 @@ def test_processes_drained_mid_burst_finish_or_hand_back_their_chunks_and_nothin
     assert drained, caplog.text[-3000:]
     assert int(drained.group(1)) + int(drained.group(2)) > 0, "the processes drained held work when asked to stop"
     assert len(re.findall(r"cpu[12] \(pid \d+\) retired: exit code 0", caplog.text)) == 2, caplog.text[-3000:]
+
+
+def test_bounds_that_cannot_hold_stop_the_command_with_one_line(scale_settings):
+    env = {**os.environ, **scale_settings.as_env()}
+    argv = [sys.executable, "-m", "batchery", "worker", "--min-processes", "3", "--max-processes", "2"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "Error: a CPU pool runs between 1 and its maximum processes: min 3, max 2" in done.stderr
+    assert "Traceback" not in done.stderr
