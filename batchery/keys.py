@@ -14,6 +14,8 @@
     batchery:holders                  set     hostnames with a holding set        member removed once swept
     batchery:worker:<hostname>        string  worker heartbeat (JSON)             settings.worker_heartbeat_ttl_s
     batchery:workers                  set     hostnames that sent a heartbeat     members pruned when their key is gone
+    batchery:pool:<name>              string  a worker pool's size (JSON)         POOL_TTL_S, refreshed every second
+    batchery:pools                    set     pools that published their size     members pruned when their key is gone
     batchery:cancellations            channel job ids, published on cancel       (pub/sub: nothing stored)
     batchery:idempotency:<sha>        string  Idempotency-Key -> first job id     IDEMPOTENCY_PENDING_S, then the job TTL
     batchery:tenant:<name>:recent     zset    an API key's job ids -> created_at  trimmed to RECENT_JOBS; the job TTL
@@ -80,6 +82,8 @@ QUOTA_PENDING_S = 60
 QUOTA_SWEEP_OLDEST = 8
 #: ... and, when it would be refused, all of them, at most once per this many milliseconds per key.
 QUOTA_SWEEP_EVERY_MS = 1000
+#: A worker pool's published size outlives its last refresh by this long, then Redis drops it.
+POOL_TTL_S = 10
 #: A backlog counter is reconciled only when nothing was counted into it for this long.
 BACKLOG_QUIET_S = 60
 #: Activity buckets are read over the last minute at most; a bucket outlives that, then Redis drops it.
@@ -164,6 +168,14 @@ def worker(hostname: str) -> str:
 
 def workers() -> str:
     return f"{PREFIX}:workers"
+
+
+def pool(name: str) -> str:
+    return f"{PREFIX}:pool:{name}"
+
+
+def pools() -> str:
+    return f"{PREFIX}:pools"
 
 
 def cancellations() -> str:

@@ -57,6 +57,11 @@ class Settings:
     worker_heartbeat_ttl_s: float = defaults.WORKER_HEARTBEAT_TTL_S
     worker_devices: str = defaults.WORKER_DEVICES
     worker_processes: int = 0
+    worker_min_processes: int = 0
+    worker_max_processes: int = 0
+    worker_target_backlog_per_process: int = defaults.WORKER_TARGET_BACKLOG_PER_PROCESS
+    worker_scale_up_cooldown_s: float = defaults.WORKER_SCALE_UP_COOLDOWN_S
+    worker_scale_down_cooldown_s: float = defaults.WORKER_SCALE_DOWN_COOLDOWN_S
     worker_threads: int = 0
     worker_drain_timeout_s: float = defaults.WORKER_DRAIN_TIMEOUT_S
     visibility_timeout_s: int = defaults.VISIBILITY_TIMEOUT_S

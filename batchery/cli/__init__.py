@@ -15,6 +15,7 @@ from batchery.cli.console import Commands, banner, check_port, client_host, for_
 from batchery.cli.pool import Slot, missing_model_files, single_slot, start_pool
 from batchery.cli.processes import api_argv, api_env, flower_argv, flower_env, worker_argv
 from batchery.cli.redis_server import RedisServer, answers
+from batchery.cli.scaler import PoolScaler
 from batchery.cli.supervisor import Supervisor
 from batchery.cli.warmup import WarmWatch
 from batchery.cli.worker_check import check as check_worker
@@ -52,6 +53,8 @@ def ensure_redis(settings: Settings, probe_url: str = defaults.LOCAL_REDIS_URL) 
 
 
 DEVICES_HELP = "auto (every GPU, else a CPU pool), cpu, or GPU indices such as 0,1 [BATCHERY_WORKER_DEVICES]"
+MIN_HELP = "a CPU pool scales on its backlog down to this many processes [BATCHERY_WORKER_MIN_PROCESSES]"
+MAX_HELP = "... and up to this many (neither: a fixed pool) [BATCHERY_WORKER_MAX_PROCESSES]"
 
 
 @main.command()
@@ -61,10 +64,12 @@ DEVICES_HELP = "auto (every GPU, else a CPU pool), cpu, or GPU indices such as 0
 @click.option("--redis-url", help="Redis for jobs (and the broker unless BATCHERY_BROKER_URL is set)")
 @click.option("--models-file", help="TOML or YAML models file")
 @click.option("--devices", help=DEVICES_HELP)
+@click.option("--min-processes", type=int, help=MIN_HELP)
+@click.option("--max-processes", type=int, help=MAX_HELP)
 @click.option("--no-flower", is_flag=True, help="do not start Flower")
 def up(
     host: str | None, port: int | None, flower_port: int | None, redis_url: str | None, models_file: str | None,
-    devices: str | None, no_flower: bool,
+    devices: str | None, min_processes: int | None, max_processes: int | None, no_flower: bool,
 ) -> None:
     """Run everything on this machine: Redis (if none), the worker pool, the API and Flower. Ctrl-C stops all.
 
@@ -72,6 +77,7 @@ def up(
     """
     given = {k: v for k, v in dict(
         host=host, port=port, flower_port=flower_port, redis_url=redis_url, models_file=models_file, worker_devices=devices,
+        worker_min_processes=min_processes, worker_max_processes=max_processes,
     ).items() if v is not None}
     settings = for_a_person(dataclasses.replace(Settings.from_env(), **given))
     configure_logging(settings)
@@ -79,11 +85,12 @@ def up(
     settings, redis_server = ensure_redis(settings)
     supervisor = Supervisor({**os.environ, **settings.as_env()})
     supervisor.handle_signals()
-    code, watch = 1, None
+    code, watch, pool = 1, None, None
     try:
         api_url = f"http://{client_host(settings.host)}:{settings.port}"
         stack.write(settings.data_path, stack.Stack(os.getpid(), settings.effective_redis_url, api_url, settings.broker_url))
-        slots = _start_pool(supervisor, settings)
+        pool = _start_pool(supervisor, settings)
+        slots = pool.started
         supervisor.spawn("api", api_argv(settings), api_env())
         if not no_flower:
             supervisor.spawn("flower", flower_argv(settings), flower_env(settings))
@@ -98,6 +105,8 @@ def up(
             watch.stop()
         click.echo("stopping..." if not cold else f"stopping ({', '.join(cold)} still warming up: not waited for)...")
         supervisor.stop(settings.worker_drain_timeout_s, quick=cold)
+        if pool is not None:
+            pool.close()
         stack.remove(settings.data_path, os.getpid())
         if redis_server is not None:
             redis_server.stop()
@@ -153,7 +162,7 @@ def _check_models(settings: Settings) -> None:
         raise click.ClickException("the models file names files that are not here: " + "; ".join(problems))
 
 
-def _start_pool(supervisor: Supervisor, settings: Settings, models: list[str] | None = None) -> list[Slot]:
+def _start_pool(supervisor: Supervisor, settings: Settings, models: list[str] | None = None) -> PoolScaler:
     try:
         return start_pool(supervisor, settings, models or ())
     except ConfigError as exc:
@@ -172,19 +181,31 @@ def api(host: str | None, port: int | None) -> None:
     os.execv(argv[0], argv)
 
 
+PROCESSES_HELP = "processes of a CPU pool (0: one per core; scaling: where it starts) [BATCHERY_WORKER_PROCESSES]"
+
+
 @main.command()
 @click.option("--devices", help=DEVICES_HELP)
-@click.option("--processes", type=int, help="processes of a CPU pool (0: one per core) [BATCHERY_WORKER_PROCESSES]")
+@click.option("--processes", type=int, help=PROCESSES_HELP)
+@click.option("--min-processes", type=int, help=MIN_HELP)
+@click.option("--max-processes", type=int, help=MAX_HELP)
 @click.option("--models", default="", help="comma-separated models to serve (default: all placed on each device)")
 @click.option("--concurrency", type=int, help="chunk tasks in flight in each worker process")
 @click.option("--name", help="run one unsupervised process named NAME@host on BATCHERY_WORKER_DEVICE instead of a pool")
-def worker(devices: str | None, processes: int | None, models: str, concurrency: int | None, name: str | None) -> None:
+def worker(
+    devices: str | None, processes: int | None, min_processes: int | None, max_processes: int | None, models: str,
+    concurrency: int | None, name: str | None,
+) -> None:
     """Run the worker pool: one process per GPU, each pinned to it, or a CPU pool; restarted if they die.
 
+    With --min-processes/--max-processes a CPU pool grows and shrinks on its models' backlog (docs/scaling.md).
     SIGTERM or Ctrl-C drains: each process finishes the batches it holds, hands back the chunks it had not
-    started, and exits.
+    started, and exits; a process the pool scales away drains the same way.
     """
-    settings = _settings(worker_concurrency=concurrency, worker_devices=devices, worker_processes=processes)
+    settings = _settings(
+        worker_concurrency=concurrency, worker_devices=devices, worker_processes=processes,
+        worker_min_processes=min_processes, worker_max_processes=max_processes,
+    )
     wanted = [m for m in models.split(",") if m]
     if name:
         if devices:
@@ -192,14 +213,16 @@ def worker(devices: str | None, processes: int | None, models: str, concurrency:
         _exec_single_worker(settings, name, wanted)
     supervisor = Supervisor({**os.environ, **settings.as_env()})
     supervisor.handle_signals()
-    code, watch = 1, None
+    code, watch, pool = 1, None, None
     try:
-        slots = _start_pool(supervisor, settings, wanted)
-        names = [s.name for s in slots]
+        pool = _start_pool(supervisor, settings, wanted)
+        names = [s.name for s in pool.started]
         watch = WarmWatch(redis_client(settings.effective_redis_url), supervisor, names, ("", 0), lambda beats: None)
         code = supervisor.run()
     finally:
         supervisor.stop(settings.worker_drain_timeout_s, quick=watch.cold() if watch is not None else [])
+        if pool is not None:
+            pool.close()
     sys.exit(code)
 
 

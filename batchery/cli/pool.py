@@ -4,6 +4,8 @@ Each slot is one Celery worker process with its own device, node name (``gpu1@ho
 queues (the models placed on its device) and environment. A GPU slot's environment names its GPU in
 ``CUDA_VISIBLE_DEVICES`` before the process starts, so nothing in it can touch another GPU; its models run
 on ``cuda:0``, the only GPU it sees. `batchery worker` and `batchery up` both start their workers from here.
+A CPU pool is planned for its maximum size and started at its minimum when it scales (:mod:`batchery.cli.scaler`);
+each process's share of the cores is taken at the maximum, so a full pool never runs more threads than cores.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ from typing import Callable, Sequence
 
 from batchery import keys
 from batchery.cli.processes import worker_argv
+from batchery.cli.scaler import PoolScaler
 from batchery.cli.supervisor import Child, Supervisor
 from batchery.errors import ConfigError
 from batchery.models.registry import ModelSpec, Registry, load_registry
+from batchery.redis_urls import redis_client
+from batchery.scaling import ScalePolicy
 from batchery.settings import Settings
 from batchery.tiers import TIERS
 from batchery.workers.devices import Gpu, cpu_cores, discover_gpus
 
 log = logging.getLogger(__name__)
+#: The scaler reads Redis on the supervisor's loop: a Redis that hangs delays restarts by at most this, per read.
+SCALER_TIMEOUT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -132,21 +139,37 @@ def missing_model_files(settings: Settings, models: Sequence[str] = ()) -> list[
     return [problem for spec in registry if spec.key in served for kind in sorted(kinds) for problem in spec.missing_files(kind)]
 
 
-def start_pool(supervisor: Supervisor, settings: Settings, models: Sequence[str] = ()) -> list[Slot]:
-    """Plan the pool for ``settings.worker_devices`` and start one supervised worker process per slot."""
+def start_pool(supervisor: Supervisor, settings: Settings, models: Sequence[str] = ()) -> PoolScaler:
+    """Plan the pool for ``settings.worker_devices`` and start one supervised worker process per slot, a scaling
+    CPU pool's at its start size; the scaler returned watches on the supervisor's loop (``.started``: the slots)."""
     registry = load_registry(settings.models_file)
     cores = cpu_cores()
     gpus = discover_gpus()
     for gpu in gpus:
         log.info("GPU %d: %s, %.1f GiB, %s", gpu.index, gpu.name, gpu.memory_bytes / 2**30, gpu.uuid)
-    slots = plan_pool(registry, pool_devices(settings.worker_devices, gpus, settings.worker_processes or cores), models)
+    policy = ScalePolicy.from_settings(settings, cores)
+    slots = plan_pool(registry, pool_devices(settings.worker_devices, gpus, policy.max_processes), models)
     threads = threads_per_process(cores, len(slots))
     recover = dead_worker_recovery(settings)
-    for slot in slots:
+
+    def launch(slot: Slot) -> None:
         log.info("%s on %s serves %s", slot.name, slot.device, ", ".join(slot.models))
         argv = worker_argv(slot.settings(settings, threads), slot.queues, slot.name)
         supervisor.spawn(slot.name, argv, slot.env(settings, threads), restart=True, on_death=recover)
-    return slots
+
+    cpu = [slot for slot in slots if slot.gpu_index is None]
+    scaler = PoolScaler(
+        supervisor, policy, cpu, launch, redis_client(
+            settings.effective_redis_url, socket_timeout=SCALER_TIMEOUT_S, socket_connect_timeout=SCALER_TIMEOUT_S
+        ),
+        sorted({m for slot in cpu for m in slot.models}), settings.worker_drain_timeout_s,
+        fixed=[slot for slot in slots if slot.gpu_index is not None],
+    )
+    if not cpu and not policy.fixed and (settings.worker_min_processes or settings.worker_max_processes):
+        log.warning("this pool has no CPU process: its GPU processes do not scale, the scaling settings are ignored")
+    scaler.start(policy.start_size(settings.worker_processes))
+    supervisor.watchers.append(scaler)
+    return scaler
 
 
 def dead_worker_recovery(settings: Settings) -> Callable[[Child], None]:

@@ -3,6 +3,9 @@
 A worker process should never exit on its own, so when one does (a crash, an OOM kill, an operator's
 SIGKILL) the supervisor logs why and starts it again after a delay that doubles while it keeps dying
 quickly. Any other child (the API, Flower) ending means the service is broken: the supervisor stops.
+A child may also be retired on purpose (a scaling pool shrinks): it is asked to drain like at shutdown, killed if
+it outstays its drain timeout, and forgotten once it has exited. Watchers (the pool's scaler) run on the
+supervisor's own loop, so the children are only ever changed from one thread.
 SIGTERM or SIGINT asks every child to stop; workers finish the batches they hold and hand back the chunks
 they had not started, and whatever has not exited after the drain timeout is killed.
 """
@@ -53,6 +56,9 @@ class Child:
     started_at: float = 0.0
     failures: int = 0
     restart_at: float | None = None
+    #: While it drains on purpose (see :meth:`Supervisor.retire`): since when, and when it is killed if still there.
+    retired_at: float | None = None
+    retire_by: float | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
@@ -75,6 +81,8 @@ class Supervisor:
     stable_s: float = defaults.RESTART_STABLE_S
     children: dict[str, Child] = field(default_factory=dict)
     signals: list[int] = field(default_factory=list)
+    #: Called with ``time.monotonic()`` on every turn of :meth:`run`; one that raises is logged and kept.
+    watchers: list[Callable[[float], None]] = field(default_factory=list)
     _wake: threading.Event = field(default_factory=threading.Event)
 
     def spawn(
@@ -102,15 +110,56 @@ class Supervisor:
         """Watch the children until a signal (0) or the exit of a child that is not restarted (1)."""
         while not self.signals:
             now = time.monotonic()
-            for child in self.children.values():
-                if child.restart_at is not None:
+            for child in list(self.children.values()):
+                if child.retire_by is not None:
+                    self._retiring(child, now)
+                elif child.restart_at is not None:
                     if now >= child.restart_at:
                         child.start()
                 elif not child.running and not self._exited(child, now):
                     return 1
+            self._watch(now)
             self._wake.wait(TICK_S)
         log.info("%s: stopping", signal.Signals(self.signals[0]).name)
         return 0
+
+    def _watch(self, now: float) -> None:
+        for watcher in self.watchers:
+            try:
+                watcher(now)
+            except Exception:
+                log.exception("supervisor: a watcher failed; it runs again on the next turn")
+
+    def retire(self, name: str, timeout_s: float) -> None:
+        """Stop ``name`` for good, as gracefully as :meth:`stop` does: SIGTERM now (a worker finishes the batches it
+        holds and hands back the chunks it had not started), SIGKILL after ``timeout_s``; it is not restarted,
+        and leaves :attr:`children` once it has exited."""
+        child = self.children[name]
+        child.restart = False
+        child.restart_at = None
+        child.retired_at = time.monotonic()
+        child.retire_by = child.retired_at + timeout_s
+        if child.running:
+            child.process.terminate()  # type: ignore[union-attr]
+
+    def _retiring(self, child: Child, now: float) -> None:
+        """A retired child that exited is forgotten; one past its drain timeout is killed first, and what it held
+        is put back at once (``on_death``), as for a worker that died."""
+        if child.running and now < child.retire_by:  # type: ignore[operator]
+            return
+        if child.running:
+            self._kill(child)
+        assert child.process is not None
+        code = child.process.returncode
+        if code != 0 and child.on_death is not None:
+            try:
+                child.on_death(child)
+            except Exception:
+                log.exception("%s: could not put its unfinished work back; the janitor will", child.name)
+        drained_s = time.monotonic() - child.retired_at  # type: ignore[operator]
+        reason = exit_reason(code)
+        log.info("%s (pid %d) retired: %s, %.1fs after it was asked to stop", child.name, child.process.pid, reason, drained_s)
+        del self.children[child.name]
 
     def _exited(self, child: Child, now: float) -> bool:
         """Log why ``child`` ended and schedule its restart; False when it is not to be restarted."""
@@ -145,7 +194,8 @@ class Supervisor:
         """
         running = [c for c in self.children.values() if c.running]
         for child in running:
-            child.process.terminate()  # type: ignore[union-attr]
+            if child.retire_by is None:  # a retired child was told already
+                child.process.terminate()  # type: ignore[union-attr]
         started = time.monotonic()
         deadlines = {c.name: started + (min(timeout_s, quick_s) if c.name in quick else timeout_s) for c in running}
         signals_before = len(self.signals)

@@ -11,11 +11,12 @@ import logging
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 import redis
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from batchery import keys
 from batchery.tiers import TIERS
 from batchery.store.heartbeats import live_workers
+from batchery.store.pools import read_pools
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -55,6 +56,28 @@ def _batcher_items() -> GaugeMetricFamily:
     return GaugeMetricFamily(
         "batchery_batcher_queue_items", "Items waiting in this worker's batcher for a batch.", labels=["model"]
     )
+
+
+def _pool_families() -> list:
+    return [
+        GaugeMetricFamily(
+            "batchery_pool_processes",
+            "Worker processes of each machine's pool: state 'serving' (started, warming up included) or 'draining' "
+            "(being stopped by a scale-down).",
+            labels=["pool", "state"],
+        ),
+        GaugeMetricFamily(
+            "batchery_pool_min_processes", "The fewest worker processes the pool scales down to.", labels=["pool"]
+        ),
+        GaugeMetricFamily(
+            "batchery_pool_max_processes", "The most worker processes the pool scales up to.", labels=["pool"]
+        ),
+        CounterMetricFamily(
+            "batchery_pool_scaling_events",
+            "Times the pool changed size, by direction 'up' or 'down'.",
+            labels=["pool", "direction"],
+        ),
+    ]
 
 
 class QueueDepth:
@@ -142,6 +165,33 @@ class Backlogs:
         for name, value in zip(names, values):
             family.add_metric([name], max(0, int(value or 0)))
         return [family]
+
+
+class PoolSizes:
+    """Each pool's size as its supervisor last published it (:mod:`batchery.store.pools`)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return _pool_families()
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            pools = read_pools(self.client)
+        except redis.RedisError as exc:
+            log.warning("pool sizes unavailable: Redis did not answer: %s", exc)
+            return []
+        processes, lowest, highest, events = families = _pool_families()
+        for pool in pools:
+            name = pool["pool"]
+            processes.add_metric([name, "serving"], pool["serving"])
+            processes.add_metric([name, "draining"], pool["draining"])
+            lowest.add_metric([name], pool["min"])
+            highest.add_metric([name], pool["max"])
+            events.add_metric([name, "up"], pool["ups"])
+            events.add_metric([name, "down"], pool["downs"])
+        return families
 
 
 class BatcherQueues:

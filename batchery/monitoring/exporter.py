@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from batchery.monitoring.collectors import Backlogs, LiveWorkers, QueueDepth
+from batchery.monitoring.collectors import Backlogs, LiveWorkers, PoolSizes, QueueDepth
 
 if TYPE_CHECKING:
     import redis
@@ -53,5 +53,6 @@ def scrape(collectors: Sequence[Collector] = ()) -> tuple[bytes, str]:
 
 
 def api_collectors(celery: "Celery", registry: "Registry", client: "redis.Redis") -> list[Collector]:
-    """What the API reads at scrape time: each model queue's depth in the broker, its backlog and live workers."""
-    return [QueueDepth(celery, registry), Backlogs(client, registry), LiveWorkers(client, registry)]
+    """What the API reads at scrape time: each model queue's depth in the broker, its backlog and live workers,
+    and the size of each machine's worker pool."""
+    return [QueueDepth(celery, registry), Backlogs(client, registry), LiveWorkers(client, registry), PoolSizes(client)]

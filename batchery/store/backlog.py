@@ -63,6 +63,12 @@ class Backlog:
     def queued(self, model: str) -> int:
         return int(self.redis.get(keys.backlog(model)) or 0)
 
+    def queued_many(self, models: list[str]) -> dict[str, int]:
+        """Each model's backlog, in one round trip (what a scaling pool reads every second)."""
+        if not models:
+            return {}
+        return {model: int(value or 0) for model, value in zip(models, self.redis.mget([keys.backlog(m) for m in models]))}
+
     def reconcile_idle(self, model: str) -> int:
         """Zero the counter of a model that has no chunk anywhere (the caller checked); returns what it held,
         or -1 when items were counted in too recently to be sure none is on its way."""

@@ -134,3 +134,49 @@ def test_a_child_still_warming_up_is_killed_after_the_quick_timeout_while_the_ot
     supervisor.children["warm"].process.kill()
     stopping.join(10)
     assert not stopping.is_alive()
+
+
+def test_a_retired_child_drains_is_forgotten_and_never_restarted(tmp_path: Path, caplog):
+    supervisor = Supervisor(backoff_min_s=0.1)
+    supervisor.spawn("drains", [*python(DRAINS), str(tmp_path / "drains")], restart=True)
+    supervisor.spawn("stays", python("import time; time.sleep(60)"), restart=True)
+    wait_until(lambda: (tmp_path / "drains").exists())
+    process = supervisor.children["drains"].process
+    with caplog.at_level(logging.INFO, logger="batchery.cli.supervisor"), Running(supervisor) as running:
+        supervisor.retire("drains", timeout_s=5.0)
+        wait_until(lambda: "drains" not in supervisor.children)
+        time.sleep(0.5)
+        assert running.thread.is_alive(), "a retired child's exit does not end the run"
+        assert list(supervisor.children) == ["stays"] and supervisor.children["stays"].running
+    assert process.returncode == 0, "it drained (its SIGTERM handler ran), it was not killed"
+    assert re.search(r"drains \(pid \d+\) retired: exit code 0, 0\.\d+s after it was asked to stop", caplog.text)
+    assert "restarting" not in caplog.text
+
+
+def test_a_retired_child_that_outstays_its_drain_is_killed_and_its_work_put_back(tmp_path: Path, caplog):
+    put_back: list[str] = []
+    supervisor = Supervisor()
+    argv = [*python(STUCK), str(tmp_path / "stuck")]
+    supervisor.spawn("stuck", argv, restart=True, on_death=lambda c: put_back.append(c.name))
+    wait_until(lambda: (tmp_path / "stuck").exists())
+    with caplog.at_level(logging.INFO, logger="batchery.cli.supervisor"), Running(supervisor):
+        started = time.monotonic()
+        supervisor.retire("stuck", timeout_s=1.0)
+        wait_until(lambda: "stuck" not in supervisor.children)
+        assert 1.0 <= time.monotonic() - started < 3.0
+    assert put_back == ["stuck"], "its chunks go back at once, as a dead worker's do"
+    assert "did not stop in time" in caplog.text and "stuck" in caplog.text
+    assert "retired: killed by signal SIGKILL" in caplog.text
+
+
+def test_watchers_run_on_every_turn_and_one_that_raises_is_logged_and_kept(caplog):
+    seen: list[float] = []
+
+    def failing(now: float) -> None:
+        raise RuntimeError("boom")
+
+    supervisor = Supervisor(watchers=[failing, seen.append])
+    with caplog.at_level(logging.INFO, logger="batchery.cli.supervisor"), Running(supervisor):
+        wait_until(lambda: len(seen) >= 3)
+    assert seen == sorted(seen)
+    assert "a watcher failed" in caplog.text and "boom" in caplog.text

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 import redis
 import requests
 
 from batchery.cli.redis_server import free_port
 from batchery.models.registry import load_registry
-from batchery.monitoring.collectors import Backlogs, LiveWorkers, QueueDepth
+from batchery.monitoring.collectors import Backlogs, LiveWorkers, PoolSizes, QueueDepth
 from batchery.monitoring.exporter import scrape
 from batchery.monitoring.worker_exporter import WorkerExporter
+from batchery.store import pools
 from batchery.store.backlog import Backlog
 from batchery.tasks.celery_app import create_celery
 
@@ -39,11 +41,13 @@ def test_gauges_whose_source_is_down_are_left_out_not_zero(settings, caplog):
                 QueueDepth(create_celery(down), registry),
                 Backlogs(redis.Redis.from_url(nowhere), registry),
                 LiveWorkers(redis.Redis.from_url(nowhere), registry),
+                PoolSizes(redis.Redis.from_url(nowhere)),
             ]
         )
     text = body.decode()
     assert "batchery_queue_messages{" not in text and "batchery_live_workers{" not in text
     assert "batchery_backlog_items{" not in text and "backlog unavailable" in caplog.text
+    assert "batchery_pool_processes{" not in text and "pool sizes unavailable" in caplog.text
     assert "batchery_jobs_submitted_total" in text, "the process's own counts are still served"
     assert "queue depth unavailable" in caplog.text and "live workers unavailable" in caplog.text
 
@@ -69,3 +73,26 @@ def test_the_backlog_gauge_reads_the_counter_the_api_bounds_submissions_by(setti
         }
     finally:
         backlog.release("echo-orphan", 1234)
+
+
+def test_each_pool_s_published_size_is_a_gauge_until_it_is_withdrawn_or_expires(redis_client):
+    record = {"serving": 3, "draining": 1, "min": 1, "max": 4, "ups": 2, "downs": 1}
+    pools.publish(redis_client, "test-pool-a", record)
+    pools.publish(redis_client, "test-pool-b", {**record, "serving": 1, "draining": 0}, ttl_s=0.2)
+    text = scrape([PoolSizes(redis_client)])[0].decode()
+    for line in (
+        'batchery_pool_processes{pool="test-pool-a",state="serving"} 3.0',
+        'batchery_pool_processes{pool="test-pool-a",state="draining"} 1.0',
+        'batchery_pool_min_processes{pool="test-pool-a"} 1.0',
+        'batchery_pool_max_processes{pool="test-pool-a"} 4.0',
+        'batchery_pool_scaling_events_total{direction="up",pool="test-pool-a"} 2.0',
+        'batchery_pool_scaling_events_total{direction="down",pool="test-pool-a"} 1.0',
+        'batchery_pool_processes{pool="test-pool-b",state="serving"} 1.0',
+    ):
+        assert line in text, line
+    pools.withdraw(redis_client, "test-pool-a")
+    time.sleep(0.3)
+    text = scrape([PoolSizes(redis_client)])[0].decode()
+    assert 'pool="test-pool-a"' not in text, "withdrawn"
+    assert 'pool="test-pool-b"' not in text, "expired: its supervisor stopped refreshing it"
+    assert b"test-pool-b" not in redis_client.smembers("batchery:pools"), "pruned from the set"
