@@ -15,6 +15,7 @@ from batchery import tiers
 from batchery.errors import BadRequest, BatcheryError, PayloadTooLarge, UnsupportedMediaType
 from batchery.models.inputs import check_inputs, json_problem
 from batchery.models.registry import ModelSpec, Registry
+from batchery.results import FORMATS, ResultsRequest
 from batchery.settings import Settings
 
 NDJSON = "application/x-ndjson"
@@ -34,6 +35,7 @@ class JobRequest:
     cache: bool = True
     tier: str = tiers.STANDARD
     webhook: str | None = None
+    results: ResultsRequest | None = None
 
 
 def read_job_request(
@@ -52,6 +54,8 @@ def read_job_request(
             body["tier"] = request.args["tier"]
         if "webhook" in request.args:
             body["webhook"] = {"url": request.args["webhook"]}
+        if "results" in request.args:
+            body["results"] = {"format": request.args["results"].split(",")}
     else:
         body = json_object(request)
         model = body.get("model")
@@ -67,7 +71,33 @@ def read_job_request(
     _check_query_agrees(request, registry, spec, cache, tier)
     timeout_s = _timeout(body.get("timeout_s"), settings)
     webhook = read_webhook(body.get("webhook"), settings)
-    return JobRequest(spec, read_inputs(body, spec, settings), metadata, timeout_s, cache, tier, webhook)
+    results = read_results(body.get("results"), spec)
+    return JobRequest(spec, read_inputs(body, spec, settings), metadata, timeout_s, cache, tier, webhook, results)
+
+
+def read_results(value: Any, spec: ModelSpec) -> ResultsRequest | None:
+    """``{"format": "jsonl" | "npy" | [both]}``: the job's results are written to files when it ends
+    (:mod:`batchery.results`). ``npy`` needs a model whose outputs are vectors of a declared width."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"format"}:
+        raise BadRequest("'results' must be an object with one field, 'format'", param="results")
+    named = value["format"]
+    formats = [named] if isinstance(named, str) else named
+    if not isinstance(formats, list) or not formats or len(set(map(str, formats))) != len(formats):
+        raise BadRequest(f"'results.format' must be one of {', '.join(FORMATS)}, or a list of them", param="results")
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise BadRequest(
+            f"'results.format': unknown format {unknown[0]!r}; formats: {', '.join(FORMATS)}", param="results"
+        )
+    if "npy" in formats and not spec.dimensions:
+        raise BadRequest(
+            f"'results.format' npy needs vector outputs of a known width, and model {spec.name!r} declares none "
+            "(options.dimensions); ask for jsonl",
+            param="results",
+        )
+    return ResultsRequest(tuple(f for f in FORMATS if f in formats), spec.dimensions)
 
 
 def read_webhook(value: Any, settings: Settings) -> str | None:

@@ -65,6 +65,14 @@ class EndWatch:
         if job_ids:
             self.redis.zrem(self.watch_key, *job_ids)
 
+    def sort(self, statuses: dict[str, str | None], final: tuple[str, ...], now: float) -> None:
+        """Watched jobs as a look found them (their status, None when gone): ended ones become due, gone ones
+        are dropped, the rest are looked at again in :data:`WATCH_S`."""
+        self.forget([j for j, status in statuses.items() if status is None])
+        for job_id in [j for j, status in statuses.items() if status in final]:
+            self.ended(job_id, now)
+        self.look_again([j for j, status in statuses.items() if status not in (None, *final)], now + WATCH_S)
+
     def claim(self, now: float, lease_s: float, count: int) -> list[str]:
         """Up to ``count`` due jobs, each leased to the caller for ``lease_s``."""
         due = self._claim(keys=[self.due_key], args=[now, now + lease_s, count])

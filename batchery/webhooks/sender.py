@@ -25,7 +25,7 @@ from batchery import __version__, documents
 from batchery.settings import Settings
 from batchery.store import JobStore
 from batchery.store.jobs import FINAL_STATUSES
-from batchery.store.webhooks import WATCH_S, Attempt
+from batchery.store.webhooks import Attempt
 from batchery.webhooks.signing import HEADER, sign
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def payload(job: dict[str, Any], public_url: str, now: float) -> bytes:
     """The body: the event, when it was sent, and the job's document (with links on ``public_url``, if set)."""
     document = documents.job(job)
     if public_url:
+        documents.link_files(document, public_url)
         base = f"{public_url.rstrip('/')}/v1/jobs/{job['id']}"
         document["links"] = {"self": base, "results": f"{base}/results"}
     return orjson.dumps({"event": EVENT, "sent_at": documents.iso(now), "job": document})
@@ -94,11 +95,8 @@ class WebhookSender:
         job_ids = self.webhooks.to_check(now, PER_ROUND)
         if not job_ids:
             return
-        statuses = {job_id: found[1] if found else None for job_id, found in zip(job_ids, self.store.summaries(job_ids))}
-        self.webhooks.forget([j for j, status in statuses.items() if status is None])
-        for job_id in [j for j, status in statuses.items() if status in FINAL_STATUSES]:
-            self.webhooks.ended(job_id, now)
-        self.webhooks.look_again([j for j, status in statuses.items() if status not in (None, *FINAL_STATUSES)], now + WATCH_S)
+        found = self.store.summaries(job_ids)
+        self.webhooks.sort({job_id: s[1] if s else None for job_id, s in zip(job_ids, found)}, FINAL_STATUSES, now)
 
     def call(self, job_id: str) -> Attempt | None:
         """Make one call of the job's webhook and record it; None when the job or its webhook is gone."""

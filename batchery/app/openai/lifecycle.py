@@ -103,7 +103,7 @@ def _write_files(svc: Services, batch_id: str, token: str) -> None:
     if batch is None or batch["status"] in FINAL:  # another process ended it since this one looked
         return
     try:
-        if finalize(batch, svc.store, svc.files, svc.batches, token):
+        if finalize(batch, svc.store, svc.files, svc.batches, token, svc.settings.result_files_keep_s):
             log.info("batch %s: files written", batch_id)
     except FileNotFoundError as exc:
         log.error("batch %s: its plan is gone (%s); it cannot be finished", batch_id, exc)
