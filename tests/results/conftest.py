@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from batchery.redis_urls import redis_client
 from batchery.settings import Settings
 from batchery.store import JobStore
 from batchery.store.files import Blobs, FileStore
@@ -15,20 +16,20 @@ from batchery.store.files import Blobs, FileStore
 @pytest.fixture(scope="module")
 def own_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     folder = tmp_path_factory.mktemp("results")
-    return dataclasses.replace(
+    found = dataclasses.replace(
         settings,
         redis_url=settings.redis_url.rsplit("/", 1)[0] + "/3",
         files_url=str(folder / "files"),
         result_files_keep_s=0,
         max_items_per_job=200_000,
     )
+    redis_client(found.effective_redis_url).flushdb()  # before anything of the module's starts on it
+    return found
 
 
 @pytest.fixture(scope="module")
 def own_store(own_settings: Settings) -> JobStore:
-    store = own_settings.job_store()
-    store.redis.flushdb()
-    return store
+    return own_settings.job_store()
 
 
 @pytest.fixture(scope="module")
