@@ -20,7 +20,9 @@ from batchery.runtimes.echo import synthetic_vector
 from batchery.settings import Settings
 from tests.conftest import MODELS_TOML, ApiServer, WorkerProcess
 from tests.helpers import error_of, wait_for_job
+from tests.webhooks.test_webhooks import Receiver
 
+SECRET = "whsec-result-files"
 DIMS = 8
 MODELS = MODELS_TOML + textwrap.dedent(
     f"""
@@ -52,7 +54,7 @@ MODELS = MODELS_TOML + textwrap.dedent(
 def job_settings(own_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     models = tmp_path_factory.mktemp("result-models") / "models.toml"
     models.write_text(MODELS)
-    return dataclasses.replace(own_settings, models_file=str(models))
+    return dataclasses.replace(own_settings, models_file=str(models), webhook_secret=SECRET)
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +168,20 @@ def test_a_bad_results_request_is_a_400_that_says_what_is_wrong(http, files_api,
 def test_npy_is_refused_for_a_model_whose_outputs_are_not_vectors(http, files_api):
     response = http.post(f"{files_api.url}/v1/jobs", json={"model": "echo", "inputs": [1], "results": {"format": "npy"}})
     assert "declares none" in error_of(response, 400, "bad_request")
+
+
+@pytest.mark.usefixtures("files_worker")
+def test_a_job_s_webhook_is_called_once_its_result_files_are_written_and_names_them(http, files_api):
+    receiver = Receiver([])
+    try:
+        body = {"model": "echo", "inputs": list(range(300)), "results": {"format": "jsonl"},
+                "webhook": {"url": receiver.url}}
+        url = http.post(f"{files_api.url}/v1/jobs", json=body).json()["links"]["self"]
+        receiver.wait_calls(1, timeout_s=60)
+        called = orjson.loads(receiver.calls[0][2])["job"]
+    finally:
+        receiver.close()
+    assert called["result_files"]["state"] == "written"
+    assert called["result_files"]["files"] == [
+        {k: f[k] for k in ("kind", "format", "id", "bytes")} for f in http.get(url).json()["result_files"]["files"]
+    ]
