@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from batchery import keys
+from batchery.client import Client
 from batchery.runtimes.echo import synthetic_vector
 from batchery.settings import Settings
 from tests.conftest import MODELS_TOML, ApiServer, WorkerProcess
@@ -185,3 +186,14 @@ def test_a_job_s_webhook_is_called_once_its_result_files_are_written_and_names_t
     assert called["result_files"]["files"] == [
         {k: f[k] for k in ("kind", "format", "id", "bytes")} for f in http.get(url).json()["result_files"]["files"]
     ]
+
+
+@pytest.mark.usefixtures("files_worker")
+def test_the_client_asks_for_result_files_waits_for_them_and_downloads_them(files_api, tmp_path):
+    client = Client(files_api.url, api_key="")
+    texts = [f"client text {i}" for i in range(300)]
+    job = client.submit("files-embed", texts, results="npy", cache=False)
+    found = {f["kind"]: f for f in client.result_files(job, timeout_s=60)}
+    array = np.load(client.download(found["outputs"], tmp_path / "outputs.npy"))
+    assert np.array_equal(array, np.stack([synthetic_vector(text, DIMS) for text in texts]))
+    assert client.download(found["errors"], tmp_path / "errors.jsonl").read_bytes() == b""
