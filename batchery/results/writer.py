@@ -4,7 +4,8 @@ Each round it looks through the watched jobs whose look is due (a job whose end 
 process died in between, is found ended here), then takes the due jobs, each under a short claim on the due set
 and then under the job's finalizing lease, and writes their files (:mod:`batchery.results.finalize`). A job whose
 lease another process holds is looked at again a second later; one whose writer dies is taken over once the
-lease lapses (:data:`batchery.keys.FINALIZE_LEASE_S`). Any number of workers run one each.
+lease lapses (:data:`batchery.keys.FINALIZE_LEASE_S`); a cancelled job, once its last items landed or their grace
+passed. Any number of workers run one each.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Callable
 import redis
 
 from batchery import keys
-from batchery.results.finalize import finalize
+from batchery.results.finalize import finalize, ready
 from batchery.settings import Settings
 from batchery.store import JobStore
 from batchery.store.files import FileStore
@@ -90,15 +91,19 @@ class ResultWriter:
         try:
             job = self.store.get(job_id)
             if job is None or job.get("results_state") == "written" or not job.get("results"):
-                self.store.leases.commit(lease, token, lambda pipe: None)
+                self.store.leases.release(lease, token)
                 self.watch.done(job_id)
+                return False
+            if not ready(job, self.clock()):  # a cancelled job's last items are still landing
+                self.store.leases.release(lease, token)
+                self.watch.retry_at(job_id, self.clock() + BUSY_RETRY_S)
                 return False
             started = time.monotonic()
             if not finalize(job, self.store, self.files, token, self.settings.result_files_keep_s):
                 return False
         except Exception:
             log.exception("result files of job %s: writing failed; to be tried again", job_id, extra={"job_id": job_id})
-            self.store.leases.commit(lease, token, lambda pipe: None)
+            self.store.leases.release(lease, token)
             self.watch.retry_at(job_id, self.clock() + keys.FINALIZE_LEASE_S)
             return False
         self.watch.done(job_id)

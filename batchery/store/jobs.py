@@ -29,6 +29,9 @@ from batchery.store.webhooks import Webhooks
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
+#: A cancelled job's items still queued get their ``cancelled`` result as workers meet them; what is written from
+#: its results (a batch's files, a job's result files) waits for them this long at most.
+CANCEL_GRACE_S = 30.0
 #: The longest one blocking read waits before the job's status is read again.
 MAX_BLOCK_S = 2.0
 #: Items per call of the scripts that take many at once (results of a sweep, say): 4 arguments each.

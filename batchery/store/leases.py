@@ -32,6 +32,10 @@ class Leases:
         """Another ``ttl_s``; False when the lease is no longer ``token``'s."""
         return bool(self._renew(keys=[key], args=[token, ttl_s]))
 
+    def release(self, key: str, token: str) -> bool:
+        """Let the lease go, if it is still ``token``'s, writing nothing."""
+        return self.commit(key, token, lambda pipe: None)
+
     def commit(self, key: str, token: str, writes: Callable[[redis.client.Pipeline], None]) -> bool:
         """Queue ``writes`` and let the lease go, in one transaction, only while ``token`` holds it. False when
         the lease was lost (lapsed, or taken by another), and then nothing is written."""

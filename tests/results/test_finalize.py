@@ -22,6 +22,7 @@ from batchery.errors import DeadlineExceeded, ModelError
 from batchery.results.formats import ResultsRequest
 from batchery.results.writer import ResultWriter
 from batchery.store import ItemResult, JobStore
+from batchery.store.jobs import CANCEL_GRACE_S
 from batchery.store.codec import encode_error, encode_output, result_record
 
 DIMS = 16
@@ -115,16 +116,34 @@ def test_an_ended_job_s_files_hold_every_item_as_redis_held_it_and_its_outputs_l
     assert not own_store.redis.exists(keys.job_finalizing(job_id))
 
 
-def test_a_cancelled_job_s_files_hold_its_unrun_items_as_cancelled(own_store, files, own_settings):
+def test_a_cancelled_job_s_files_wait_for_its_last_items_then_answer_the_unrun_ones_cancelled(
+    own_store, files, own_settings
+):
     job_id = make_job(own_store, 500, ("jsonl",))
     own_store.record([item(job_id, i) for i in range(200)])
     assert own_store.cancel(job_id) == "cancelled"
-    assert ResultWriter(own_store, files, own_settings).round() == 1
+    assert ResultWriter(own_store, files, own_settings).round() == 0  # its last items may still land
+    own_store.record([item(job_id, 250)])  # and one does
+    after_grace = ResultWriter(own_store, files, own_settings, clock=lambda: time.time() + CANCEL_GRACE_S + 2)
+    assert after_grace.round() == 1
     job = own_store.get(job_id)
     lines = [orjson.loads(line) for line in read_file(files, job["result_files"][0]).splitlines()]
     assert [line["index"] for line in lines] == list(range(500))
-    assert all(line["error"]["code"] == "cancelled" for line in lines[200:])
-    assert job["succeeded"] + job["failed"] == 500  # the record agrees with the file
+    assert lines[250] == as_json(result_record(250, item(job_id, 250).value))
+    unrun = [line for line in lines[200:] if line["index"] != 250]
+    assert all(line["error"]["code"] == "cancelled" for line in unrun)
+    assert job["succeeded"] + job["failed"] == 201  # the items' counts stay the workers' to keep
+
+
+def test_a_job_that_failed_whole_has_every_item_answered_job_failed(own_store, files, own_settings):
+    job_id = make_job(own_store, 20, ("jsonl", "npy"))
+    own_store.fail(job_id, "could not queue the job: the broker is down")
+    assert ResultWriter(own_store, files, own_settings).round() == 1
+    written = {f["kind"]: f for f in own_store.get(job_id)["result_files"]}
+    errors = [orjson.loads(line) for line in read_file(files, written["errors"]).splitlines()]
+    assert [e["index"] for e in errors] == list(range(20))
+    assert {e["error"]["code"] for e in errors} == {"job_failed"} and "broker is down" in errors[0]["error"]["message"]
+    assert not np.load(io.BytesIO(read_file(files, written["outputs"]))).any()
 
 
 def test_a_job_without_results_is_never_watched_and_one_still_running_waits(own_store, files, own_settings):

@@ -24,11 +24,9 @@ from batchery.errors import DeadlineExceeded
 from batchery.openai_compat.finalize import finalize
 from batchery.store.batches import FINAL
 from batchery.store.codec import encode_error
+from batchery.store.jobs import CANCEL_GRACE_S
 
 log = logging.getLogger(__name__)
-#: A cancelled job's items still queued get their ``cancelled`` result as workers meet them; past this, the
-#: files are written without waiting for the last of them (those answer ``batch_cancelled`` all the same).
-CANCEL_GRACE_S = 30.0
 #: A batch still validating this long after it was created lost the process that validated it.
 VALIDATING_STALE_S = 3600
 
