@@ -140,14 +140,17 @@ def test_a_cancelled_job_s_file_answers_every_item_with_its_output_or_cancelled(
 
 
 @pytest.mark.usefixtures("files_worker")
-def test_an_ndjson_job_asks_for_files_in_its_query(http, files_api):
+def test_an_ndjson_job_asks_for_files_in_its_query_and_one_answered_from_the_cache_gets_them_too(http, files_api):
     body = b"\n".join(orjson.dumps({"n": i}) for i in range(50)) + b"\n"
-    answer = http.post(
-        f"{files_api.url}/v1/jobs?model=echo&results=jsonl", data=body, headers={"content-type": "application/x-ndjson"}
-    )
-    job = wait_for_files(http, answer.json()["links"]["self"])
-    lines = [orjson.loads(line) for line in fetch(http, job["result_files"]["files"][0]).splitlines()]
-    assert lines == [{"index": i, "output": {"n": i}} for i in range(50)]
+    for run in ("computed", "cached"):
+        answer = http.post(
+            f"{files_api.url}/v1/jobs?model=echo&results=jsonl", data=body,
+            headers={"content-type": "application/x-ndjson"},
+        )
+        job = wait_for_files(http, answer.json()["links"]["self"])
+        lines = [orjson.loads(line) for line in fetch(http, job["result_files"]["files"][0]).splitlines()]
+        assert lines == [{"index": i, "output": {"n": i}} for i in range(50)], run
+    assert job["counts"]["cached"] == 50  # ended by the submission's own cache claims, not by a worker's write
 
 
 @pytest.mark.parametrize(
