@@ -5,7 +5,9 @@ written once every item has its result (workers give the items they meet their `
 :data:`batchery.store.jobs.CANCEL_GRACE_S` after it was cancelled, whichever comes first (:func:`ready`); an item
 still without a result is then written as ``cancelled`` (of a job that failed whole, ``job_failed``; of any other,
 ``result_missing``, which should never be seen). Nothing is written to the job's results in Redis: the items'
-counts, and the backlog counted from them, stay the workers' to keep. The files are written under temporary names and take their own only once whole
+counts, and the backlog counted from them, stay the workers' to keep.
+
+The files are written under temporary names and take their own only once whole
 (:meth:`batchery.store.files.Blobs.writing`), under a folder of this attempt's own: a writer that stalled past
 its lease cannot put its files over those of the writer that took over. The job's record then names them, with
 their file records, in one transaction that holds only while the writer still holds the job's finalizing lease

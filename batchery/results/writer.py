@@ -89,22 +89,28 @@ class ResultWriter:
             self.watch.retry_at(job_id, self.clock() + BUSY_RETRY_S)
             return False
         try:
-            job = self.store.get(job_id)
-            if job is None or job.get("results_state") == "written" or not job.get("results"):
-                self.store.leases.release(lease, token)
-                self.watch.done(job_id)
-                return False
-            if not ready(job, self.clock()):  # a cancelled job's last items are still landing
-                self.store.leases.release(lease, token)
-                self.watch.retry_at(job_id, self.clock() + BUSY_RETRY_S)
-                return False
-            started = time.monotonic()
-            if not finalize(job, self.store, self.files, token, self.settings.result_files_keep_s):
-                return False
+            return self._write_held(job_id, token)
         except Exception:
             log.exception("result files of job %s: writing failed; to be tried again", job_id, extra={"job_id": job_id})
             self.store.leases.release(lease, token)
             self.watch.retry_at(job_id, self.clock() + keys.FINALIZE_LEASE_S)
+            return False
+
+    def _write_held(self, job_id: str, token: str) -> bool:
+        lease = keys.job_finalizing(job_id)
+        job = self.store.get(job_id)
+        if job is None or not job.get("results") or job.get("results_state") == "written":
+            self.store.leases.release(lease, token)
+            if job is not None and job.get("results_state") == "written" and job["outputs_released_at"] is None:
+                self.store.release_outputs(job_id, job["total"], self.settings.result_files_keep_s)  # a writer died
+            self.watch.done(job_id)
+            return False
+        if not ready(job, self.clock()):  # a cancelled job's last items are still landing
+            self.store.leases.release(lease, token)
+            self.watch.retry_at(job_id, self.clock() + BUSY_RETRY_S)
+            return False
+        started = time.monotonic()
+        if not finalize(job, self.store, self.files, token, self.settings.result_files_keep_s):
             return False
         self.watch.done(job_id)
         took = time.monotonic() - started

@@ -159,9 +159,9 @@ def test_a_job_without_results_is_never_watched_and_one_still_running_waits(own_
     assert own_store.get(running)["results_state"] == "pending"
 
 
-CHILD = textwrap.dedent(
+WRITER = textwrap.dedent(
     """
-    import sys, time
+    import os, signal, sys, time
     from batchery.results.writer import ResultWriter
     from batchery.settings import Settings
     from batchery.store.files import Blobs, FileStore
@@ -175,7 +175,13 @@ CHILD = textwrap.dedent(
             print(f"page {number} written", flush=True)
             time.sleep(30)
 
-    JobStore.iter_pages = slowly
+    def die(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if sys.argv[1] == "slowly":
+        JobStore.iter_pages = slowly
+    else:
+        JobStore.release_outputs = die
     settings = Settings.from_env()
     store = settings.job_store()
     files = FileStore(store.redis, Blobs(settings.effective_files_url), settings.file_ttl_s)
@@ -191,7 +197,8 @@ def test_a_finaliser_killed_mid_write_commits_nothing_and_another_takes_over_onc
     job_id = make_job(own_store, TOTAL, ("jsonl", "npy"))
     raws = fill(own_store, job_id, TOTAL)
     env = {**os.environ, **own_settings.as_env()}
-    child = subprocess.Popen([sys.executable, "-c", CHILD], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    argv = [sys.executable, "-c", WRITER, "slowly"]
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert child.stdout.readline() == b"page 0 written\n", child.stdout.read()
     finally:
@@ -214,3 +221,21 @@ def test_a_finaliser_killed_mid_write_commits_nothing_and_another_takes_over_onc
     check_files(own_store, files, job_id, raws)
     listed, _ = files.list(None, None, 10_000, purpose="job_results")
     assert not any(".partial-" in f["blob"] for f in listed)  # what the dead writer left never became a file
+
+
+def test_a_finaliser_that_died_between_its_commit_and_releasing_the_outputs_is_finished_by_the_next(
+    own_store, files, own_settings
+):
+    job_id = make_job(own_store, 100, ("jsonl",))
+    fill(own_store, job_id, 100)
+    env = {**os.environ, **own_settings.as_env()}
+    died = subprocess.run([sys.executable, "-c", WRITER, "dies"], env=env, capture_output=True, timeout=60)
+    assert died.returncode == -signal.SIGKILL, died.stderr[-2000:]
+    job = own_store.get(job_id)
+    assert job["results_state"] == "written" and job["outputs_released_at"] is None
+    assert own_store.redis.exists(keys.job_outputs(job_id, 0))
+    later = ResultWriter(own_store, files, own_settings, clock=lambda: time.time() + keys.FINALIZE_LEASE_S + 1)
+    assert later.round() == 0  # nothing to write: the files are the job's already
+    assert not own_store.redis.exists(keys.job_outputs(job_id, 0))
+    assert own_store.redis.zscore(keys.results_due(), job_id) is None
+    assert own_store.get(job_id)["result_files"] == job["result_files"]

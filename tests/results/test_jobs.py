@@ -170,7 +170,8 @@ def test_a_bad_results_request_is_a_400_that_says_what_is_wrong(http, files_api,
 
 
 def test_npy_is_refused_for_a_model_whose_outputs_are_not_vectors(http, files_api):
-    response = http.post(f"{files_api.url}/v1/jobs", json={"model": "echo", "inputs": [1], "results": {"format": "npy"}})
+    body = {"model": "echo", "inputs": [1], "results": {"format": "npy"}}
+    response = http.post(f"{files_api.url}/v1/jobs", json=body)
     assert "declares none" in error_of(response, 400, "bad_request")
 
 
