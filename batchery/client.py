@@ -8,6 +8,9 @@
     for result in client.results(job):              # binary frames: vectors arrive as numpy arrays
         print(result.index, result.output)
     vectors = client.predict("minilm", ["hello"])   # through the same queues, waiting for the answer
+    big = client.submit("minilm", texts, results="npy")             # results written to files when it ends
+    files = {f["kind"]: f for f in client.result_files(big)}        # waits for them
+    client.download(files["outputs"], "vectors.npy")                # streamed to disk
 
 Results are read as :data:`batchery.store.codec.FRAMES` (the stored bytes, framed, with no JSON on either
 side): a 384-float vector is 1.5 KB that way and some 4.5 KB of JSON text to write and parse. Every error
@@ -18,6 +21,7 @@ and numpy, and loads none of the service.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -105,12 +109,15 @@ class Client:
     def submit(
         self, model: str, inputs: Sequence[Any], *, metadata: Mapping[str, Any] | None = None, tier: str | None = None,
         cache: bool | None = None, timeout_s: float | None = None, webhook: str | Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
+        idempotency_key: str | None = None, results: str | Sequence[str] | None = None,
     ) -> Job:
-        """Submit a job of ``inputs`` (JSON values); ``webhook`` is a URL, or ``{"url": ...}``, called when it ends."""
+        """Submit a job of ``inputs`` (JSON values); ``webhook`` is a URL, or ``{"url": ...}``, called when it ends;
+        ``results`` the formats of the result files to write then (``"jsonl"``, ``"npy"`` or both)."""
         body: dict[str, Any] = {"model": model, "inputs": list(inputs)}
         optional = {"metadata": metadata, "tier": tier, "cache": cache, "timeout_s": timeout_s}
         body.update({k: v for k, v in optional.items() if v is not None})
+        if results is not None:
+            body["results"] = {"format": results if isinstance(results, str) else list(results)}
         if webhook is not None:
             body["webhook"] = {"url": webhook} if isinstance(webhook, str) else dict(webhook)
         headers = {"content-type": "application/json", **({"Idempotency-Key": idempotency_key} if idempotency_key else {})}
@@ -169,6 +176,28 @@ class Client:
             for index, raw in frames(response.iter_content(STREAM_READ)):
                 kind, value = decode(raw)
                 yield Result(index, value) if kind == "output" else Result(index, None, value)
+
+    def result_files(self, job: Job | str, timeout_s: float | None = None, poll_s: float = 0.5) -> list[dict[str, Any]]:
+        """The job's result files once written, waiting for them: each with its ``kind``, ``format``, ``bytes`` and
+        ``url``; :class:`TimeoutError` past ``timeout_s``."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while (found := self.get(job).get("result_files", {})).get("state") != "written":
+            if not found:
+                raise ApiError(400, "no_result_files", "the job asked for no result files", self._job_url(job))
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the job's result files were not written within {timeout_s}s")
+            time.sleep(poll_s)
+        return found["files"]
+
+    def download(self, file: Mapping[str, Any], path: str | Path) -> Path:
+        """Stream a result file (one of :meth:`result_files`) to ``path``, never holding it whole."""
+        path = Path(path)
+        with self.session.get(file["url"], stream=True, timeout=self.timeout_s) as response:
+            _raise_for_error(response)
+            with path.open("wb") as out:
+                for block in response.iter_content(STREAM_READ):
+                    out.write(block)
+        return path
 
     def jobs(self, status: str | None = None, model: str | None = None, limit: int = 100) -> Iterator[dict[str, Any]]:
         """The jobs this key may see, newest first, page after page (``GET /v1/jobs``)."""

@@ -21,6 +21,7 @@ JOB_TTL_S = 7 * 24 * 3600
 FILES_URL = ""  # empty: the folder files/ under the data dir; else any fsspec URL (s3://bucket/prefix, ...)
 MAX_FILE_BYTES = 200 * 1024 * 1024  # one uploaded file (POST /v1/files), as OpenAI's batch input files
 FILE_TTL_S = 30 * 24 * 3600  # uploaded files and the files batches write, as OpenAI keeps batch files
+RESULT_FILES_KEEP_S = 300  # a job's outputs stay in Redis this long once its result files are written
 PREDICT_TIMEOUT_S = 30.0
 
 WORKER_CONCURRENCY = 8

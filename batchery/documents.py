@@ -41,6 +41,27 @@ def job(record: dict[str, Any]) -> dict[str, Any]:
         doc["error"] = {"code": "job_failed", "message": record["error"]}
     if record.get("webhook"):
         doc["webhook"] = webhook(record)
+    if record.get("results"):
+        doc["result_files"] = result_files(record)
+    return doc
+
+
+def result_files(record: dict[str, Any]) -> dict[str, Any]:
+    """The job's result files: ``pending`` until written once it ended, then ``written`` with each file
+    (its kind, format, file id and size); :func:`link_files` adds where to read them."""
+    files = [{k: f[k] for k in ("kind", "format", "id", "bytes")} for f in record.get("result_files") or []]
+    return {
+        "state": record.get("results_state") or "pending",
+        "formats": record["results"]["formats"],
+        "files": files,
+        "outputs_released_at": iso(record.get("outputs_released_at")),
+    }
+
+
+def link_files(doc: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """Each result file of a job's document with its ``url`` on ``base_url``: GET on it streams the file."""
+    for found in doc.get("result_files", {}).get("files", []):
+        found["url"] = f"{base_url.rstrip('/')}/v1/files/{found['id']}/content"
     return doc
 
 

@@ -213,6 +213,27 @@ class Cancelled(BatcheryError):
     code = "cancelled"
 
 
+class JobFailed(BatcheryError):
+    """The job failed whole (it could not be queued) before this item ran."""
+
+    status = 500
+    code = "job_failed"
+
+
+class ResultMissing(BatcheryError):
+    """No result was stored for this item (its job's outputs expired, or were dropped, before it was written)."""
+
+    status = 500
+    code = "result_missing"
+
+
+class ResultsInFiles(BatcheryError):
+    """The job's results were written to its result files and have left Redis: read them from the files."""
+
+    status = 410
+    code = "results_in_files"
+
+
 class ConfigError(BatcheryError):
     """The models file or a setting is wrong."""
 

@@ -27,6 +27,9 @@
     batchery:dead-letters             list    items that exhausted their retries  trimmed to DEAD_LETTERS_MAX
     batchery:webhooks:watch           zset    job id -> when to look if it ended  member moved to :due when it ends
     batchery:webhooks:due             zset    job id -> when to call its webhook  member removed once delivered or given up
+    batchery:results:watch            zset    job id -> when to look if it ended  member moved to :due when it ends
+    batchery:results:due              zset    job id -> when to write its files   member removed once they are written
+    batchery:job:<id>:finalizing      string  who writes the job's result files   FINALIZE_LEASE_S, renewed while writing
     batchery:cache:<key>              string  encoded output of a cached item     settings.cache_ttl_s
     batchery:cache:<key>:inflight     string  "<job id>|<index>\\n<input JSON>"   settings.job_ttl_s, deleted when done
     batchery:cache:<key>:waiters      list    "<job id>|<index>" sharing it       settings.job_ttl_s, deleted when done
@@ -90,7 +93,8 @@ BACKLOG_QUIET_S = 60
 ACTIVITY_TTL_S = 120
 #: Expired files are looked for at most this often (by whichever API process takes the sweep's lease).
 FILE_SWEEP_EVERY_S = 60
-#: A process writing a batch's output files holds this lease, renewed as it writes; one that dies lets it lapse.
+#: A process writing a batch's output files or a job's result files holds this lease, renewed as it writes; one
+#: that dies lets it lapse.
 FINALIZE_LEASE_S = 30
 
 
@@ -230,6 +234,20 @@ def webhooks_watch() -> str:
 def webhooks_due() -> str:
     """Ended jobs whose webhook is still to be called (again)."""
     return f"{PREFIX}:webhooks:due"
+
+
+def results_watch() -> str:
+    """Jobs that asked for result files and whose end has not been seen yet."""
+    return f"{PREFIX}:results:watch"
+
+
+def results_due() -> str:
+    """Ended jobs whose result files are still to be written."""
+    return f"{PREFIX}:results:due"
+
+
+def job_finalizing(job_id: str) -> str:
+    return f"{job(job_id)}:finalizing"
 
 
 def cache_prefix() -> str:

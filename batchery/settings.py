@@ -50,6 +50,7 @@ class Settings:
     files_url: str = defaults.FILES_URL
     max_file_bytes: int = defaults.MAX_FILE_BYTES
     file_ttl_s: int = defaults.FILE_TTL_S
+    result_files_keep_s: int = defaults.RESULT_FILES_KEEP_S
     predict_timeout_s: float = defaults.PREDICT_TIMEOUT_S
     worker_concurrency: int = defaults.WORKER_CONCURRENCY
     worker_device: str = defaults.WORKER_DEVICE

@@ -17,7 +17,7 @@ from batchery.app import job_list, tenancy
 from batchery.app.requests import NDJSON, read_job_request
 from batchery.app.services import services
 from batchery.app.views import external_url, job_document, job_links
-from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, Unavailable
+from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, ResultsInFiles, Unavailable
 from batchery.monitoring.logs import bind
 from batchery.monitoring.metrics import record_submission
 from batchery.store.codec import FRAMES, dumps, encode_error, frame, result_record
@@ -68,7 +68,7 @@ def create_job() -> Response:
         with tenancy.admitted(svc, job_id, len(job.inputs)):
             svc.enqueuer.submit(
                 spec, job.inputs, job_id=job_id, metadata=job.metadata, timeout_s=job.timeout_s, cache=job.cache,
-                tier=job.tier, owner=owner, webhook=job.webhook,
+                tier=job.tier, owner=owner, webhook=job.webhook, results=job.results,
             )
     except BaseException:
         if client_key is not None:
@@ -137,6 +137,11 @@ def cancel_job(job_id: str) -> Response:
 @bp.get("/<job_id>/results")
 def get_results(job_id: str) -> Response:
     job = _job(job_id)
+    released = job.get("outputs_released_at")
+    if released is not None and time.time() >= released:
+        files = [f["url"] for f in job_document(job).get("result_files", {}).get("files", [])]
+        where = ", ".join(files) if files else "its batch's output and error files (GET /v1/batches/<id>)"
+        raise ResultsInFiles(f"job {job_id}'s results were written to files and have left Redis: {where}")
     accept = request.headers.get("Accept", "")
     for mimetype, render in STREAMS.items():
         if mimetype in accept:

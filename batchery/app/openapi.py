@@ -19,6 +19,7 @@ from batchery.app import job_list
 from batchery.app.errors import OPENAI_PATHS
 from batchery.app.jobs import JOB_ID, MAX_OFFSET
 from batchery.models.registry import Registry
+from batchery.results import FORMATS
 from batchery.settings import Settings
 from batchery.tiers import TIERS
 
@@ -39,6 +40,8 @@ ERROR_CODES = {
     413: "`payload_too_large` (items, characters or metadata bytes over the limits, a chunked body over the byte limit, "
          "or more items than one of the API key's quotas) or `request_entity_too_large` (a `Content-Length` over the "
          "byte limit).",
+    410: "`results_in_files`: the job's results were written to its result files and have left Redis; the message "
+         "links the files.",
     415: "`unsupported_media_type`: the body is neither JSON nor (for jobs) NDJSON.",
     422: "`invalid_input`: an input does not fit the model, nests too deeply or holds an integer beyond 64 bits; "
          "the message names its index.",
@@ -134,7 +137,7 @@ def inputs_of(settings: Settings, item: Schema, description: str) -> Schema:
 
 def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
     """A job for the models taking ``kind`` inputs."""
-    return obj(["model", "inputs"], {
+    schema = obj(["model", "inputs"], {
         "model": {**model_refs(registry, kind), "description": f"A model taking {kind} inputs: `name` or `name@version`."},
         "inputs": inputs_of(settings, ITEMS[kind](settings), f"One {kind} item per element."),
         "metadata": nullable({"type": "object", "description": f"Kept with the job and returned as is: at most "
@@ -145,7 +148,33 @@ def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
         "tier": nullable(TIER_PARAM),
         "routing_key": ROUTING_KEY,
         **webhook_field(settings),
+        "results": results_field(list(FORMATS)),
     }, title=f"{kind} job")
+    return {**schema, **results_by_model(registry, kind)}
+
+
+def results_by_model(registry: Registry, kind: str) -> Schema:
+    """``npy`` only for the models that declare their vectors' width: a condition on the model named."""
+    plain = sorted(r for spec in registry if spec.input == kind and not spec.dimensions for r in (spec.name, spec.ref))
+    if not plain:
+        return {}
+    return {
+        "if": {"required": ["model"], "properties": {"model": {"enum": plain}}},
+        "then": {"properties": {"results": results_field(["jsonl"])}},
+    }
+
+
+def results_field(formats: list[str]) -> Schema:
+    return {
+        "type": "object", "required": ["format"], "additionalProperties": False,
+        "properties": {"format": {"anyOf": [{"enum": formats}, {
+            "type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": formats},
+        }]}},
+        "description": "Write the job's results to files when it ends (`jsonl`: one line per item; `npy`: a float32 "
+                       "array of the vectors and a JSONL of the items without one, for a model that declares its "
+                       "dimensions), linked from the job's `result_files`; the outputs then leave Redis "
+                       "(`BATCHERY_RESULT_FILES_KEEP_S`). See docs/results.md.",
+    }
 
 
 ROUTING_KEY: Schema = {
@@ -211,6 +240,16 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                     "attempts": {"type": "integer", "minimum": 0}, "last_status": nullable({"type": "string"}),
                     "last_attempt_at": timestamp,
                 }, description="How the job's webhook went: the last call's HTTP status, or why it got none."),
+                "result_files": obj(["state", "formats", "files", "outputs_released_at"], {
+                    "state": {"enum": ["pending", "written"]},
+                    "formats": {"type": "array", "items": {"enum": list(FORMATS)}},
+                    "files": {"type": "array", "items": obj(["kind", "format", "id", "bytes", "url"], {
+                        "kind": {"enum": ["results", "outputs", "errors"]}, "format": {"enum": list(FORMATS)},
+                        "id": {"type": "string"}, "bytes": {"type": "integer", "minimum": 0},
+                        "url": {"type": "string", "description": "GET streams the file."},
+                    })},
+                    "outputs_released_at": timestamp,
+                }, description="The job's result files, when it asked for them: written once it ended."),
             },
         ),
         "Result": {
@@ -332,6 +371,9 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
                  "description": "`false` bypasses the result cache, for an NDJSON body (`1`/`0` also do). "
                                 "Beside a JSON body it must agree with the body's `cache`."},
                 *webhook_query(settings),
+                {"name": "results", "in": "query", "schema": {"type": "string"},
+                 "description": "For an NDJSON body: result files to write when the job ends, `jsonl`, `npy` or "
+                                "`jsonl,npy` (as the JSON body's `results.format`)."},
                 {"name": "Idempotency-Key", "in": "header",
                  "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                  "description": "A repeat within the job TTL answers with the first job and queues nothing."},
@@ -378,7 +420,7 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
                     JSON: {"schema": ref("ResultsPage")},
                     NDJSON: {"schema": {"type": "string", "description": "One Result object per line."}},
                 }},
-                **errors(400, 404, 503),
+                **errors(400, 404, 410, 503),
             },
         }},
     }

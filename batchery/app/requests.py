@@ -15,6 +15,7 @@ from batchery import tiers
 from batchery.errors import BadRequest, BatcheryError, PayloadTooLarge, UnsupportedMediaType
 from batchery.models.inputs import check_inputs, json_problem
 from batchery.models.registry import ModelSpec, Registry
+from batchery.results import FORMATS, ResultsRequest
 from batchery.settings import Settings
 
 NDJSON = "application/x-ndjson"
@@ -39,6 +40,7 @@ class JobRequest:
     tier: str = tiers.STANDARD
     webhook: str | None = None
     routing_key: str | None = None
+    results: ResultsRequest | None = None
 
 
 def read_job_request(
@@ -59,6 +61,8 @@ def read_job_request(
             body["webhook"] = {"url": request.args["webhook"]}
         if "routing_key" in request.args:
             body["routing_key"] = request.args["routing_key"]
+        if "results" in request.args:
+            body["results"] = {"format": request.args["results"].split(",")}
     else:
         body = json_object(request)
         model = body.get("model")
@@ -75,7 +79,8 @@ def read_job_request(
     timeout_s = _timeout(body.get("timeout_s"), settings)
     webhook = read_webhook(body.get("webhook"), settings)
     inputs = read_inputs(body, spec, settings)
-    return JobRequest(model, spec, inputs, metadata, timeout_s, cache, tier, webhook, read_routing_key(body))
+    results = read_results(body.get("results"), spec)
+    return JobRequest(model, spec, inputs, metadata, timeout_s, cache, tier, webhook, read_routing_key(body), results)
 
 
 def read_routing_key(body: dict[str, Any]) -> str | None:
@@ -87,6 +92,31 @@ def read_routing_key(body: dict[str, Any]) -> str | None:
     if not isinstance(key, str) or not 1 <= len(key) <= MAX_ROUTING_KEY_CHARS:
         raise BadRequest(f"'routing_key' must be a string of 1 to {MAX_ROUTING_KEY_CHARS} characters")
     return key
+
+
+def read_results(value: Any, spec: ModelSpec) -> ResultsRequest | None:
+    """``{"format": "jsonl" | "npy" | [both]}``: the job's results are written to files when it ends
+    (:mod:`batchery.results`). ``npy`` needs a model whose outputs are vectors of a declared width."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"format"}:
+        raise BadRequest("'results' must be an object with one field, 'format'", param="results")
+    named = value["format"]
+    formats = [named] if isinstance(named, str) else named
+    if not isinstance(formats, list) or not formats or len(set(map(str, formats))) != len(formats):
+        raise BadRequest(f"'results.format' must be one of {', '.join(FORMATS)}, or a list of them", param="results")
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise BadRequest(
+            f"'results.format': unknown format {unknown[0]!r}; formats: {', '.join(FORMATS)}", param="results"
+        )
+    if "npy" in formats and not spec.dimensions:
+        raise BadRequest(
+            f"'results.format' npy needs vector outputs of a known width, and model {spec.name!r} declares none "
+            "(options.dimensions); ask for jsonl",
+            param="results",
+        )
+    return ResultsRequest(tuple(f for f in FORMATS if f in formats), spec.dimensions)
 
 
 def read_webhook(value: Any, settings: Settings) -> str | None:

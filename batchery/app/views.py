@@ -44,4 +44,4 @@ def job_links(job_id: str) -> dict[str, str]:
 
 
 def job_document(job: dict[str, Any]) -> dict[str, Any]:
-    return {**documents.job(job), "links": job_links(job["id"])}
+    return {**documents.link_files(documents.job(job), base_url()), "links": job_links(job["id"])}

@@ -6,10 +6,13 @@ the error file: a request with a failed input answers that input's error, a requ
 (cancelled, or past its completion window) is ``batch_cancelled`` or ``batch_expired``, and a line that could
 not be read answers its error. Every line of the input file is thus answered exactly once, in one of the files.
 
-Both files are written under temporary names and only moved into place once whole; the batch's record then
-names them, in one transaction that holds only while the writer still holds the batch's finalizing lease
-(:meth:`batchery.store.batches.BatchStore.commit`). A writer that dies half-way commits nothing: its lease lapses
-and the next poll of the batch writes the files again, from the start.
+Both files are written under temporary names and only moved into place once whole, in a folder of the attempt's
+own (a writer that stalled past its lease cannot put its files over those of the one that took over); the
+batch's record then names them, in one transaction that holds only while the writer still holds the batch's
+finalizing lease (:meth:`batchery.store.batches.BatchStore.commit`). A writer that dies half-way commits
+nothing: its lease lapses and the next poll of the batch writes the files again, from the start. The job's
+results are read as a job's result files read them (:meth:`batchery.store.JobStore.iter_pages`) and, once the
+files are the batch's, leave Redis as a job's do (:meth:`batchery.store.JobStore.release_outputs`).
 """
 
 from __future__ import annotations
@@ -44,17 +47,21 @@ class Tally:
     expired: int = 0
 
 
-def blob_names(batch_id: str) -> dict[str, str]:
+def blob_names(batch_id: str, token: str = "") -> dict[str, str]:
+    """Where the batch's plan is, and where the attempt holding lease ``token`` writes its files."""
     return {
         "plan": f"batches/{batch_id}/plan.jsonl",
-        "output": f"batches/{batch_id}/output.jsonl",
-        "error": f"batches/{batch_id}/errors.jsonl",
+        "output": f"batches/{batch_id}/{token}/output.jsonl",
+        "error": f"batches/{batch_id}/{token}/errors.jsonl",
     }
 
 
-def finalize(batch: dict[str, Any], jobs: JobStore, files: FileStore, batches: BatchStore, token: str) -> bool:
-    """Write the batch's files and commit them with its final status; False when the lease was lost."""
-    names = blob_names(batch["id"])
+def finalize(
+    batch: dict[str, Any], jobs: JobStore, files: FileStore, batches: BatchStore, token: str, keep_s: int
+) -> bool:
+    """Write the batch's files and commit them with its final status, then let the job's outputs go from Redis
+    in ``keep_s``; False when the lease was lost."""
+    names = blob_names(batch["id"], token)
     tally = Tally()
     sizes = {}
     try:
@@ -69,7 +76,12 @@ def finalize(batch: dict[str, Any], jobs: JobStore, files: FileStore, batches: B
             sizes = {"output": out.tell(), "error": err.tell()}
     except LeaseLost:
         return False
-    return _commit(batch, files, batches, token, tally, sizes, names)
+    if not _commit(batch, files, batches, token, tally, sizes, names):
+        files.blobs.delete(names["output"])
+        files.blobs.delete(names["error"])
+        return False
+    jobs.release_outputs(batch["job_id"], batch["items"] or 0, keep_s)
+    return True
 
 
 def _commit(
@@ -109,16 +121,8 @@ def _commit(
 
 def _results(jobs: JobStore, job_id: str, total: int) -> Iterator[bytes | None]:
     """Each item's stored result in index order, None where it has none."""
-    expected = 0
-    for index, raw in jobs.iter_outputs(job_id, total):
-        while expected < index:
-            yield None
-            expected += 1
-        yield raw
-        expected += 1
-    while expected < total:
-        yield None
-        expected += 1
+    for page in jobs.iter_pages(job_id, total):
+        yield from page
 
 
 def _answer(

@@ -16,6 +16,7 @@ import orjson
 import redis
 
 from batchery import keys
+from batchery.store.leases import Leases
 from batchery.store.listing import page
 
 #: Record fields kept as integers (Unix seconds, counts); the rest are strings, and these two are JSON.
@@ -49,10 +50,6 @@ for i = 1, #ARGV, 3 do
 end
 return 1
 """
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 def new_batch_id() -> str:
@@ -63,7 +60,7 @@ class BatchStore:
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self.redis = client
         self.ttl_s = ttl_s
-        self._renew = client.register_script(_RENEW)
+        self.leases = Leases(client)
         self._update = client.register_script(_UPDATE)
 
     def create(self, batch_id: str, fields: dict[str, Any]) -> None:
@@ -107,10 +104,10 @@ class BatchStore:
 
     def take_lease(self, batch_id: str, token: str) -> bool:
         """The right to write the batch's files, for :data:`keys.FINALIZE_LEASE_S` unless renewed."""
-        return bool(self.redis.set(keys.batch_finalizing(batch_id), token, nx=True, ex=keys.FINALIZE_LEASE_S))
+        return self.leases.take(keys.batch_finalizing(batch_id), token, keys.FINALIZE_LEASE_S)
 
     def renew_lease(self, batch_id: str, token: str) -> bool:
-        return bool(self._renew(keys=[keys.batch_finalizing(batch_id)], args=[token, keys.FINALIZE_LEASE_S]))
+        return self.leases.renew(keys.batch_finalizing(batch_id), token, keys.FINALIZE_LEASE_S)
 
     def commit(
         self,
@@ -121,21 +118,13 @@ class BatchStore:
     ) -> bool:
         """Set ``fields`` (and whatever ``also`` adds: the files' records) in one transaction, only while
         ``token`` still holds the lease; the lease is let go with it. False when the lease was lost."""
-        lease = keys.batch_finalizing(batch_id)
-        with self.redis.pipeline() as pipe:
-            try:
-                pipe.watch(lease)
-                if pipe.get(lease) != token.encode():
-                    return False
-                pipe.multi()
-                pipe.hset(keys.batch(batch_id), mapping=_encode(fields))
-                if also is not None:
-                    also(pipe)
-                pipe.delete(lease)
-                pipe.execute()
-            except redis.WatchError:
-                return False
-        return True
+
+        def writes(pipe: redis.client.Pipeline) -> None:
+            pipe.hset(keys.batch(batch_id), mapping=_encode(fields))
+            if also is not None:
+                also(pipe)
+
+        return self.leases.commit(keys.batch_finalizing(batch_id), token, writes)
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:

@@ -23,10 +23,15 @@ from redis.exceptions import NoScriptError
 from batchery import keys
 from batchery.redis_urls import redis_client
 from batchery.store import lua
+from batchery.store.leases import Leases
+from batchery.store.watches import EndWatch
 from batchery.store.webhooks import Webhooks
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
+#: A cancelled job's items still queued get their ``cancelled`` result as workers meet them; what is written from
+#: its results (a batch's files, a job's result files) waits for them this long at most.
+CANCEL_GRACE_S = 30.0
 #: The longest one blocking read waits before the job's status is read again.
 MAX_BLOCK_S = 2.0
 #: Items per call of the scripts that take many at once (results of a sweep, say): 4 arguments each.
@@ -152,6 +157,8 @@ class JobStore:
         self.on_finish: FinishHook | None = None
         self.on_handoff: HandoffHook | None = None
         self.webhooks = Webhooks(client)
+        self.result_files = EndWatch(client, keys.results_watch(), keys.results_due())
+        self.leases = Leases(client)
         self._record = client.register_script(_RECORD)
         self._start = client.register_script(_START)
         self._missing = client.register_script(_MISSING)
@@ -168,7 +175,8 @@ class JobStore:
     def create(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> None:
         """A new job; every key it gets later expires with it, at ``expires_at``. A job with an ``owner`` (the
         name of the API key that submitted it) is also listed among that key's recent jobs; one with a
-        ``webhook`` is watched for its end (:mod:`batchery.store.webhooks`), in the same transaction."""
+        ``webhook``, or that asks for ``results`` as files, is watched for its end (:mod:`batchery.store.watches`),
+        in the same transaction."""
         now = time.time()
         ttl = ttl_s or self.job_ttl_s
         values = {
@@ -177,6 +185,8 @@ class JobStore:
         }
         if fields.get("webhook"):
             values.update(webhook_state="pending", webhook_attempts=0)
+        if fields.get("results"):
+            values.update(results_state="pending")
         pipe = self.redis.pipeline()
         pipe.hset(keys.job(job_id), mapping={k: _field(v) for k, v in values.items()})
         pipe.expire(keys.job(job_id), ttl)
@@ -188,7 +198,9 @@ class JobStore:
             pipe.zremrangebyrank(mine, 0, -keys.RECENT_JOBS - 1)
             pipe.expire(mine, max(ttl, self.job_ttl_s))
         if fields.get("webhook"):
-            Webhooks.watch(pipe, job_id, now)
+            self.webhooks.watch(pipe, job_id, now)
+        if fields.get("results"):
+            self.result_files.watch(pipe, job_id, now)
         pipe.execute()
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -327,12 +339,13 @@ class JobStore:
         return landed
 
     def _ended(self, job_id: str, now: float) -> None:
-        """The job's webhook, if it has one, is due now. Should this fail, the senders' look through the
-        watch set finds the job ended all the same, a little later."""
-        try:
-            self.webhooks.ended(job_id, now)
-        except redis.RedisError:
-            pass
+        """The job's webhook and result files, if it asked for them, are due now. Should this fail, the looks
+        through the watch sets find the job ended all the same, a little later."""
+        for watch in (self.webhooks, self.result_files):
+            try:
+                watch.ended(job_id, now)
+            except redis.RedisError:
+                pass
 
     def fail_items(self, job_id: str, indices: Sequence[int], error: bytes) -> int:
         """Give the items at ``indices`` the (encoded) ``error`` unless they have a result; returns how many did."""
@@ -389,6 +402,28 @@ class JobStore:
         for start in range(0, total, page):
             yield from self.outputs(job_id, start, min(start + page, total))
 
+    def iter_pages(self, job_id: str, total: int, page: int = 1000) -> Iterator[list[bytes | None]]:
+        """Every item's stored result in index order, a page at a time (one round trip each), None where an item
+        has none: what a job's files are written from, never the whole job in memory."""
+        for start in range(0, total, page):
+            stop = min(start + page, total)
+            found: list[bytes | None] = [None] * (stop - start)
+            for index, raw in self.outputs(job_id, start, stop):
+                found[index - start] = raw
+            yield found
+
+    def release_outputs(self, job_id: str, total: int, keep_s: int) -> None:
+        """The job's outputs are in files now: its shards go from Redis in ``keep_s`` (at once with 0) rather
+        than at the job's end of life, and the record says when (:meth:`outputs_released`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for number in range(keys.shard(max(total - 1, 0)) + 1):
+            if keep_s > 0:
+                pipe.expire(keys.job_outputs(job_id, number), keep_s)
+            else:
+                pipe.delete(keys.job_outputs(job_id, number))
+        pipe.hset(keys.job(job_id), "outputs_released_at", repr(time.time() + keep_s))
+        pipe.execute()
+
     def wait_done(self, job_id: str, timeout_s: float) -> bool:
         """Block until the job completes or ``timeout_s`` passes; True when it completed.
 
@@ -422,9 +457,12 @@ def _parse(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     job = {k.decode(): v.decode() for k, v in raw.items()}
     for name in ("total", "succeeded", "failed", "cached", "chunks", "webhook_attempts"):
         job[name] = int(job.get(name, 0))
-    for name in ("created_at", "started_at", "finished_at", "cancelled_at", "deadline", "expires_at", "webhook_at"):
+    for name in (
+        "created_at", "started_at", "finished_at", "cancelled_at", "deadline", "expires_at", "webhook_at",
+        "outputs_released_at",
+    ):
         job[name] = float(job[name]) if name in job else None
-    for name in ("metadata", "webhook"):
+    for name in ("metadata", "webhook", "results", "result_files"):
         job[name] = orjson.loads(job[name]) if name in job else None
     return job
 

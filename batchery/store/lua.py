@@ -22,7 +22,7 @@ from batchery import keys
 HEAD = (
     "now", "job_prefix", "shard_items", "cache_prefix", "cache_ttl_s", "cache_max_per_shard",
     "cache_index_prefix", "handoff_key", "share_page", "keep_s", "backlog_prefix", "webhooks_watch",
-    "webhooks_due",
+    "webhooks_due", "results_watch", "results_due",
 )
 
 LIB = """
@@ -30,9 +30,10 @@ local C = {
   now = ARGV[1], job_prefix = ARGV[2], shard_items = tonumber(ARGV[3]), cache_prefix = ARGV[4],
   cache_ttl = tonumber(ARGV[5]), cache_max = tonumber(ARGV[6]), index_prefix = ARGV[7],
   handoff_key = ARGV[8], share_page = tonumber(ARGV[9]), keep = tonumber(ARGV[10]),
-  backlog_prefix = ARGV[11], webhooks_watch = ARGV[12], webhooks_due = ARGV[13], handoffs = 0,
+  backlog_prefix = ARGV[11], webhooks_watch = ARGV[12], webhooks_due = ARGV[13], results_watch = ARGV[14],
+  results_due = ARGV[15], handoffs = 0,
 }
-local FIRST = 14
+local FIRST = 16
 local jobs, order = {}, {}
 
 local function shard_of(index) return math.floor(tonumber(index) / C.shard_items) end
@@ -145,8 +146,10 @@ local function settle()
           if s.expires > 0 then redis.call('EXPIREAT', done, s.expires) end
           local info = redis.call('HMGET', s.key, 'status', 'created_at')
           row[5], row[7], row[8] = 1, info[1], info[2]
-          -- a watched job's webhook is due now, in the write that ends it (see batchery.store.webhooks)
+          -- a watched job's webhook and result files are due now, in the write that ends it
+          -- (see batchery.store.watches)
           if redis.call('ZREM', C.webhooks_watch, job) == 1 then redis.call('ZADD', C.webhooks_due, C.now, job) end
+          if redis.call('ZREM', C.results_watch, job) == 1 then redis.call('ZADD', C.results_due, C.now, job) end
         end
       end
       out[#out + 1] = row
@@ -180,6 +183,7 @@ def head(bounds: Bounds, now: float | None = None) -> list[Any]:
         repr(time.time() if now is None else now), keys.job_prefix(), keys.SHARD_ITEMS, keys.cache_prefix(),
         bounds.cache_ttl_s, bounds.cache_max_per_shard, keys.cache_index_prefix(), keys.handoffs(),
         bounds.share_page, bounds.job_ttl_s, keys.backlog_prefix(), keys.webhooks_watch(), keys.webhooks_due(),
+        keys.results_watch(), keys.results_due(),
     ]
 
 

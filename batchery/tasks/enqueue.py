@@ -22,6 +22,7 @@ from batchery.cache import ResultCache
 from batchery.errors import Cancelled, DeadlineExceeded, ModelNotFound, TooManyRequests, Unavailable
 from batchery.models.registry import ModelSpec, Registry
 from batchery.monitoring.metrics import record_cache, record_job_finished
+from batchery.results import ResultsRequest
 from batchery.store.dead_letters import DeadLetters
 from batchery.settings import Settings
 from batchery.store import JobStore
@@ -168,9 +169,11 @@ class Enqueuer:
         tier: str = STANDARD,
         owner: str | None = None,
         webhook: str | None = None,
+        results: ResultsRequest | None = None,
     ) -> str:
-        """Record a new job (with the name of the API key that ``owner``s it, if any, and the ``webhook`` URL to
-        call when it ends) and queue what the cache cannot answer; 429 when the model's backlog is full.
+        """Record a new job (with the name of the API key that ``owner``s it, if any, the ``webhook`` URL to
+        call when it ends, and the ``results`` files to write then) and queue what the cache cannot answer; 429
+        when the model's backlog is full.
 
         Whatever fails after the job is recorded, the job ends ``failed``, its claims are dropped (their
         waiters handed off) and its backlog given back: nothing is left half-accepted.
@@ -184,6 +187,8 @@ class Enqueuer:
             fields["owner"] = owner
         if webhook is not None:
             fields["webhook"] = {"url": webhook}
+        if results is not None:
+            fields["results"] = results.as_dict()
         if timeout_s is not None:
             fields["deadline"] = time.time() + timeout_s
         ttl = ttl_s or self.store.job_ttl_s

@@ -7,7 +7,8 @@ it. Anything else (another status, a refused connection, a timeout) is recorded 
 tried again after ``base·2ⁿ⁻¹`` seconds (capped), until ``BATCHERY_WEBHOOK_ATTEMPTS`` calls have been made;
 then the webhook is ``failed``. Any number of workers run one each: the lease keeps a call to one of them at a
 time, and one that dies mid-call leaves it to another when the lease runs out, so a call is made at least
-once, and may be repeated.
+once, and may be repeated. A job that asked for result files is called about once they are written (or
+:data:`RESULTS_WAIT_S` after it ended, whichever comes first), so that the call can link them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from batchery import __version__, documents
 from batchery.settings import Settings
 from batchery.store import JobStore
 from batchery.store.jobs import FINAL_STATUSES
-from batchery.store.webhooks import WATCH_S, Attempt
+from batchery.store.webhooks import Attempt
 from batchery.webhooks.signing import HEADER, sign
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0
 PER_ROUND = 100
 EVENT = "job.ended"
+#: A job that asked for result files is called about once they are written, so that the call links them; if they
+#: are not written this long after the job ended (the file store is down, say), it is called about without them.
+RESULTS_WAIT_S = 600.0
+#: How often a call held back for the result files is looked at again.
+RESULTS_POLL_S = 1.0
 
 
 def retry_delay(attempt: int, base_s: float, max_s: float) -> float:
@@ -44,6 +50,7 @@ def payload(job: dict[str, Any], public_url: str, now: float) -> bytes:
     """The body: the event, when it was sent, and the job's document (with links on ``public_url``, if set)."""
     document = documents.job(job)
     if public_url:
+        documents.link_files(document, public_url)
         base = f"{public_url.rstrip('/')}/v1/jobs/{job['id']}"
         document["links"] = {"self": base, "results": f"{base}/results"}
     return orjson.dumps({"event": EVENT, "sent_at": documents.iso(now), "job": document})
@@ -94,11 +101,8 @@ class WebhookSender:
         job_ids = self.webhooks.to_check(now, PER_ROUND)
         if not job_ids:
             return
-        statuses = {job_id: found[1] if found else None for job_id, found in zip(job_ids, self.store.summaries(job_ids))}
-        self.webhooks.forget([j for j, status in statuses.items() if status is None])
-        for job_id in [j for j, status in statuses.items() if status in FINAL_STATUSES]:
-            self.webhooks.ended(job_id, now)
-        self.webhooks.look_again([j for j, status in statuses.items() if status not in (None, *FINAL_STATUSES)], now + WATCH_S)
+        found = self.store.summaries(job_ids)
+        self.webhooks.sort({job_id: s[1] if s else None for job_id, s in zip(job_ids, found)}, FINAL_STATUSES, now)
 
     def call(self, job_id: str) -> Attempt | None:
         """Make one call of the job's webhook and record it; None when the job or its webhook is gone."""
@@ -106,8 +110,11 @@ class WebhookSender:
         if job is None or not job.get("webhook"):
             self.webhooks.record(job_id, Attempt(0, "gone", time.time(), False), None, "failed")
             return None
-        number = job["webhook_attempts"] + 1
         now = time.time()
+        if _files_coming(job, now):
+            self.webhooks.retry_at(job_id, now + RESULTS_POLL_S)
+            return None
+        number = job["webhook_attempts"] + 1
         body = payload(job, self.settings.public_url, now)
         headers = {
             "Content-Type": "application/json", "User-Agent": f"batchery/{__version__}", "X-Batchery-Event": EVENT,
@@ -138,3 +145,11 @@ class WebhookSender:
             self.webhooks.record(job_id, attempt, time.time() + delay, "pending")
             log.info("webhook of job %s: attempt %d got %s; again in %.1fs", job_id, attempt.number, attempt.status, delay,
                      extra={"job_id": job_id})
+
+
+def _files_coming(job: dict[str, Any], now: float) -> bool:
+    """The job asked for result files, and they are not written yet but may still be."""
+    if not job.get("results") or job.get("results_state") == "written":
+        return False
+    ended = job.get("finished_at") or job.get("cancelled_at") or now
+    return now - ended < RESULTS_WAIT_S

@@ -5,9 +5,10 @@ message, with its batch metrics hooked in and its own ``/metrics`` port open. A 
 left out: its queue is not consumed here, and the heartbeat says why. Before consuming, the worker also puts
 back to work any chunk an earlier process of the same name died holding. It announces the worker (its
 heartbeat) on ``worker_ready``, once the consumer is consuming, and starts its janitor, its canary watcher
-(:mod:`batchery.rollouts.watcher`) and, with a ``BATCHERY_WEBHOOK_SECRET``, its webhook sender. A worker whose
-batcher dies asks Celery for a warm shutdown with a failing exit code, so that its supervisor starts it again.
-On a warm shutdown it stops after the consumer: batchers finish the items they hold, within one drain deadline, and a chunk that had not
+(:mod:`batchery.rollouts.watcher`), its writer of jobs' result files and, with a ``BATCHERY_WEBHOOK_SECRET``, its
+webhook sender. A worker whose batcher dies asks Celery for a warm shutdown with a failing exit code, so that its
+supervisor starts it again. On a warm shutdown it stops after the consumer: batchers finish the items they hold,
+within one drain deadline, and a chunk that had not
 reached its batcher yet is handed back to the queue for another worker.
 """
 
@@ -28,7 +29,9 @@ from batchery.monitoring.worker_exporter import WorkerExporter
 from batchery.monitoring.metrics import record_job_finished
 from batchery.recovery import Janitor
 from batchery.rollouts import CanaryWatcher, WeightStore
+from batchery.results.writer import ResultWriter
 from batchery.settings import get_settings
+from batchery.store.files import Blobs, FileStore
 from batchery.tasks.enqueue import Enqueuer
 from batchery.webhooks.sender import WebhookSender
 from batchery.workers.host import ModelHost, set_host
@@ -47,6 +50,7 @@ class ModelHostStep(bootsteps.StartStopStep):
         self.janitor: Janitor | None = None
         self.webhooks: WebhookSender | None = None
         self.canaries: CanaryWatcher | None = None
+        self.results: ResultWriter | None = None
 
     def start(self, worker) -> None:  # noqa: ANN001
         settings = get_settings()
@@ -76,6 +80,8 @@ class ModelHostStep(bootsteps.StartStopStep):
             self.webhooks = WebhookSender(store, settings)
         weights = WeightStore(store.redis, registry, settings.models_file)
         self.canaries = CanaryWatcher(store.redis, registry, weights, settings)
+        files = FileStore(store.redis, Blobs(settings.effective_files_url), settings.file_ttl_s)
+        self.results = ResultWriter(store, files, settings)
         worker_ready.connect(self._announce, weak=False)
         log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in self.host.served], self.host.describe()["device"])
 
@@ -89,6 +95,8 @@ class ModelHostStep(bootsteps.StartStopStep):
             self.webhooks.start()
         if self.canaries is not None:
             self.canaries.start()
+        if self.results is not None:
+            self.results.start()
 
     def _unhealthy(self, why: str) -> None:
         """Celery's own warm shutdown, as a signal would ask for it, but with a failing exit code."""
@@ -103,6 +111,8 @@ class ModelHostStep(bootsteps.StartStopStep):
             self.webhooks.stop()
         if self.canaries is not None:
             self.canaries.stop()
+        if self.results is not None:
+            self.results.stop()
         if self.host is not None:
             self.host.stop(deadline)
         if self.exporter is not None:

@@ -340,6 +340,9 @@ def test_a_finalizer_that_died_commits_nothing_and_the_next_look_writes_the_file
     assert done.status == "completed" and done.request_counts.completed == 50
     assert sorted(o["custom_id"] for o in lines_of(client, done.output_file_id)) == sorted(f"f{i}" for i in range(50))
     assert done.error_file_id is None and not redis_client.exists(keys.batch_finalizing(batch.id))
+    shard = keys.job_outputs(done.model_extra["job_id"], 0)  # in the file now: it leaves Redis, as a job's do
+    assert 0 < redis_client.ttl(shard) <= oai_settings.result_files_keep_s
+    assert list((Path(oai_settings.files_url) / "batches" / batch.id).glob("*/output.jsonl"))  # the attempt's folder
 
 
 @pytest.mark.usefixtures("embed_worker")

@@ -24,11 +24,9 @@ from batchery.errors import DeadlineExceeded
 from batchery.openai_compat.finalize import finalize
 from batchery.store.batches import FINAL
 from batchery.store.codec import encode_error
+from batchery.store.jobs import CANCEL_GRACE_S
 
 log = logging.getLogger(__name__)
-#: A cancelled job's items still queued get their ``cancelled`` result as workers meet them; past this, the
-#: files are written without waiting for the last of them (those answer ``batch_cancelled`` all the same).
-CANCEL_GRACE_S = 30.0
 #: A batch still validating this long after it was created lost the process that validated it.
 VALIDATING_STALE_S = 3600
 
@@ -103,7 +101,7 @@ def _write_files(svc: Services, batch_id: str, token: str) -> None:
     if batch is None or batch["status"] in FINAL:  # another process ended it since this one looked
         return
     try:
-        if finalize(batch, svc.store, svc.files, svc.batches, token):
+        if finalize(batch, svc.store, svc.files, svc.batches, token, svc.settings.result_files_keep_s):
             log.info("batch %s: files written", batch_id)
     except FileNotFoundError as exc:
         log.error("batch %s: its plan is gone (%s); it cannot be finished", batch_id, exc)

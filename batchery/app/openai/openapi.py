@@ -12,6 +12,7 @@ from batchery.models.registry import Registry
 from batchery.models.tokens import tokens_of
 from batchery.openai_compat.embeddings import ENCODINGS, embedding_models
 from batchery.openai_compat.plan import ENDPOINTS
+from batchery.results.finalize import PURPOSE as RESULTS_PURPOSE
 from batchery.settings import Settings
 
 OPENAI_ERRORS = {
@@ -137,7 +138,8 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 "created_at": unix,
                 "expires_at": nullable(unix),
                 "filename": {"type": "string"},
-                "purpose": {"enum": [*PURPOSES, "batch_output"]},
+                "purpose": {"enum": [*PURPOSES, "batch_output", RESULTS_PURPOSE], "description": "`batch_output`: "
+                            "a batch's output or error file; `job_results`: a job's result files (docs/results.md)."},
                 "status": {"type": "string"},
                 "status_details": nullable({"type": "string"}),
             },
