@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import time
+from typing import Iterator
+
+import pytest
 
 from batchery import keys
 from batchery.store.batches import BatchStore, new_batch_id
+
+
+@pytest.fixture
+def store(redis_client) -> Iterator[BatchStore]:
+    """A batch store whose records, partial as only these tests make them, leave no trace in the shared
+    listing that the API's tests read."""
+    store = BatchStore(redis_client, ttl_s=60)
+    before = set(redis_client.zrange(keys.batches(), 0, -1))
+    yield store
+    for batch_id in set(redis_client.zrange(keys.batches(), 0, -1)) - before:
+        redis_client.zrem(keys.batches(), batch_id)
+        redis_client.delete(keys.batch(batch_id.decode()), keys.batch_finalizing(batch_id.decode()))
 
 
 def make(store: BatchStore) -> str:
@@ -14,8 +29,7 @@ def make(store: BatchStore) -> str:
     return batch_id
 
 
-def test_only_the_lease_holder_commits_and_an_ended_batch_is_not_reopened(redis_client):
-    store = BatchStore(redis_client, ttl_s=60)
+def test_only_the_lease_holder_commits_and_an_ended_batch_is_not_reopened(store, redis_client):
     batch_id = make(store)
     assert store.take_lease(batch_id, "mine") and not store.take_lease(batch_id, "theirs")
     assert not store.commit(batch_id, "theirs", {"status": "completed"}), "a writer without the lease commits nothing"
@@ -26,8 +40,7 @@ def test_only_the_lease_holder_commits_and_an_ended_batch_is_not_reopened(redis_
     assert store.get(batch_id)["status"] == "completed" and store.get(batch_id)["completed"] == 3
 
 
-def test_a_lapsed_lease_cannot_be_renewed_or_committed(redis_client):
-    store = BatchStore(redis_client, ttl_s=60)
+def test_a_lapsed_lease_cannot_be_renewed_or_committed(store, redis_client):
     batch_id = make(store)
     assert store.take_lease(batch_id, "slow")
     redis_client.delete(keys.batch_finalizing(batch_id))  # it lapsed
