@@ -113,9 +113,9 @@ def resolve_files(spec: "ModelSpec", settings: "Settings") -> tuple[Path, Path |
     tokenizer_path = Path(str(tokenizer)).expanduser() if tokenizer else None
     if source == "minilm":
         if model_path is None or tokenizer_path is None:
-            from batchery.models import minilm
+            from batchery.models import hf
 
-            exported, bundled = minilm.artifacts(spec, settings)
+            exported, bundled = hf.artifacts(spec, settings)
             model_path = model_path or exported
             tokenizer_path = tokenizer_path or bundled
     elif source:

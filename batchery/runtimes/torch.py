@@ -165,9 +165,9 @@ def load_module(spec: "ModelSpec", target: torch.device) -> Any:
     if not spec.path:
         if spec.options.get("source") != "minilm":
             raise ConfigError(f"model {spec.name!r}: the torch runtime needs a path or options.source = 'minilm'")
-        from batchery.models import minilm
+        from batchery.models import hf
 
-        return minilm.reference_model(spec).to(target)
+        return hf.reference_model(spec).to(target)
     path = Path(spec.path).expanduser()
     if not path.is_file():
         raise ConfigError(f"model {spec.name!r}: no such file {path}")
@@ -183,9 +183,9 @@ def tokenizer_path(spec: "ModelSpec") -> Path:
     if spec.options.get("tokenizer"):
         return Path(str(spec.options["tokenizer"])).expanduser()
     if spec.options.get("source") == "minilm":
-        from batchery.models import minilm
+        from batchery.models import hf
 
-        return minilm.weights_dir(spec) / "tokenizer.json"
+        return hf.weights_dir(spec) / "tokenizer.json"
     raise ConfigError(f"model {spec.name!r}: a text model needs options.tokenizer (a tokenizer.json)")
 
 
