@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from batchery.models import hf
+from batchery.models.weights import weights_file
 from batchery.models.registry import BUILTINS, ModelSpec
 from batchery.runtimes.text import TextEncoder
 from benchmarks import corpus
@@ -82,7 +83,7 @@ def build(out: Path, check_count: int, spec: ModelSpec = BUILTINS["minilm"]) -> 
     partial.mkdir(parents=True)
     for name in COPIED:
         shutil.copyfile(source / name, partial / name)
-    write_fp16_weights(hf.safetensors_file(source), partial / "model.safetensors")
+    write_fp16_weights(weights_file(source), partial / "model.safetensors")
     texts = check_texts(check_count)
     (partial / REFERENCE_TEXTS).write_text(json.dumps(texts, ensure_ascii=False) + "\n")
     np.save(partial / REFERENCE_VECTORS, reference_embeddings(spec, texts))
@@ -90,7 +91,7 @@ def build(out: Path, check_count: int, spec: ModelSpec = BUILTINS["minilm"]) -> 
         "model": spec.ref,
         "dtype": "float16",
         "source": str(source),
-        "source_sha256": _sha256(hf.safetensors_file(source)),
+        "source_sha256": _sha256(weights_file(source)),
         "reference": {"texts": len(texts), "computed_with": "float32 on the CPU, original weights"},
         "files": {p.name: p.stat().st_size for p in sorted(partial.iterdir())},
     }

@@ -15,6 +15,7 @@ from typing import Sequence
 from tokenizers import Tokenizer
 
 from batchery.errors import BadRequest, ConfigError
+from batchery.models.folder import resolved
 from batchery.models.registry import ModelSpec
 from batchery.models.weights import tokenizer_file
 
@@ -56,7 +57,7 @@ def tokens_of(spec: ModelSpec) -> Tokens | None:
     path = tokenizer_file(spec)
     if path is None:
         return None
-    return _load(path, spec.options.get("max_length"))
+    return _load(path, resolved(spec).options.get("max_length"))
 
 
 @functools.lru_cache(maxsize=16)

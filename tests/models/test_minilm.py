@@ -10,6 +10,7 @@ import pytest
 
 from batchery.errors import ConfigError
 from batchery.models import hf
+from batchery.models.weights import weights_file
 from batchery.models.registry import ModelSpec
 from batchery.runtimes.base import load_runtime
 from batchery.runtimes.text import TextEncoder
@@ -41,7 +42,7 @@ def reference(minilm_spec: ModelSpec) -> np.ndarray:
 def test_the_weights_default_to_the_installed_package(minilm_spec: ModelSpec) -> None:
     folder = hf.weights_dir(minilm_spec)
     assert folder.name == "model" and folder.parent.name == hf.PACKAGE
-    assert hf.safetensors_file(folder).name == "model.safetensors"
+    assert weights_file(folder).name == "model.safetensors"
 
 
 def test_a_weights_folder_without_the_model_files_is_a_config_error(minilm_spec: ModelSpec, tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_a_folder_of_fp16_weights_gives_nearly_the_same_embeddings(
     weights = load_file(str(original / "model.safetensors"))
     save_file({k: v.half() for k, v in weights.items()}, str(tmp_path / "model.fp16.safetensors"))
     spec = with_weights(minilm_spec, tmp_path)
-    assert hf.safetensors_file(tmp_path).name == "model.fp16.safetensors"
+    assert weights_file(tmp_path).name == "model.fp16.safetensors"
     embeddings = embed(spec, TEXTS)
     assert np.abs(embeddings - reference).max() < 5e-3
     assert (embeddings * reference).sum(axis=1).min() > 0.999
