@@ -350,7 +350,7 @@ def _check_task(spec: ModelSpec) -> None:
         raise ConfigError(f"model {spec.name!r}: task must be one of {TASKS}, not {spec.task!r}")
     if spec.input not in TASK_INPUTS[spec.task]:
         raise ConfigError(
-            f"model {spec.name!r}: a {spec.task} model takes input {' or '.join(TASK_INPUTS[spec.task])}, not {spec.input!r}"
+            f"model {spec.name!r}: task {spec.task!r} takes input {' or '.join(TASK_INPUTS[spec.task])}, not {spec.input!r}"
         )
     if source == "hf" and not (spec.path or spec.options.get("weights")):
         raise ConfigError(f"model {spec.name!r}: source 'hf' needs path = the model's folder")
