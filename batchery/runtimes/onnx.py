@@ -16,8 +16,6 @@ import numpy as np
 import onnxruntime
 
 from batchery.errors import ConfigError
-from batchery.models.folder import resolved
-from batchery.models.weights import SOURCES
 from batchery.runtimes.base import Runtime, register_runtime
 from batchery.runtimes.heads import Head
 from batchery.runtimes.text import TEXT_INPUTS, TextEncoder, stack_tensors, token_lengths
@@ -60,6 +58,8 @@ class OnnxRuntime(Runtime):
     def load(cls, spec: "ModelSpec", device: str, settings: "Settings") -> "OnnxRuntime":
         if spec.input not in ("text", "pair", "tensor"):
             raise ConfigError(f"model {spec.name!r}: the onnx runtime takes text, pair or tensor input, not {spec.input!r}")
+        from batchery.models.folder import resolved
+
         spec = resolved(spec)
         model_path, tokenizer_path = resolve_files(spec, settings)
         encoder = None
@@ -111,6 +111,8 @@ class OnnxRuntime(Runtime):
 def resolve_files(spec: "ModelSpec", settings: "Settings") -> tuple[Path, Path | None]:
     """The ONNX file and tokenizer: ``options.tokenizer`` wins over what a ``source`` provides, and so does
     ``path`` for MiniLM (for ``source = "hf"``, ``path`` is the folder to export)."""
+    from batchery.models.weights import SOURCES
+
     source = spec.options.get("source")
     model_path = Path(spec.path).expanduser() if spec.path and source != "hf" else None
     tokenizer = spec.options.get("tokenizer")

@@ -18,8 +18,6 @@ import numpy as np
 import torch
 
 from batchery.errors import ConfigError
-from batchery.models.folder import resolved
-from batchery.models.weights import from_folder, tokenizer_file
 from batchery.runtimes.base import Runtime, register_runtime
 from batchery.runtimes.heads import Head
 from batchery.runtimes.text import TEXT_INPUTS, TextEncoder, stack_tensors, token_lengths
@@ -58,6 +56,8 @@ class TorchRuntime(Runtime):
         fraction = memory_fraction(spec)
         if fraction is not None and target.type == "cuda":
             limit_memory(fraction, target, spec.name)
+        from batchery.models.folder import resolved
+
         spec = resolved(spec)
         encoder = None
         if spec.input in ("text", "pair"):
@@ -161,6 +161,8 @@ def place(module: Any, target: torch.device, fp16: bool) -> Any:
 def load_module(spec: "ModelSpec", target: torch.device) -> Any:
     """A model folder's PyTorch model for a ``source``; else a ``.pt2`` file is a torch.export program and any
     other path TorchScript."""
+    from batchery.models.weights import from_folder
+
     if from_folder(spec):
         from batchery.models import hf
 
@@ -179,6 +181,8 @@ def load_module(spec: "ModelSpec", target: torch.device) -> Any:
 
 
 def tokenizer_path(spec: "ModelSpec") -> Path:
+    from batchery.models.weights import tokenizer_file
+
     found = tokenizer_file(spec)
     if found is None:
         raise ConfigError(f"model {spec.name!r}: a text model needs options.tokenizer (a tokenizer.json)")
