@@ -11,14 +11,14 @@ from pathlib import Path
 from batchery.settings import Settings
 
 MODELS = """
-[models.good]
+[models.tiny-embed]
 runtime = "onnx"
 path = "{embedding}"
 options = {{source = "hf"}}
 
 [models.broken]
 runtime = "onnx"
-path = "{embedding}"
+path = "{slow_tokenizer}"
 options = {{source = "hf", task = "classification"}}
 
 [models.elsewhere]
@@ -40,22 +40,26 @@ def check(models_file: Path, data_settings: Settings, *args: str) -> subprocess.
 
 
 def test_one_good_and_one_broken_model(tiny_folders: dict[str, Path], data_settings: Settings, tmp_path: Path) -> None:
+    slow = tmp_path / "slow-tokenizer"  # the folder as saved with a slow tokenizer: vocab.txt, no tokenizer.json
+    slow.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"):
+        (slow / name).symlink_to(tiny_folders["classification"] / name)
     models_file = tmp_path / "models.toml"
-    models_file.write_text(MODELS.format(embedding=tiny_folders["embedding"]))
+    models_file.write_text(MODELS.format(embedding=tiny_folders["embedding"], slow_tokenizer=slow))
     done = check(models_file, data_settings)
     assert done.returncode == 1, done.stderr
     assert done.stdout.splitlines() == [
-        "OK    good@1 on cpu: onnx, " + done.stdout.split("onnx, ", 1)[1].split("\n")[0],
-        "FAIL  broken@1 on cpu: cannot load: model 'broken': "
-        f"{tiny_folders['embedding']} lacks weights ['classifier.bias', 'classifier.weight'] for a classification model",
+        "OK    tiny-embed@1 on cpu: onnx, " + done.stdout.split("onnx, ", 1)[1].split("\n")[0],
+        f"FAIL  broken@1 on cpu: cannot load: model 'broken': {slow} has no tokenizer.json (a fast tokenizer's file: "
+        "write it with transformers.AutoTokenizer.from_pretrained(folder).save_pretrained(folder))",
         "SKIP  elsewhere@1 on cpu: placed on ['cuda'] only: pass --device to check it there",
     ]
     assert "answers 32-dimensional float32 vectors" in done.stdout
     assert done.stderr.splitlines()[-1] == "Error: 1 of 3 models failed the check: broken"
     assert "Traceback" not in done.stderr
 
-    only_good = check(models_file, data_settings, "--models", "good")
-    assert only_good.returncode == 0 and only_good.stdout.startswith("OK    good@1 on cpu"), only_good.stderr
+    only_good = check(models_file, data_settings, "--models", "tiny-embed")
+    assert only_good.returncode == 0 and only_good.stdout.startswith("OK    tiny-embed@1 on cpu"), only_good.stderr
 
 
 def test_a_models_file_that_does_not_read_is_one_line(tmp_path: Path, data_settings: Settings) -> None:
