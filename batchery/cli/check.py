@@ -73,7 +73,7 @@ def check_model(spec: ModelSpec, settings: Settings, device: str) -> Verdict:
             raise ModelError(f"the model returned {len(outputs)} outputs for {size} inputs")
         return Verdict(spec, runtime.device, None, f"{runtime.name}, loaded in {loaded:.1f}s; answers {describe(outputs[0], spec)}")
     except Exception as exc:
-        return Verdict(spec, runtime.device, f"a batch of {size} failed: {one_line(exc)}")
+        return Verdict(spec, runtime.device, f"a batch of {size}: {one_line(exc)}")
     finally:
         runtime.close()
 

@@ -80,7 +80,7 @@ class TextEncoder:
     def pad(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
         """``input_ids``, ``attention_mask`` and ``token_type_ids`` as int64 arrays of shape (batch, longest).
 
-        Takes texts or :class:`Tokens`; texts are tokenised first.
+        Takes texts (pairs of texts, for a pair model) or :class:`Tokens`; texts are tokenised first.
         """
         for index, item in enumerate(items):
             if not isinstance(item, Tokens) and not self.takes(item):
