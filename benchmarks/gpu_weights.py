@@ -22,7 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from batchery.models import minilm
+from batchery.models import hf
+from batchery.models.weights import weights_file
 from batchery.models.registry import BUILTINS, ModelSpec
 from batchery.runtimes.text import TextEncoder
 from benchmarks import corpus
@@ -61,10 +62,10 @@ def write_fp16_weights(source: Path, target: Path) -> None:
 
 def reference_embeddings(spec: ModelSpec, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     """float32 embeddings of ``texts`` by the PyTorch reference model on the CPU."""
-    model = minilm.reference_model(spec)
-    encoder = TextEncoder(minilm.weights_dir(spec) / "tokenizer.json", spec.options["max_length"])
+    model = hf.reference_model(spec)
+    encoder = TextEncoder(hf.weights_dir(spec) / "tokenizer.json", spec.options["max_length"])
     parts = [
-        minilm.reference_embeddings(model, encoder.encode(texts[i : i + batch_size]))
+        hf.reference_embeddings(model, encoder.encode(texts[i : i + batch_size]))
         for i in range(0, len(texts), batch_size)
     ]
     return np.concatenate(parts).astype(np.float32)
@@ -76,13 +77,13 @@ def with_weights(spec: ModelSpec, folder: Path) -> ModelSpec:
 
 def build(out: Path, check_count: int, spec: ModelSpec = BUILTINS["minilm"]) -> dict:
     """Write the folder (replacing one already there) and return its manifest."""
-    source = minilm.weights_dir(spec)
+    source = hf.weights_dir(spec)
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for name in COPIED:
         shutil.copyfile(source / name, partial / name)
-    write_fp16_weights(minilm.safetensors_file(source), partial / "model.safetensors")
+    write_fp16_weights(weights_file(source), partial / "model.safetensors")
     texts = check_texts(check_count)
     (partial / REFERENCE_TEXTS).write_text(json.dumps(texts, ensure_ascii=False) + "\n")
     np.save(partial / REFERENCE_VECTORS, reference_embeddings(spec, texts))
@@ -90,7 +91,7 @@ def build(out: Path, check_count: int, spec: ModelSpec = BUILTINS["minilm"]) -> 
         "model": spec.ref,
         "dtype": "float16",
         "source": str(source),
-        "source_sha256": _sha256(minilm.safetensors_file(source)),
+        "source_sha256": _sha256(weights_file(source)),
         "reference": {"texts": len(texts), "computed_with": "float32 on the CPU, original weights"},
         "files": {p.name: p.stat().st_size for p in sorted(partial.iterdir())},
     }

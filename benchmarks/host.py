@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from batchery.cli.redis_server import RedisServer
-from batchery.models import minilm
+from batchery.models import hf
 from batchery.models.registry import BUILTINS
 from batchery.runtimes.text import TextEncoder, embeddings
 from batchery.store import ItemResult, JobStore
@@ -63,7 +63,7 @@ def compare(
 
 
 def tokens_to_arrays(texts: Sequence[str], repeat: int) -> tuple[float, float]:
-    path = minilm.weights_dir(BUILTINS["minilm"]) / "tokenizer.json"
+    path = hf.weights_dir(BUILTINS["minilm"]) / "tokenizer.json"
     encoder = TextEncoder(path, 256)
     plain = TextEncoder(path, 256).tokenizer
     plain.enable_padding(pad_id=encoder.pad_id, pad_type_id=encoder.pad_type_id)
@@ -78,7 +78,7 @@ def tokens_to_arrays(texts: Sequence[str], repeat: int) -> tuple[float, float]:
 
 def pooling(texts: Sequence[str], repeat: int) -> tuple[float, float, int]:
     """(0, numpy pooling µs per item, token states copied per item): the first is what is left on the host."""
-    batch = TextEncoder(minilm.weights_dir(BUILTINS["minilm"]) / "tokenizer.json", 256).encode(texts)
+    batch = TextEncoder(hf.weights_dir(BUILTINS["minilm"]) / "tokenizer.json", 256).encode(texts)
     mask = batch["attention_mask"]
     hidden = np.random.default_rng(0).standard_normal((*mask.shape, DIMS)).astype(np.float32)
     _, on_host = compare(lambda: None, lambda: embeddings(hidden.copy(), mask, "mean", True), len(texts), repeat)

@@ -111,6 +111,14 @@ def minilm_spec() -> ModelSpec:
 
 
 @pytest.fixture(scope="session")
+def tiny_folders(session_dir: Path) -> dict[str, Path]:
+    """Tiny BERT folders made here, one per task (``embedding``, ``classification``, ``cross-encoder``)."""
+    from tests import tiny_models
+
+    return tiny_models.build_all(session_dir / "tiny")
+
+
+@pytest.fixture(scope="session")
 def redis_server(session_dir: Path) -> Iterator[RedisServer]:
     server = RedisServer(session_dir / "redis", persist=False).start()
     yield server

@@ -18,7 +18,7 @@ from batchery.app.auth import OPEN_RULES
 from batchery.app import job_list
 from batchery.app.errors import OPENAI_PATHS
 from batchery.app.jobs import JOB_ID, MAX_OFFSET
-from batchery.models.registry import Registry
+from batchery.models.registry import INPUT_KINDS, TASKS, Registry
 from batchery.results import FORMATS
 from batchery.settings import Settings
 from batchery.tiers import TIERS
@@ -127,7 +127,13 @@ def tensor_item(settings: Settings) -> Schema:
     return {"anyOf": [{"type": "number"}, {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Tensor"}}]}
 
 
-ITEMS = {"text": text_item, "json": json_item, "tensor": tensor_item}
+def pair_item(settings: Settings) -> Schema:
+    """Two texts, ``[query, passage]``, as a cross-encoder takes them."""
+    return {"type": "array", "items": text_item(settings), "minItems": 2, "maxItems": 2,
+            "description": "Two texts: [query, passage]."}
+
+
+ITEMS = {"text": text_item, "pair": pair_item, "json": json_item, "tensor": tensor_item}
 
 
 def inputs_of(settings: Settings, item: Schema, description: str) -> Schema:
@@ -286,7 +292,9 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
              "description", "queues", "device", "live_workers", "live_workers_by_device", "serving"],
             {
                 "name": {"type": "string"}, "version": {"type": "string"}, "runtime": {"type": "string"},
-                "input": {"enum": ["text", "tensor", "json"]},
+                "input": {"enum": list(INPUT_KINDS)},
+                "task": {"enum": [*TASKS, None], "description": "What a text model answers: a vector, label scores "
+                         "(`{label, scores}`) or a score per pair; null for other models."},
                 "max_batch_size": {"type": "integer", "minimum": 1}, "max_wait_ms": {"type": "number", "minimum": 0},
                 "devices": {"type": "array", "items": {"type": "string"}}, "synthetic": {"type": "boolean"},
                 "description": {"type": "string"},

@@ -1,4 +1,4 @@
-"""The `batchery` command: up, api, worker, worker-check, submit, dlq."""
+"""The `batchery` command: up, api, worker, worker-check, submit, dlq, models."""
 
 from __future__ import annotations
 
@@ -318,3 +318,27 @@ def dlq_retry(limit: int, model: str | None) -> None:
 def dlq_purge() -> None:
     """Delete every dead letter."""
     click.echo(f"{_dead_letters(_settings()).purge()} dead letters purged")
+
+
+@main.group("models")
+def models_group() -> None:
+    """The models this deployment serves: the built-ins and those of the models file."""
+
+
+@models_group.command("check")
+@click.option("--models-file", help="TOML or YAML models file [BATCHERY_MODELS_FILE]")
+@click.option("--device", help="load them as a worker on this device does: cpu or cuda:N [BATCHERY_WORKER_DEVICE]")
+@click.option("--models", default="", help="comma-separated models to check (default: every model)")
+def models_check(models_file: str | None, device: str | None, models: str) -> None:
+    """Load every model and run one batch through it; print per model OK or what is wrong, and exit 1 if any
+    failed. Needs no Redis: run it before deploying a models file."""
+    from batchery.cli.check import check_models
+
+    settings = _settings(models_file=models_file, worker_device=device)
+    registry = load_registry(settings.models_file)
+    verdicts = check_models(registry, settings, settings.worker_device, [m for m in models.split(",") if m])
+    for verdict in verdicts:
+        click.echo(verdict.line())
+    failed = [v.spec.name for v in verdicts if not v.ok]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(verdicts)} models failed the check: {', '.join(failed)}")

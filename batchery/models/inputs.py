@@ -71,6 +71,16 @@ def _check_text(spec: ModelSpec, index: int, value: Any, max_chars: int) -> None
         raise PayloadTooLarge(f"inputs[{index}]: {len(value)} characters, over the limit of {max_chars}")
 
 
+def _check_pair(spec: ModelSpec, index: int, value: Any, max_chars: int) -> None:
+    """Two texts, ``[query, passage]``, each held to the text limit: what a cross-encoder scores."""
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(text, str) for text in value)):
+        got = f"a list of {len(value)}" if isinstance(value, list) else _kind(value)
+        raise InvalidInput(f"inputs[{index}]: model {spec.name!r} takes a pair of texts [query, passage], got {got}")
+    for side, text in enumerate(value):
+        if len(text) > max_chars:
+            raise PayloadTooLarge(f"inputs[{index}][{side}]: {len(text)} characters, over the limit of {max_chars}")
+
+
 def _check_tensor(spec: ModelSpec, index: int, value: Any, max_chars: int) -> None:
     shape = list(spec.options.get("shape", []))
     found = _shape(value)
@@ -103,4 +113,4 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-_CHECKS = {"text": _check_text, "tensor": _check_tensor, "json": _check_json}
+_CHECKS = {"text": _check_text, "pair": _check_pair, "tensor": _check_tensor, "json": _check_json}

@@ -7,13 +7,22 @@ fields it gives (for example ``[models.minilm] runtime = "torch"`` on a GPU box)
     version = "2"
     runtime = "onnx"            # onnx | torch | echo
     path = "/models/sentiment.onnx"
-    input = "text"              # text | tensor | json
+    input = "text"              # text | pair | tensor | json
     max_batch_size = 128
     max_wait_ms = 10
     max_batch_tokens = 8192     # padded tokens (items x longest) per batch; 0: no budget
     [models.sentiment.options]  # read by the runtime
     tokenizer = "/models/tokenizer.json"
     pooling = "cls"
+
+A model can be a Hugging Face or sentence-transformers folder, exported to ONNX once and checked against PyTorch::
+
+    [models.reranker]
+    runtime = "onnx"
+    path = "/models/my-reranker"  # the folder
+    [models.reranker.options]
+    source = "hf"
+    task = "cross-encoder"      # embedding (the default) | classification | cross-encoder (input: pairs)
 
 Placement says which devices run a model, and a model can run differently on a GPU than on the CPU::
 
@@ -48,9 +57,14 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from batchery.errors import ConfigError, ModelNotFound
+from batchery.models.weights import SOURCES
 from batchery.tiers import TIERS
 
-INPUT_KINDS = ("text", "tensor", "json")
+INPUT_KINDS = ("text", "pair", "tensor", "json")
+#: What a text model's output is: a vector per text, label scores per text (or pair), or a score per pair.
+TASKS = ("embedding", "classification", "cross-encoder")
+#: The input kinds each task takes; a cross-encoder's model file may leave ``input`` out.
+TASK_INPUTS = {"embedding": ("text",), "classification": ("text", "pair"), "cross-encoder": ("pair",)}
 QUEUE_PREFIX = "batchery."
 DEVICE_KINDS = ("cpu", "cuda")
 #: What a ``[models.<name>.on.<kind>]`` table may change; the name, input and version stay one per model.
@@ -121,6 +135,11 @@ class ModelSpec:
         return self.runtime == "echo"
 
     @property
+    def task(self) -> str:
+        """``options.task``: ``embedding`` (the default), ``classification`` or ``cross-encoder``."""
+        return str(self.options.get("task") or "embedding")
+
+    @property
     def dimensions(self) -> int | None:
         """The length of its output vectors, for an embedding model that declares it (``options.dimensions``)."""
         value = self.options.get("dimensions")
@@ -165,6 +184,7 @@ class ModelSpec:
             "devices": list(self.devices) or ["all"],
             "aliases": list(self.aliases),
             "dimensions": self.dimensions,
+            "task": self.task if self.input in ("text", "pair") else None,
             "runtimes": {kind: self.on_device(kind).runtime for kind in DEVICE_KINDS},
             "synthetic": self.synthetic,
             "description": self.description,
@@ -384,6 +404,8 @@ def _spec_from_table(name: str, table: Mapping[str, Any], base: ModelSpec | None
     elif "runtime" not in values:
         raise ConfigError(f"model {name!r}: 'runtime' is required")
     else:
+        if "input" not in values and values.get("options", {}).get("task") == "cross-encoder":
+            values["input"] = "pair"
         spec = ModelSpec(name=name, **values)
     _check(spec)
     return spec
@@ -423,6 +445,8 @@ def _overrides(name: str, on: Any) -> dict[str, dict[str, Any]]:
 def _check(spec: ModelSpec) -> None:
     if spec.input not in INPUT_KINDS:
         raise ConfigError(f"model {spec.name!r}: input must be one of {INPUT_KINDS}, not {spec.input!r}")
+    if spec.input in ("text", "pair") and spec.runtime != "echo":
+        _check_task(spec)
     if not spec.name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"model name {spec.name!r}: use letters, digits, '-' and '_' only")
     for variant in (spec, *(spec.on_device(kind) for kind in spec.on)):
@@ -430,3 +454,18 @@ def _check(spec: ModelSpec) -> None:
             raise ConfigError(
                 f"model {spec.name!r}: max_batch_size must be >= 1, max_wait_ms and max_batch_tokens >= 0"
             )
+
+
+def _check_task(spec: ModelSpec) -> None:
+    """A text model's task, its input kind and its source agree: said when the file is read, not at first use."""
+    source = spec.options.get("source")
+    if source is not None and source not in SOURCES:
+        raise ConfigError(f"model {spec.name!r}: source must be one of {SOURCES}, not {source!r}")
+    if spec.task not in TASKS:
+        raise ConfigError(f"model {spec.name!r}: task must be one of {TASKS}, not {spec.task!r}")
+    if spec.input not in TASK_INPUTS[spec.task]:
+        raise ConfigError(
+            f"model {spec.name!r}: task {spec.task!r} takes input {' or '.join(TASK_INPUTS[spec.task])}, not {spec.input!r}"
+        )
+    if source == "hf" and not (spec.path or spec.options.get("weights")):
+        raise ConfigError(f"model {spec.name!r}: source 'hf' needs path = the model's folder")

@@ -15,8 +15,9 @@ from typing import Sequence
 from tokenizers import Tokenizer
 
 from batchery.errors import BadRequest, ConfigError
+from batchery.models.folder import max_length, read_json
 from batchery.models.registry import ModelSpec
-from batchery.models.weights import tokenizer_file
+from batchery.models.weights import from_folder, tokenizer_file, weights_dir
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -56,7 +57,16 @@ def tokens_of(spec: ModelSpec) -> Tokens | None:
     path = tokenizer_file(spec)
     if path is None:
         return None
-    return _load(path, spec.options.get("max_length"))
+    length = spec.options.get("max_length")
+    if length is None and from_folder(spec):
+        length = _folder_max_length(weights_dir(spec))
+    return _load(path, length)
+
+
+@functools.lru_cache(maxsize=16)
+def _folder_max_length(folder: Path) -> int:
+    """The length a folder's model truncates at, as the worker reads it (:mod:`batchery.models.folder`)."""
+    return max_length(folder, read_json(folder / "config.json"))
 
 
 @functools.lru_cache(maxsize=16)

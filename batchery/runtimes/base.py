@@ -109,9 +109,12 @@ class Runtime(ABC):
         """Hand cached device memory back after an out-of-memory error; the default has nothing cached."""
 
     def example_input(self) -> Any:
-        """A valid input for warm-up: text, zeros of ``options["shape"]`` for tensors, a string for JSON."""
+        """A valid input for warm-up: text, two texts for pairs, zeros of ``options["shape"]`` for tensors, a
+        string for JSON."""
         if self.spec.input == "tensor":
             return _zeros(self.spec.options.get("shape", [1]))
+        if self.spec.input == "pair":
+            return ["warm up", "a passage to warm up on"]
         return "warm up"
 
     def warm_up_batch_sizes(self) -> list[int]:

@@ -1,4 +1,9 @@
-"""The ONNX Runtime runtime: any ONNX graph with text or tensor inputs, on the CPU or a CUDA device."""
+"""The ONNX Runtime runtime: any ONNX graph with text, text-pair or tensor inputs, on the CPU or a CUDA device.
+
+A text graph takes ``input_ids`` and ``attention_mask`` (and ``token_type_ids`` if it declares it), int64 of
+shape (batch, tokens), and its first output is the last hidden state (batch, tokens, dims), one vector per input
+(batch, dims), or logits (batch, labels); :class:`batchery.runtimes.heads.Head` turns it into the task's answer.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,8 @@ import onnxruntime
 
 from batchery.errors import ConfigError
 from batchery.runtimes.base import Runtime, register_runtime
-from batchery.runtimes.text import (
-    TEXT_INPUTS,
-    TextEncoder,
-    check_text_options,
-    embeddings,
-    stack_tensors,
-    token_lengths,
-)
+from batchery.runtimes.heads import Head
+from batchery.runtimes.text import TEXT_INPUTS, TextEncoder, stack_tensors, token_lengths
 
 if TYPE_CHECKING:
     from batchery.models.registry import ModelSpec
@@ -38,8 +37,9 @@ _NUMPY_TYPES = {
 
 @register_runtime("onnx")
 class OnnxRuntime(Runtime):
-    """Options: ``source`` ("minilm" exports the bundled model), ``tokenizer``, ``max_length``, ``pooling``
-    ("mean" | "cls" | "none"), ``normalize`` and ``threads`` (intra-op threads on the CPU)."""
+    """Options: ``source`` ("minilm" exports the bundled model, "hf" the folder in ``path``), ``task``,
+    ``tokenizer``, ``max_length``, ``pooling`` ("mean" | "cls" | "none"), ``normalize``, ``labels``,
+    ``activation`` and ``threads`` (intra-op threads on the CPU)."""
 
     def __init__(
         self, spec: "ModelSpec", device: str, session: onnxruntime.InferenceSession, encoder: TextEncoder | None
@@ -51,19 +51,22 @@ class OnnxRuntime(Runtime):
         unknown = [name for name in self.input_names if name not in TEXT_INPUTS] if encoder else []
         if unknown:
             raise ConfigError(f"model {spec.name!r}: graph inputs {unknown} are not text inputs {TEXT_INPUTS}")
-        self.pooling, self.normalize = check_text_options(spec.options) if encoder else ("none", False)
+        self.head = Head(spec.options) if encoder else None
         self.tensor_type = _NUMPY_TYPES.get(session.get_inputs()[0].type, np.float32)
 
     @classmethod
     def load(cls, spec: "ModelSpec", device: str, settings: "Settings") -> "OnnxRuntime":
-        if spec.input not in ("text", "tensor"):
-            raise ConfigError(f"model {spec.name!r}: the onnx runtime takes text or tensor input, not {spec.input!r}")
+        if spec.input not in ("text", "pair", "tensor"):
+            raise ConfigError(f"model {spec.name!r}: the onnx runtime takes text, pair or tensor input, not {spec.input!r}")
+        from batchery.models.folder import resolved
+
+        spec = resolved(spec)
         model_path, tokenizer_path = resolve_files(spec, settings)
         encoder = None
-        if spec.input == "text":
+        if spec.input != "tensor":
             if not tokenizer_path:
                 raise ConfigError(f"model {spec.name!r}: a text model needs options.tokenizer (a tokenizer.json)")
-            encoder = TextEncoder(tokenizer_path, spec.options.get("max_length"))
+            encoder = TextEncoder(tokenizer_path, spec.options.get("max_length"), pairs=spec.input == "pair")
         try:
             options = session_options(spec, settings.worker_threads)
             session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=providers(device))
@@ -89,8 +92,8 @@ class OnnxRuntime(Runtime):
     def run(self, prepared: dict[str, np.ndarray]) -> list[np.ndarray]:
         feed = {name: prepared[name] for name in self.input_names if name in prepared}
         output = self.session.run(None, feed)[0]
-        if self.encoder is not None:
-            return embeddings(output, prepared["attention_mask"], self.pooling, self.normalize)
+        if self.head is not None:
+            return self.head(output, prepared["attention_mask"])
         return list(np.asarray(output))
 
     def example_input(self) -> Any:
@@ -106,20 +109,23 @@ class OnnxRuntime(Runtime):
 
 
 def resolve_files(spec: "ModelSpec", settings: "Settings") -> tuple[Path, Path | None]:
-    """The ONNX file and tokenizer: ``path`` and ``options.tokenizer`` win over what a ``source`` provides."""
+    """The ONNX file and tokenizer: ``options.tokenizer`` wins over what a ``source`` provides, and so does
+    ``path`` for MiniLM (for ``source = "hf"``, ``path`` is the folder to export)."""
+    from batchery.models.weights import SOURCES
+
     source = spec.options.get("source")
-    model_path = Path(spec.path).expanduser() if spec.path else None
+    model_path = Path(spec.path).expanduser() if spec.path and source != "hf" else None
     tokenizer = spec.options.get("tokenizer")
     tokenizer_path = Path(str(tokenizer)).expanduser() if tokenizer else None
-    if source == "minilm":
+    if source in SOURCES:
         if model_path is None or tokenizer_path is None:
-            from batchery.models import minilm
+            from batchery.models import hf
 
-            exported, bundled = minilm.artifacts(spec, settings)
+            exported, bundled = hf.artifacts(spec, settings)
             model_path = model_path or exported
             tokenizer_path = tokenizer_path or bundled
     elif source:
-        raise ConfigError(f"model {spec.name!r}: unknown source {source!r} (known: 'minilm')")
+        raise ConfigError(f"model {spec.name!r}: unknown source {source!r} (known: {SOURCES})")
     if model_path is None:
         raise ConfigError(f"model {spec.name!r}: the onnx runtime needs a path to an .onnx file")
     if not model_path.is_file():

@@ -48,7 +48,7 @@ class TextEncoder:
     thread pool, so texts are tokenised in parallel without Python threads.
     """
 
-    def __init__(self, tokenizer_path: str | Path, max_length: int | None = None) -> None:
+    def __init__(self, tokenizer_path: str | Path, max_length: int | None = None, pairs: bool = False) -> None:
         try:
             self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         except Exception as exc:
@@ -65,23 +65,29 @@ class TextEncoder:
         self.pad_type_id = int(padding.get("pad_type_id", 0))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
+        #: Whether items are pairs of texts (a cross-encoder's query and passage) rather than texts.
+        self.pairs = pairs
+        self.takes = is_pair if pairs else _is_text
 
     def tokenize(self, texts: Sequence[Any]) -> list[Any]:
-        """One :class:`Tokens` per string; anything else is left as it is, for :meth:`pad` to reject by index."""
-        strings = [text for text in texts if isinstance(text, str)]
-        encodings = iter(self.tokenizer.encode_batch_fast(strings))
-        return [_tokens(next(encodings)) if isinstance(text, str) else text for text in texts]
+        """One :class:`Tokens` per string (or pair of strings, for a pair model, truncated longest first as
+        transformers does); anything else is left as it is, for :meth:`pad` to reject by index."""
+        takes = self.takes
+        given = [tuple(text) if self.pairs else text for text in texts if takes(text)]
+        encodings = iter(self.tokenizer.encode_batch_fast(given))
+        return [_tokens(next(encodings)) if takes(text) else text for text in texts]
 
     def pad(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
         """``input_ids``, ``attention_mask`` and ``token_type_ids`` as int64 arrays of shape (batch, longest).
 
-        Takes texts or :class:`Tokens`; texts are tokenised first.
+        Takes texts (pairs of texts, for a pair model) or :class:`Tokens`; texts are tokenised first.
         """
         for index, item in enumerate(items):
-            if not isinstance(item, (str, Tokens)):
-                raise InvalidInput(f"input {index}: expected a string, got {type(item).__name__}")
+            if not isinstance(item, Tokens) and not self.takes(item):
+                wanted = "a pair of strings" if self.pairs else "a string"
+                raise InvalidInput(f"input {index}: expected {wanted}, got {type(item).__name__}")
         tokens = list(items)
-        texts = [index for index, item in enumerate(items) if isinstance(item, str)]
+        texts = [index for index, item in enumerate(items) if not isinstance(item, Tokens)]
         for index, tokenized in zip(texts, self.tokenize([items[i] for i in texts])):
             tokens[index] = tokenized
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
@@ -95,6 +101,15 @@ class TextEncoder:
     def encode(self, texts: Sequence[Any]) -> dict[str, np.ndarray]:
         """A batch of texts tokenised and padded in one go."""
         return self.pad(texts)
+
+
+def is_pair(item: Any) -> bool:
+    """Whether ``item`` is two texts, as a cross-encoder takes them: ``[query, passage]``."""
+    return isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(text, str) for text in item)
+
+
+def _is_text(item: Any) -> bool:
+    return isinstance(item, str)
 
 
 def token_lengths(items: Sequence[Any]) -> list[int]:

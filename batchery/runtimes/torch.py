@@ -1,4 +1,4 @@
-"""The PyTorch runtime: a TorchScript file, a ``torch.export`` program, or the bundled MiniLM model.
+"""The PyTorch runtime: a TorchScript file, a ``torch.export`` program, or a model folder (MiniLM's or your own).
 
 On CUDA the preparing thread puts each batch in pinned memory, so the copy to the device in :meth:`run`
 is asynchronous and the model thread spends its time on the device, not on host copies. Text models are
@@ -19,14 +19,8 @@ import torch
 
 from batchery.errors import ConfigError
 from batchery.runtimes.base import Runtime, register_runtime
-from batchery.runtimes.text import (
-    TEXT_INPUTS,
-    TextEncoder,
-    check_text_options,
-    embeddings,
-    stack_tensors,
-    token_lengths,
-)
+from batchery.runtimes.heads import Head
+from batchery.runtimes.text import TEXT_INPUTS, TextEncoder, stack_tensors, token_lengths
 
 if TYPE_CHECKING:
     from batchery.models.registry import ModelSpec
@@ -37,7 +31,8 @@ log = logging.getLogger(__name__)
 
 @register_runtime("torch")
 class TorchRuntime(Runtime):
-    """Options: ``source`` ("minilm"), ``tokenizer``, ``max_length``, ``pooling``, ``normalize``, ``fp16``
+    """Options: ``source`` ("minilm", or "hf" with the folder in ``path``), ``task``, ``tokenizer``,
+    ``max_length``, ``pooling``, ``normalize``, ``labels``, ``activation``, ``fp16``
     (CUDA only), ``cuda_memory_fraction`` (CUDA only: the share of the device's memory this process may
     take, through ``torch.cuda.set_per_process_memory_fraction``) and ``threads`` (the CPU thread count,
     which torch sets for the whole process)."""
@@ -48,7 +43,7 @@ class TorchRuntime(Runtime):
         self.module = module
         self.encoder = encoder
         self.fp16 = bool(spec.options.get("fp16", False)) and self.target.type == "cuda"
-        self.pooling, self.normalize = check_text_options(spec.options) if encoder else ("none", False)
+        self.head = Head(spec.options) if encoder else None
         self.text_inputs = declared_text_inputs(module) if encoder else []
 
     @classmethod
@@ -61,11 +56,14 @@ class TorchRuntime(Runtime):
         fraction = memory_fraction(spec)
         if fraction is not None and target.type == "cuda":
             limit_memory(fraction, target, spec.name)
+        from batchery.models.folder import resolved
+
+        spec = resolved(spec)
         encoder = None
-        if spec.input == "text":
-            encoder = TextEncoder(tokenizer_path(spec), spec.options.get("max_length"))
+        if spec.input in ("text", "pair"):
+            encoder = TextEncoder(tokenizer_path(spec), spec.options.get("max_length"), pairs=spec.input == "pair")
         elif spec.input != "tensor":
-            raise ConfigError(f"model {spec.name!r}: the torch runtime takes text or tensor input, not {spec.input!r}")
+            raise ConfigError(f"model {spec.name!r}: the torch runtime takes text, pair or tensor input, not {spec.input!r}")
         fp16 = bool(spec.options.get("fp16")) and target.type == "cuda"
         return cls(spec, str(target), place(load_module(spec, torch.device("cpu")), target, fp16), encoder)
 
@@ -94,12 +92,12 @@ class TorchRuntime(Runtime):
     def _run_text(self, prepared: dict[str, torch.Tensor]) -> list[np.ndarray]:
         on_device = {name: prepared[name].to(self.target, non_blocking=True) for name in self.text_inputs}
         hidden = first_tensor(self.module(*on_device.values()))
-        if hidden.ndim == 3 and self.pooling != "none":
+        if hidden.ndim == 3 and self.head.pools:
             mask = on_device.get("attention_mask")
             if mask is None:
                 mask = prepared["attention_mask"].to(self.target, non_blocking=True)
-            return list(pool(hidden, mask, self.pooling, self.normalize).cpu().numpy())
-        return embeddings(hidden.float().cpu().numpy(), prepared["attention_mask"].numpy(), self.pooling, self.normalize)
+            return list(pool(hidden, mask, self.head.pooling, self.head.normalize).cpu().numpy())
+        return self.head(hidden.float().cpu().numpy(), prepared["attention_mask"].numpy())
 
     def release_memory(self) -> None:
         """After a CUDA out-of-memory error, return the caching allocator's free blocks so the halves can fit."""
@@ -161,13 +159,16 @@ def place(module: Any, target: torch.device, fp16: bool) -> Any:
 
 
 def load_module(spec: "ModelSpec", target: torch.device) -> Any:
-    """A ``.pt2`` file is a torch.export program; any other path is TorchScript; no path means a source."""
-    if not spec.path:
-        if spec.options.get("source") != "minilm":
-            raise ConfigError(f"model {spec.name!r}: the torch runtime needs a path or options.source = 'minilm'")
-        from batchery.models import minilm
+    """A model folder's PyTorch model for a ``source``; else a ``.pt2`` file is a torch.export program and any
+    other path TorchScript."""
+    from batchery.models.weights import from_folder
 
-        return minilm.reference_model(spec).to(target)
+    if from_folder(spec):
+        from batchery.models import hf
+
+        return hf.reference_model(spec).to(target)
+    if not spec.path:
+        raise ConfigError(f"model {spec.name!r}: the torch runtime needs a path or options.source = 'minilm' or 'hf'")
     path = Path(spec.path).expanduser()
     if not path.is_file():
         raise ConfigError(f"model {spec.name!r}: no such file {path}")
@@ -180,13 +181,12 @@ def load_module(spec: "ModelSpec", target: torch.device) -> Any:
 
 
 def tokenizer_path(spec: "ModelSpec") -> Path:
-    if spec.options.get("tokenizer"):
-        return Path(str(spec.options["tokenizer"])).expanduser()
-    if spec.options.get("source") == "minilm":
-        from batchery.models import minilm
+    from batchery.models.weights import tokenizer_file
 
-        return minilm.weights_dir(spec) / "tokenizer.json"
-    raise ConfigError(f"model {spec.name!r}: a text model needs options.tokenizer (a tokenizer.json)")
+    found = tokenizer_file(spec)
+    if found is None:
+        raise ConfigError(f"model {spec.name!r}: a text model needs options.tokenizer (a tokenizer.json)")
+    return found
 
 
 def declared_text_inputs(module: Any) -> list[str]:

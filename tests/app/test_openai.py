@@ -26,7 +26,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from batchery import keys
-from batchery.models import minilm
+from batchery.models import hf
 from batchery.models.registry import BUILTINS
 from batchery.runtimes.echo import synthetic_vector
 from batchery.settings import Settings
@@ -37,7 +37,7 @@ SENTENCES = ["A cat sat on the mat.", "Stocks fell sharply after the central ban
 
 
 def models_toml() -> str:
-    tokenizer = minilm.weights_dir(BUILTINS["minilm"]) / "tokenizer.json"
+    tokenizer = hf.weights_dir(BUILTINS["minilm"]) / "tokenizer.json"
     return MODELS_TOML + textwrap.dedent(
         f"""
         [models.echo-embed]
@@ -95,7 +95,7 @@ def client(oai_api: ApiServer) -> openai.OpenAI:
 
 
 def tokenizer() -> Tokenizer:
-    found = Tokenizer.from_file(str(minilm.weights_dir(BUILTINS["minilm"]) / "tokenizer.json"))
+    found = Tokenizer.from_file(str(hf.weights_dir(BUILTINS["minilm"]) / "tokenizer.json"))
     found.no_padding()
     found.enable_truncation(256)
     return found

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from batchery.batching.selection import LOOKAHEAD_BATCHES, Limits, partition, select
-from batchery.models import minilm
+from batchery.models import hf
 from batchery.models.registry import BUILTINS
 from batchery.runtimes.text import TextEncoder, token_lengths
 from benchmarks import corpus
@@ -75,7 +75,7 @@ def test_a_group_no_item_of_its_length_could_join_is_full():
 
 
 def test_bucketing_at_least_halves_padding_on_a_mixed_corpus():
-    encoder = TextEncoder(minilm.weights_dir(BUILTINS["minilm"]) / "tokenizer.json", 256)
+    encoder = TextEncoder(hf.weights_dir(BUILTINS["minilm"]) / "tokenizer.json", 256)
     lengths = token_lengths(encoder.tokenize(corpus.mixed(2048)))
     arrival = padded_fraction(drain(lengths, Limits(64)))
     bucketed = padded_fraction(drain(lengths, Limits(64, max_tokens=4096, by_length=True)))

@@ -54,14 +54,14 @@ class RunsOutOfMemory(torch.nn.Module):
 def test_the_oom_check_finds_the_splits_the_batcher_logs(tmp_path, caplog):
     import logging
 
-    from batchery.models import minilm
+    from batchery.models import hf
     from batchery.models.registry import BUILTINS, ModelSpec
     from batchery.retry import RetryPolicy, run_isolated
     from batchery.runtimes.text import TextEncoder
     from batchery.runtimes.torch import TorchRuntime
     from benchmarks.gpu import checks
 
-    encoder = TextEncoder(minilm.weights_dir(BUILTINS["minilm"]) / "tokenizer.json", 16)
+    encoder = TextEncoder(hf.weights_dir(BUILTINS["minilm"]) / "tokenizer.json", 16)
     runtime = TorchRuntime(ModelSpec(name="tight", runtime="torch"), "cpu", RunsOutOfMemory(), encoder)
     with caplog.at_level(logging.INFO, logger="batchery.retry.isolate"):
         run_isolated(lambda batch: runtime.infer(runtime.prepare(batch)), ["a"] * 8, RetryPolicy(retries=0))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batchery.models import minilm
+from batchery.models import hf
 from batchery.models.registry import ModelSpec
 from batchery.runtimes.base import load_runtime
 from batchery.settings import Settings
@@ -56,7 +56,7 @@ def test_the_loader_reads_the_folder_and_agrees_with_the_float32_reference(
         runtime="torch",
         options={**gpu_weights.with_weights(minilm_spec, folder).options, "tokenizer": str(folder / "tokenizer.json")},
     )
-    assert minilm.weights_dir(spec) == folder
+    assert hf.weights_dir(spec) == folder
     runtime = load_runtime(spec, "cpu", data_settings)
     outputs = np.stack(runtime.run(runtime.prepare(texts)))
     assert cosines(outputs, stored).min() >= 0.999

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from batchery.errors import InvalidInput
+from batchery.errors import InvalidInput, PayloadTooLarge
 from batchery.models.inputs import INT_MAX, INT_MIN, WRITABLE_DEPTH, check_inputs, json_problem
 from batchery.models.registry import ModelSpec
 
@@ -41,3 +41,21 @@ def test_every_input_kind_is_checked_by_index(kind):
     spec = ModelSpec(name="m", runtime="echo", input=kind)
     with pytest.raises(InvalidInput, match=r"inputs\[1\]"):
         check_inputs(spec, [[1.0] if kind == "tensor" else ("a" if kind == "text" else 1), nested(40)], 100, 32)
+
+
+@pytest.mark.parametrize(
+    "value, error, fragment",
+    [
+        ("a text", InvalidInput, "takes a pair of texts [query, passage], got str"),
+        (["only one"], InvalidInput, "got a list of 1"),
+        (["a", "b", "c"], InvalidInput, "got a list of 3"),
+        (["a", None], InvalidInput, "pair of texts"),
+        (["a", "x" * 101], PayloadTooLarge, "inputs[1][1]: 101 characters, over the limit of 100"),
+    ],
+)
+def test_pairs_are_two_texts_each_within_the_limit(value, error, fragment):
+    spec = ModelSpec(name="rerank", runtime="onnx", input="pair")
+    check_inputs(spec, [["query", "passage"]], 100, 32)
+    with pytest.raises(error) as raised:
+        check_inputs(spec, [["query", "passage"], value], 100, 32)
+    assert fragment in raised.value.message and "inputs[1]" in raised.value.message

@@ -39,6 +39,11 @@ def test_yaml_works_too(tmp_path):
         ('[models.x]\nruntime = "onnx"\nbatch = 3\n', "unknown fields"),
         ('[models.x]\nruntime = "onnx"\ninput = "audio"\n', "input must be one of"),
         ('[models.x]\nruntime = "onnx"\nmax_batch_size = 0\n', "max_batch_size"),
+        ('[models.x]\nruntime = "onnx"\noptions = {task = "ner"}\n', "task must be one of"),
+        ('[models.x]\nruntime = "onnx"\ninput = "pair"\n', "task 'embedding' takes input text, not 'pair'"),
+        ('[models.x]\nruntime = "onnx"\ninput = "text"\noptions = {task = "cross-encoder"}\n', "takes input pair"),
+        ('[models.x]\nruntime = "onnx"\noptions = {source = "hub"}\n', "source must be one of"),
+        ('[models.x]\nruntime = "onnx"\noptions = {source = "hf"}\n', "needs path = the model's folder"),
         ("[models.x\n", "not valid"),
     ],
 )
@@ -128,3 +133,11 @@ def test_bad_placement_is_a_config_error(tmp_path, text, fragment):
     path.write_text(text)
     with pytest.raises(ConfigError, match=fragment):
         load_registry(str(path))
+
+
+def test_a_cross_encoder_takes_pairs_unless_told_otherwise(tmp_path):
+    path = tmp_path / "models.toml"
+    path.write_text('[models.rerank]\nruntime = "onnx"\npath = "/m"\noptions = {source = "hf", task = "cross-encoder"}\n')
+    spec = load_registry(str(path)).get("rerank")
+    assert (spec.input, spec.task, spec.describe()["task"]) == ("pair", "cross-encoder", "cross-encoder")
+    assert load_registry().get("minilm").task == "embedding" and load_registry().get("echo").describe()["task"] is None

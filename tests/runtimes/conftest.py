@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchery.models import minilm
+from batchery.models import hf
 from batchery.models.registry import ModelSpec
 from batchery.runtimes.text import TextEncoder
 
@@ -47,5 +47,5 @@ def sentences() -> list[str]:
 @pytest.fixture(scope="session")
 def reference_embeddings(minilm_spec: ModelSpec, sentences: list[str]) -> np.ndarray:
     """The PyTorch model's embeddings of ``sentences``, pooled in torch: what every runtime must reproduce."""
-    encoder = TextEncoder(minilm.weights_dir(minilm_spec) / "tokenizer.json", minilm_spec.options["max_length"])
-    return minilm.reference_embeddings(minilm.reference_model(minilm_spec), encoder.encode(sentences))
+    encoder = TextEncoder(hf.weights_dir(minilm_spec) / "tokenizer.json", minilm_spec.options["max_length"])
+    return hf.reference_embeddings(hf.reference_model(minilm_spec), encoder.encode(sentences))

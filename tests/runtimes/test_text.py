@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from batchery.models import minilm
+from batchery.models import hf
 from batchery.models.registry import ModelSpec
 from batchery.runtimes.text import TextEncoder
 
 
 @pytest.fixture(scope="module")
 def tokenizer_path(minilm_spec: ModelSpec):
-    return minilm.weights_dir(minilm_spec) / "tokenizer.json"
+    return hf.weights_dir(minilm_spec) / "tokenizer.json"
 
 
 def test_the_encoder_pads_as_the_tokenizer_does(tokenizer_path, sentences: list[str]) -> None:
