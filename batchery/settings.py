@@ -97,6 +97,7 @@ class Settings:
     webhook_retry_base_s: float = defaults.WEBHOOK_RETRY_BASE_S
     webhook_retry_max_s: float = defaults.WEBHOOK_RETRY_MAX_S
     webhook_timeout_s: float = defaults.WEBHOOK_TIMEOUT_S
+    trace_file: str = ""
 
     @property
     def effective_redis_url(self) -> str:

@@ -19,12 +19,15 @@ from batchery.store.idempotency import IdempotencyKeys
 from batchery.store.quotas import Quotas
 from batchery.tasks.celery_app import create_celery
 from batchery.tasks.enqueue import Enqueuer
+from batchery import tracing
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     app = Flask("batchery", static_folder=None)  # the jobs page blueprint owns /static
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    tracing.configure(settings, "batchery-api")
+    tracing.instrument_app(app)
     registry = load_registry(settings.models_file)
     store = settings.job_store()
     celery = create_celery(settings)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import orjson
 from celery import Celery
 
+from batchery import tracing
 from batchery.cache import ResultCache
 from batchery.errors import Cancelled, DeadlineExceeded, TooManyRequests, Unavailable
 from batchery.models.registry import ModelSpec, Registry
@@ -81,6 +82,7 @@ class Dispatcher:
         bounds = chunk_bounds(len(items), self.chunk_size)
         numbers = list(self.store.next_chunks(job_id, len(bounds)))
         sent_at = time.time()
+        trace = tracing.carrier()
         for group in range(0, len(bounds), RECORDS_PER_TRIP):
             pipe = self.store.redis.pipeline(transaction=False)
             for k in range(group, min(group + RECORDS_PER_TRIP, len(bounds))):
@@ -88,7 +90,7 @@ class Dispatcher:
                 indices, inputs = zip(*items[start:stop])
                 self.chunks.add(
                     pipe, job_id, numbers[k], spec.name, queue, tier, indices, orjson.dumps(list(inputs)),
-                    task_id(job_id, numbers[k]), sent_at + k * 1e-6, expires_at, held,
+                    task_id(job_id, numbers[k]), sent_at + k * 1e-6, expires_at, held, trace,
                 )
             if held and group + RECORDS_PER_TRIP >= len(bounds):
                 self.chunks.enter_lane(pipe, job_id, queue)
@@ -96,7 +98,7 @@ class Dispatcher:
         if held:
             self.pump(queue)
         else:
-            self.publish_all([Released(job_id, n, spec.name, queue, task_id(job_id, n)) for n in numbers])
+            self.publish_all([Released(job_id, n, spec.name, queue, task_id(job_id, n), trace) for n in numbers])
         return numbers
 
     def pump(self, queue: str) -> int:
@@ -112,21 +114,28 @@ class Dispatcher:
         sent_at = time.time()
         with self.celery.producer_or_acquire() as producer:
             for k, chunk in enumerate(released):
-                self.publish(chunk.model, chunk.queue, chunk.job_id, chunk.number, chunk.task_id, sent_at + k * 1e-6, producer)
+                self.publish(
+                    chunk.model, chunk.queue, chunk.job_id, chunk.number, chunk.task_id, sent_at + k * 1e-6, producer,
+                    chunk.trace,
+                )
 
     def publish(
-        self, model: str, queue: str, job_id: str, number: int, task: str, sent_at: float, producer: Any = None
+        self, model: str, queue: str, job_id: str, number: int, task: str, sent_at: float, producer: Any = None,
+        trace: str = "",
     ) -> None:
-        """One chunk's message: its name and tier, and when it was sent (which the janitor compares against)."""
-        self.celery.send_task(
-            CHUNK_TASK,
-            kwargs={"job_id": job_id, "model": model, "chunk": number, "tier": queue.rsplit(".", 1)[1]},
-            queue=queue,
-            routing_key=queue,
-            task_id=task,
-            headers={"sent_at": sent_at},
-            producer=producer,
-        )
+        """One chunk's message: its name and tier, when it was sent (which the janitor compares against), and
+        the context of its trace (``trace``, as its record keeps it: :mod:`batchery.tracing.messages`)."""
+        headers: dict[str, Any] = {"sent_at": sent_at}
+        with tracing.sending(trace, headers, job_id, number, queue, task):
+            self.celery.send_task(
+                CHUNK_TASK,
+                kwargs={"job_id": job_id, "model": model, "chunk": number, "tier": queue.rsplit(".", 1)[1]},
+                queue=queue,
+                routing_key=queue,
+                task_id=task,
+                headers=headers,
+                producer=producer,
+            )
 
     def resend(self, record: ChunkRecord, holder: str | None = None) -> bool:
         """Send a chunk again under a new message id (taking it from ``holder``); False when it is done."""
@@ -136,7 +145,7 @@ class Dispatcher:
         if found is None:
             return False
         model, queue = found
-        self.publish(model, queue, record.job_id, record.number, task, sent_at)
+        self.publish(model, queue, record.job_id, record.number, task, sent_at, trace=record.trace)
         return True
 
 
@@ -177,27 +186,31 @@ class Enqueuer:
         """
         self._reserve(spec, len(inputs))
         job_id = job_id or new_job_id()
-        fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs), "tier": tier}
-        if metadata is not None:
-            fields["metadata"] = metadata
-        if owner is not None:
-            fields["owner"] = owner
-        if webhook is not None:
-            fields["webhook"] = {"url": webhook}
-        if timeout_s is not None:
-            fields["deadline"] = time.time() + timeout_s
-        ttl = ttl_s or self.store.job_ttl_s
-        claimed = cache and self.settings.cache_enabled
-        try:
-            self.store.create(job_id, fields, ttl)
-            todo = self._claim(spec, job_id, inputs) if claimed else list(range(len(inputs)))
-        except Exception as exc:
-            self._undo(spec, job_id, len(inputs), len(inputs), claimed, exc)
-            raise
-        self.backlog.release(spec.name, len(inputs) - len(todo))
-        if todo:
-            items = [(i, inputs[i]) for i in todo]
-            self._send(spec, job_id, len(inputs), items, int(time.time() + ttl), claimed, tier)
+        attributes = {
+            "batchery.job_id": job_id, "batchery.model": spec.ref, "batchery.items": len(inputs), "batchery.tier": tier,
+        }
+        with tracing.span("batchery.enqueue", attributes):
+            fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs), "tier": tier}
+            if metadata is not None:
+                fields["metadata"] = metadata
+            if owner is not None:
+                fields["owner"] = owner
+            if webhook is not None:
+                fields["webhook"] = {"url": webhook}
+            if timeout_s is not None:
+                fields["deadline"] = time.time() + timeout_s
+            ttl = ttl_s or self.store.job_ttl_s
+            claimed = cache and self.settings.cache_enabled
+            try:
+                self.store.create(job_id, fields, ttl)
+                todo = self._claim(spec, job_id, inputs) if claimed else list(range(len(inputs)))
+            except Exception as exc:
+                self._undo(spec, job_id, len(inputs), len(inputs), claimed, exc)
+                raise
+            self.backlog.release(spec.name, len(inputs) - len(todo))
+            if todo:
+                items = [(i, inputs[i]) for i in todo]
+                self._send(spec, job_id, len(inputs), items, int(time.time() + ttl), claimed, tier)
         return job_id
 
     def cancel(self, job_id: str) -> str | None:

@@ -21,7 +21,8 @@ from celery.platforms import EX_FAILURE
 from celery.signals import worker_ready
 from celery.worker import state
 
-from batchery.batching import add_hook, remove_hook
+from batchery import tracing
+from batchery.batching import BatchHook, add_hook, remove_hook
 from batchery.models.registry import load_registry
 from batchery.monitoring.batch_metrics import BatchMetrics
 from batchery.monitoring.worker_exporter import WorkerExporter
@@ -45,6 +46,7 @@ class ModelHostStep(bootsteps.StartStopStep):
         self.exporter: WorkerExporter | None = None
         self.janitor: Janitor | None = None
         self.webhooks: WebhookSender | None = None
+        self.trace_hook: BatchHook | None = None
 
     def start(self, worker) -> None:  # noqa: ANN001
         settings = get_settings()
@@ -57,6 +59,10 @@ class ModelHostStep(bootsteps.StartStopStep):
         store = settings.job_store()
         store.on_finish = record_job_finished
         self.metrics = add_hook(BatchMetrics())
+        if tracing.configure(settings, "batchery-worker"):
+            from batchery.tracing.batches import TraceHook
+
+            self.trace_hook = add_hook(TraceHook(tracing.tracer()))
         self.host = ModelHost(specs, settings, worker.hostname, store)
         self.host.on_unhealthy = self._unhealthy
         self.exporter = WorkerExporter(self.host.batchers, settings.host, settings.worker_metrics_port).start()
@@ -101,3 +107,6 @@ class ModelHostStep(bootsteps.StartStopStep):
             self.exporter.stop()
         if self.metrics is not None:
             remove_hook(self.metrics)
+        if self.trace_hook is not None:
+            remove_hook(self.trace_hook)
+            tracing.flush()

@@ -1,0 +1,145 @@
+"""Spans of batches, from the batch hooks (:mod:`batchery.batching.hooks`); installed only while tracing is on.
+
+A batch serves items of many chunks and jobs, so it is one span of its own, a root with a link to the span of
+every chunk it served (with how many of that chunk's items it held), never the child of one of them. Under it:
+``prepare`` (tokenise, pad, stack), ``run`` (the model, retries and bisection included) and ``record`` (the
+one Redis round trip that stores its outputs). The batch span runs from the moment the batch was formed to
+the end of its write.
+
+The three stages run on three threads, so the hook only notes times as a batch passes and makes the spans at
+the end, on the writer's thread, with those times. A batch is sampled when any chunk it served is
+(:class:`batchery.tracing.sampling.BatchSampler`); one that served none is never made into a span.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, Status, StatusCode
+
+from batchery.batching.hooks import BatchHook, BatchShape
+from batchery.errors import BatcheryError
+
+if TYPE_CHECKING:
+    from batchery.batching.queue import Item
+    from batchery.batching.ticket import Ticket
+    from batchery.models.registry import ModelSpec
+
+#: Batches noted and not yet written past which the oldest notes are dropped (a batch put back for a higher
+#: tier is never written as such: its items come again in another batch).
+MAX_OPEN = 256
+
+
+@dataclass
+class _Batch:
+    items: Sequence["Item"]
+    formed_ns: int
+    shape: BatchShape | None = None
+    prepared_ns: int | None = None
+    ran_ns: tuple[int, int] | None = None
+    failed: int = 0
+    stored: bool = False
+
+
+class TraceHook(BatchHook):
+    def __init__(self, tracer: Any) -> None:
+        self.tracer = tracer
+        self._open: dict[int, _Batch] = {}
+
+    def on_submit(self, spec: "ModelSpec", ticket: "Ticket") -> None:
+        found = trace.get_current_span().get_span_context()
+        if found.trace_flags.sampled:
+            ticket.context = found
+
+    def before_batch(self, spec: "ModelSpec", items: Sequence["Item"]) -> None:
+        if len(self._open) >= MAX_OPEN:
+            self._open.pop(next(iter(self._open)), None)
+        self._open[id(items)] = _Batch(items, time.time_ns())
+
+    def after_prepare(self, spec: "ModelSpec", items: Sequence["Item"], shape: BatchShape) -> None:
+        batch = self._noted(items)
+        if batch is not None:
+            batch.prepared_ns, batch.shape = time.time_ns(), shape
+
+    def after_batch(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any], seconds: float) -> None:
+        batch = self._noted(items)
+        if batch is not None:
+            end = time.time_ns()
+            batch.ran_ns = (end - int(seconds * 1e9), end)
+            batch.failed = sum(isinstance(r, BatcheryError) for r in results)
+
+    def after_store(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any]) -> None:
+        batch = self._noted(items)
+        if batch is not None:
+            batch.stored = True
+
+    def after_write(self, spec: "ModelSpec", items: Sequence["Item"], seconds: float) -> None:
+        batch = self._noted(items)
+        self._open.pop(id(items), None)
+        links = chunk_links(items)
+        if not links:
+            return
+        end = time.time_ns()
+        written = (end - int(seconds * 1e9), end)
+        if batch is None:  # items that never reached the model (cancelled, past their deadline): the write alone
+            self._child(None, "batchery.store.record", written, links=links, error=None)
+            return
+        root = self.tracer.start_span(
+            "batchery.batch", context=otel_context.Context(), links=links, start_time=batch.formed_ns,
+            attributes=_attributes(spec, batch, links),
+        )
+        parent = trace.set_span_in_context(root)
+        if batch.prepared_ns is not None:
+            self._child(parent, "batchery.batch.prepare", (batch.formed_ns, batch.prepared_ns))
+        if batch.ran_ns is not None:
+            self._child(parent, "batchery.batch.run", batch.ran_ns, error=f"{batch.failed} items failed" if batch.failed else None)
+        self._child(parent, "batchery.store.record", written, error=None if batch.stored else "the outputs could not be stored")
+        if not batch.stored or batch.ran_ns is None:
+            root.set_status(Status(StatusCode.ERROR, "the batch did not run" if batch.ran_ns is None else "not stored"))
+        root.end(end)
+
+    def _noted(self, items: Sequence["Item"]) -> _Batch | None:
+        batch = self._open.get(id(items))
+        return batch if batch is not None and batch.items is items else None
+
+    def _child(self, parent: Any, name: str, times: tuple[int, int], links: list[Link] | None = None, error: str | None = None) -> None:
+        span = self.tracer.start_span(name, context=parent or otel_context.Context(), links=links, start_time=times[0])
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end(times[1])
+
+
+def chunk_links(items: Sequence["Item"]) -> list[Link]:
+    """One link per chunk whose items are in the batch, to that chunk's span, with its job and item count."""
+    chunks: dict[int, list[Any]] = {}
+    for item in items:
+        found = chunks.get(id(item.ticket))
+        if found is None:
+            chunks[id(item.ticket)] = [item.ticket.context, item.job_id, 1]
+        else:
+            found[2] += 1
+    return [
+        Link(context, {"batchery.job_id": job_id, "batchery.items": count})
+        for context, job_id, count in chunks.values()
+        if context is not None
+    ]
+
+
+def _attributes(spec: "ModelSpec", batch: _Batch, links: list[Link]) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "batchery.model": spec.ref,
+        "batchery.batch.size": len(batch.items),
+        "batchery.batch.chunks": len(links),
+        "batchery.batch.jobs": len({link.attributes["batchery.job_id"] for link in links}),
+        "batchery.batch.failed": batch.failed,
+    }
+    if batch.shape is not None:
+        found["batchery.batch.capacity"] = batch.shape.capacity
+        if batch.shape.tokens is not None:
+            found["batchery.batch.tokens"] = batch.shape.tokens
+            found["batchery.batch.padded_tokens"] = batch.shape.padded_tokens
+    return found
