@@ -236,9 +236,9 @@ class ChunkStore:
         )
         if model is None:
             return None
+        holder = holder.decode() if holder else None
         return ChunkRecord(
-            job_id, number, model.decode(), queue.decode(), task.decode(), float(sent), holder.decode() if holder else None,
-            trace.decode() if trace else "",
+            job_id, number, model.decode(), queue.decode(), task.decode(), float(sent), holder, trace.decode() if trace else ""
         )
 
     def delete(self, job_id: str, numbers: Sequence[int], queue: str) -> None:

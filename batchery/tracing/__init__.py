@@ -11,6 +11,15 @@ from batchery.tracing.messages import carrier, chunk_span, sending
 from batchery.tracing.setup import active, configure, flush, install, span, tracer, uninstall
 
 __all__ = [
-    "active", "carrier", "chunk_span", "configure", "flush", "install", "instrument_app", "sending", "span",
-    "tracer", "uninstall",
+    "active",
+    "carrier",
+    "chunk_span",
+    "configure",
+    "flush",
+    "install",
+    "instrument_app",
+    "sending",
+    "span",
+    "tracer",
+    "uninstall",
 ]

@@ -86,27 +86,35 @@ class TraceHook(BatchHook):
         end = time.time_ns()
         written = (end - int(seconds * 1e9), end)
         if batch is None:  # items that never reached the model (cancelled, past their deadline): the write alone
-            self._child(None, "batchery.store.record", written, links=links, error=None)
-            return
+            self._span(None, "batchery.store.record", written, links=links)
+        else:
+            self._batch(spec, batch, links, written)
+
+    def _batch(self, spec: "ModelSpec", batch: _Batch, links: list[Link], written: tuple[int, int]) -> None:
+        """The batch's span, from when it was formed to the end of its write, and its three stages under it."""
         root = self.tracer.start_span(
             "batchery.batch", context=otel_context.Context(), links=links, start_time=batch.formed_ns,
             attributes=_attributes(spec, batch, links),
         )
         parent = trace.set_span_in_context(root)
         if batch.prepared_ns is not None:
-            self._child(parent, "batchery.batch.prepare", (batch.formed_ns, batch.prepared_ns))
+            self._span(parent, "batchery.batch.prepare", (batch.formed_ns, batch.prepared_ns))
         if batch.ran_ns is not None:
-            self._child(parent, "batchery.batch.run", batch.ran_ns, error=f"{batch.failed} items failed" if batch.failed else None)
-        self._child(parent, "batchery.store.record", written, error=None if batch.stored else "the outputs could not be stored")
-        if not batch.stored or batch.ran_ns is None:
-            root.set_status(Status(StatusCode.ERROR, "the batch did not run" if batch.ran_ns is None else "not stored"))
-        root.end(end)
+            failed = f"{batch.failed} items failed" if batch.failed else None
+            self._span(parent, "batchery.batch.run", batch.ran_ns, error=failed)
+        unstored = None if batch.stored else "the outputs could not be stored"
+        self._span(parent, "batchery.store.record", written, error=unstored)
+        if batch.ran_ns is None or unstored:
+            root.set_status(Status(StatusCode.ERROR, "the batch did not run" if batch.ran_ns is None else unstored))
+        root.end(written[1])
 
     def _noted(self, items: Sequence["Item"]) -> _Batch | None:
         batch = self._open.get(id(items))
         return batch if batch is not None and batch.items is items else None
 
-    def _child(self, parent: Any, name: str, times: tuple[int, int], links: list[Link] | None = None, error: str | None = None) -> None:
+    def _span(
+        self, parent: Any, name: str, times: tuple[int, int], links: list[Link] | None = None, error: str | None = None
+    ) -> None:
         span = self.tracer.start_span(name, context=parent or otel_context.Context(), links=links, start_time=times[0])
         if error is not None:
             span.set_status(Status(StatusCode.ERROR, error))

@@ -24,7 +24,7 @@ class JsonLinesExporter(SpanExporter):
             return SpanExportResult.FAILURE
         data = b"".join(span.to_json(indent=None).encode() + b"\n" for span in spans)
         while data:
-            data = data[os.write(self._fd, data):]
+            data = data[os.write(self._fd, data) :]
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:

@@ -37,7 +37,9 @@ def _start() -> None:
     if rule is not None:
         attributes["http.route"] = rule
     name = f"{request.method} {rule}" if rule else request.method
-    span = tracer.start_span(name, context=propagate.extract(request.headers), kind=SpanKind.SERVER, attributes=attributes)
+    span = tracer.start_span(
+        name, context=propagate.extract(request.headers), kind=SpanKind.SERVER, attributes=attributes
+    )
     g.trace_span = span
     g.trace_token = context.attach(trace.set_span_in_context(span))
 

@@ -33,7 +33,9 @@ def carrier() -> str:
     return orjson.dumps(fields).decode() if fields else ""
 
 
-def sending(trace: str, headers: dict[str, Any], job_id: str, number: int, queue: str, task_id: str) -> ContextManager[Any]:
+def sending(
+    trace: str, headers: dict[str, Any], job_id: str, number: int, queue: str, task_id: str
+) -> ContextManager[Any]:
     """Around one chunk's publish: a producer span, child of the chunk's enqueue span (``trace``, from its
     record), whose context goes into ``headers``. Off, ``trace`` goes into the headers as it is."""
     tracer = setup.tracer()
@@ -45,18 +47,24 @@ def sending(trace: str, headers: dict[str, Any], job_id: str, number: int, queue
 
 
 @contextlib.contextmanager
-def _send_span(tracer: Any, trace: str, headers: dict[str, Any], job_id: str, number: int, queue: str, task_id: str) -> Iterator[Any]:
+def _send_span(
+    tracer: Any, trace: str, headers: dict[str, Any], job_id: str, number: int, queue: str, task_id: str
+) -> Iterator[Any]:
     from opentelemetry import propagate
     from opentelemetry.trace import SpanKind
 
     parent = propagate.extract(orjson.loads(trace)) if trace else None
     attributes = _chunk_attributes(job_id, number, queue, task_id, "send")
-    with tracer.start_as_current_span("batchery.chunk.send", context=parent, kind=SpanKind.PRODUCER, attributes=attributes) as span:
+    with tracer.start_as_current_span(
+        "batchery.chunk.send", context=parent, kind=SpanKind.PRODUCER, attributes=attributes
+    ) as span:
         propagate.inject(headers)
         yield span
 
 
-def chunk_span(headers: Mapping[str, Any] | None, job_id: str, number: int, queue: str, task_id: str) -> ContextManager[Any]:
+def chunk_span(
+    headers: Mapping[str, Any] | None, job_id: str, number: int, queue: str, task_id: str
+) -> ContextManager[Any]:
     """Around a chunk task in the worker: the time its message spent in the broker (from its ``sent_at``
     header to now) as one span, then the task itself as a consumer span, both children of the send."""
     tracer = setup.tracer()

@@ -45,10 +45,11 @@ def wanted(settings: Settings, environ: Mapping[str, str] | None = None) -> bool
     return bool(settings.trace_file or any(environ.get(name) for name in ENDPOINTS))
 
 
-def configure(settings: Settings, service: str) -> bool:
+def configure(settings: Settings, service: str, resource: Mapping[str, Any] | None = None) -> bool:
     """Set tracing up for this process, once, when the environment asks for it; True when it is on.
 
-    ``service`` is the ``service.name`` unless ``OTEL_SERVICE_NAME`` or ``OTEL_RESOURCE_ATTRIBUTES`` names one.
+    ``service`` is the ``service.name`` unless ``OTEL_SERVICE_NAME`` or ``OTEL_RESOURCE_ATTRIBUTES`` names one;
+    ``resource`` adds attributes of the process (a worker's name), which the environment's override.
     The provider becomes OpenTelemetry's global one, so that other instrumentation joins the same traces.
     """
     global _provider
@@ -58,14 +59,14 @@ def configure(settings: Settings, service: str) -> bool:
         return False
     from opentelemetry import trace
 
-    _provider = build_provider(settings, service)
+    _provider = build_provider(settings, service, resource)
     trace.set_tracer_provider(_provider)
     install(_provider)
     log.info("tracing on: service %s, exporting to %s", service, _destinations(settings))
     return True
 
 
-def build_provider(settings: Settings, service: str) -> "TracerProvider":
+def build_provider(settings: Settings, service: str, extra: Mapping[str, Any] | None = None) -> "TracerProvider":
     """The SDK's provider as its environment describes it, with batchery's sampler around the SDK's."""
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -76,6 +77,7 @@ def build_provider(settings: Settings, service: str) -> "TracerProvider":
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service}))
+    resource = Resource({"process.pid": os.getpid(), **(extra or {})}).merge(resource)
     provider = TracerProvider(resource=resource)
     provider.sampler = BatchSampler(provider.sampler)
     for exporter in exporters(settings):
@@ -99,7 +101,9 @@ def exporters(settings: Settings, environ: Mapping[str, str] | None = None) -> l
 
 def otlp_exporter(environ: Mapping[str, str]) -> "SpanExporter":
     """The OTLP exporter for ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL``, configured by the SDK from the environment."""
-    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or HTTP_PROTOBUF
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or HTTP_PROTOBUF
+    )
     if protocol == HTTP_PROTOBUF:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -14,6 +14,7 @@ reached its batcher yet is handed back to the queue for another worker.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 from celery import bootsteps
@@ -28,7 +29,7 @@ from batchery.monitoring.batch_metrics import BatchMetrics
 from batchery.monitoring.worker_exporter import WorkerExporter
 from batchery.monitoring.metrics import record_job_finished
 from batchery.recovery import Janitor
-from batchery.settings import get_settings
+from batchery.settings import Settings, get_settings
 from batchery.tasks.enqueue import Enqueuer
 from batchery.webhooks.sender import WebhookSender
 from batchery.workers.host import ModelHost, set_host
@@ -59,10 +60,7 @@ class ModelHostStep(bootsteps.StartStopStep):
         store = settings.job_store()
         store.on_finish = record_job_finished
         self.metrics = add_hook(BatchMetrics())
-        if tracing.configure(settings, "batchery-worker"):
-            from batchery.tracing.batches import TraceHook
-
-            self.trace_hook = add_hook(TraceHook(tracing.tracer()))
+        self._trace(settings, worker.hostname)
         self.host = ModelHost(specs, settings, worker.hostname, store)
         self.host.on_unhealthy = self._unhealthy
         self.exporter = WorkerExporter(self.host.batchers, settings.host, settings.worker_metrics_port).start()
@@ -80,6 +78,14 @@ class ModelHostStep(bootsteps.StartStopStep):
             self.webhooks = WebhookSender(store, settings)
         worker_ready.connect(self._announce, weak=False)
         log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in self.host.served], self.host.describe()["device"])
+
+    def _trace(self, settings: Settings, hostname: str) -> None:
+        """Tracing, when OpenTelemetry's environment asks for it: the provider, and the hook that makes batch spans."""
+        process = {"batchery.worker": hostname, "host.name": socket.gethostname()}
+        if tracing.configure(settings, "batchery-worker", process):
+            from batchery.tracing.batches import TraceHook
+
+            self.trace_hook = add_hook(TraceHook(tracing.tracer()))
 
     def _announce(self, sender=None, **kwargs) -> None:  # noqa: ANN001
         """The consumer is taking messages now: only then is the worker live."""

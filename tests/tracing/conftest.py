@@ -45,10 +45,16 @@ class Span:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Span":
         return cls(
-            data["name"], data["kind"].removeprefix("SpanKind."), data["context"]["trace_id"],
-            data["context"]["span_id"], data["parent_id"], data["attributes"],
+            data["name"],
+            data["kind"].removeprefix("SpanKind."),
+            data["context"]["trace_id"],
+            data["context"]["span_id"],
+            data["parent_id"],
+            data["attributes"],
             [(link["context"]["trace_id"], link["context"]["span_id"], link["attributes"]) for link in data["links"]],
-            data["resource"]["attributes"].get("service.name", ""), data["start_time"], data["end_time"],
+            data["resource"]["attributes"].get("service.name", ""),
+            data["start_time"],
+            data["end_time"],
             data["status"]["status_code"],
         )
 

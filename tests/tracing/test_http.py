@@ -22,7 +22,9 @@ def test_a_request_span_continues_the_callers_trace_and_names_the_route(client, 
     assert (span.name, span.kind) == ("GET /v1/jobs/<job_id>", "SERVER")
     assert (span.trace, span.parent) == ("0x4bf92f3577b34da6a3ce929d0e0e4736", "0x00f067aa0ba902b7")
     assert span.attributes == {
-        "http.request.method": "GET", "url.path": "/v1/jobs/" + "0" * 32, "http.route": "/v1/jobs/<job_id>",
+        "http.request.method": "GET",
+        "url.path": "/v1/jobs/" + "0" * 32,
+        "http.route": "/v1/jobs/<job_id>",
         "http.response.status_code": 404,
     }
 

@@ -26,19 +26,28 @@ def test_a_send_continues_the_recorded_context_and_the_chunk_continues_the_send(
         kept = tracing.carrier()
     assert orjson.loads(kept)["traceparent"].split("-")[2] == f"{enqueue.get_span_context().span_id:016x}"
     headers: dict = {"sent_at": 1_700_000_000.5}
-    with tracing.sending(kept, headers, "job", 3, "batchery.echo.standard", "job.3"):  # elsewhere, later: no current span
+    with tracing.sending(
+        kept, headers, "job", 3, "batchery.echo.standard", "job.3"
+    ):  # elsewhere, later: no current span
         pass
     with tracing.chunk_span(headers, "job", 3, "batchery.echo.standard", "job.3") as chunk:
         inner = tracing.carrier()
     spans = {s.name: s for s in map(Span.of, memory_tracing.get_finished_spans())}
     send, queued, task = spans["batchery.chunk.send"], spans["batchery.chunk.queued"], spans["batchery.chunk"]
-    assert (send.kind, send.parent, send.trace) == ("PRODUCER", spans["batchery.enqueue"].id, spans["batchery.enqueue"].trace)
+    assert (send.kind, send.parent, send.trace) == (
+        "PRODUCER",
+        spans["batchery.enqueue"].id,
+        spans["batchery.enqueue"].trace,
+    )
     assert headers["traceparent"].split("-")[1:3] == [send.trace[2:], send.id[2:]]
     assert (task.kind, task.parent, queued.parent) == ("CONSUMER", send.id, send.id)
     assert queued.start.startswith("2023-11-14T22:13:20.5"), "the broker span starts when the message was sent"
     assert task.attributes == {
-        "batchery.job_id": "job", "batchery.chunk": 3, "messaging.system": "celery",
-        "messaging.operation.type": "process", "messaging.destination.name": "batchery.echo.standard",
+        "batchery.job_id": "job",
+        "batchery.chunk": 3,
+        "messaging.system": "celery",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": "batchery.echo.standard",
         "messaging.message.id": "job.3",
     }
     assert orjson.loads(inner)["traceparent"].split("-")[2] == f"{chunk.get_span_context().span_id:016x}", (

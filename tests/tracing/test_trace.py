@@ -64,7 +64,9 @@ def test_one_jobs_trace_crosses_the_broker_and_its_batches_link_its_chunks(
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_sink.url,
         "OTEL_BSP_SCHEDULE_DELAY": "50",
     }
-    worker = WorkerProcess(traced_settings, ["echo-trace"], f"trace-{uuid.uuid4().hex[:6]}", tmp_path / "worker.log", env)
+    worker = WorkerProcess(
+        traced_settings, ["echo-trace"], f"trace-{uuid.uuid4().hex[:6]}", tmp_path / "worker.log", env
+    )
     worker.start()
     try:
         client = create_app(traced_settings).test_client()
@@ -78,8 +80,18 @@ def test_one_jobs_trace_crosses_the_broker_and_its_batches_link_its_chunks(
 
         def complete() -> bool:
             spans = read_spans(trace_file)
-            chunks = {s.attributes["batchery.chunk"] for s in spans if s.name == "batchery.chunk" and s.attributes["batchery.job_id"] == job_id}
-            linked = sum(a["batchery.items"] for s in spans if s.name == "batchery.batch" for _, _, a in s.links if a["batchery.job_id"] == job_id)
+            chunks = {
+                s.attributes["batchery.chunk"]
+                for s in spans
+                if s.name == "batchery.chunk" and s.attributes["batchery.job_id"] == job_id
+            }
+            linked = sum(
+                a["batchery.items"]
+                for s in spans
+                if s.name == "batchery.batch"
+                for _, _, a in s.links
+                if a["batchery.job_id"] == job_id
+            )
             return chunks == set(range(CHUNKS)) and linked == ITEMS
 
         wait_for(complete)
@@ -112,11 +124,17 @@ def test_one_jobs_trace_crosses_the_broker_and_its_batches_link_its_chunks(
         assert queued[number].parent == send_of[number].id and queued[number].end <= chunk.start
         assert chunk.service == "batchery-worker"
 
-    batches = [s for s in worker_spans if s.name == "batchery.batch" and any(a["batchery.job_id"] == job_id for *_, a in s.links)]
+    batches = [
+        s
+        for s in worker_spans
+        if s.name == "batchery.batch" and any(a["batchery.job_id"] == job_id for *_, a in s.links)
+    ]
     chunk_ids = {s.id for s in chunks.values()}
     linked: set[str] = set()
     for batch in batches:
-        assert batch.parent is None and batch.trace != request.trace, "a batch is a span of its own, not a chunk's child"
+        assert batch.parent is None and batch.trace != request.trace, (
+            "a batch is a span of its own, not a chunk's child"
+        )
         ours_linked = [(trace, span, a) for trace, span, a in batch.links if a["batchery.job_id"] == job_id]
         assert all(trace == request.trace and span in chunk_ids for trace, span, _ in ours_linked)
         assert sum(a["batchery.items"] for *_, a in batch.links) == batch.attributes["batchery.batch.size"] <= 4
