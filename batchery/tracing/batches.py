@@ -13,6 +13,7 @@ the end, on the writer's thread, with those times. A batch is sampled when any c
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -49,6 +50,7 @@ class TraceHook(BatchHook):
     def __init__(self, tracer: Any) -> None:
         self.tracer = tracer
         self._open: dict[int, _Batch] = {}
+        self._lock = threading.Lock()  # the three stages' threads note and take batches
 
     def on_submit(self, spec: "ModelSpec", ticket: "Ticket") -> None:
         found = trace.get_current_span().get_span_context()
@@ -56,9 +58,10 @@ class TraceHook(BatchHook):
             ticket.context = found
 
     def before_batch(self, spec: "ModelSpec", items: Sequence["Item"]) -> None:
-        if len(self._open) >= MAX_OPEN:
-            self._open.pop(next(iter(self._open)), None)
-        self._open[id(items)] = _Batch(items, time.time_ns())
+        with self._lock:
+            if len(self._open) >= MAX_OPEN:
+                self._open.pop(next(iter(self._open)))
+            self._open[id(items)] = _Batch(items, time.time_ns())
 
     def after_prepare(self, spec: "ModelSpec", items: Sequence["Item"], shape: BatchShape) -> None:
         batch = self._noted(items)
@@ -79,7 +82,9 @@ class TraceHook(BatchHook):
 
     def after_write(self, spec: "ModelSpec", items: Sequence["Item"], seconds: float) -> None:
         batch = self._noted(items)
-        self._open.pop(id(items), None)
+        if batch is not None:
+            with self._lock:
+                self._open.pop(id(items), None)
         links = chunk_links(items)
         if not links:
             return
@@ -93,7 +98,10 @@ class TraceHook(BatchHook):
     def _batch(self, spec: "ModelSpec", batch: _Batch, links: list[Link], written: tuple[int, int]) -> None:
         """The batch's span, from when it was formed to the end of its write, and its three stages under it."""
         root = self.tracer.start_span(
-            "batchery.batch", context=otel_context.Context(), links=links, start_time=batch.formed_ns,
+            "batchery.batch",
+            context=otel_context.Context(),
+            links=links,
+            start_time=batch.formed_ns,
             attributes=_attributes(spec, batch, links),
         )
         parent = trace.set_span_in_context(root)
@@ -109,7 +117,8 @@ class TraceHook(BatchHook):
         root.end(written[1])
 
     def _noted(self, items: Sequence["Item"]) -> _Batch | None:
-        batch = self._open.get(id(items))
+        with self._lock:
+            batch = self._open.get(id(items))
         return batch if batch is not None and batch.items is items else None
 
     def _span(

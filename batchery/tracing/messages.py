@@ -51,9 +51,12 @@ def _send_span(
     tracer: Any, trace: str, headers: dict[str, Any], job_id: str, number: int, queue: str, task_id: str
 ) -> Iterator[Any]:
     from opentelemetry import propagate
+    from opentelemetry.context import Context
     from opentelemetry.trace import SpanKind
 
-    parent = propagate.extract(orjson.loads(trace)) if trace else None
+    # a chunk sent for no traced request (a janitor's resend of an untraced job) starts a trace of its own, never
+    # a child of whatever span the sending thread is in (a worker finishing some other job's chunk)
+    parent = propagate.extract(orjson.loads(trace) if trace else {}, context=Context())
     attributes = _chunk_attributes(job_id, number, queue, task_id, "send")
     with tracer.start_as_current_span(
         "batchery.chunk.send", context=parent, kind=SpanKind.PRODUCER, attributes=attributes
@@ -71,10 +74,11 @@ def chunk_span(
     if tracer is None:
         return _NOTHING
     from opentelemetry import propagate
+    from opentelemetry.context import Context
     from opentelemetry.trace import SpanKind
 
     headers = headers or {}
-    parent = propagate.extract(headers)
+    parent = propagate.extract(headers, context=Context())
     sent_at = headers.get("sent_at")
     attributes = _chunk_attributes(job_id, number, queue, task_id, "process")
     if isinstance(sent_at, (int, float)):

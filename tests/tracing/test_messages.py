@@ -53,3 +53,15 @@ def test_a_send_continues_the_recorded_context_and_the_chunk_continues_the_send(
     assert orjson.loads(inner)["traceparent"].split("-")[2] == f"{chunk.get_span_context().span_id:016x}", (
         "the chunk's span is current while its task runs"
     )
+
+
+def test_a_chunk_with_no_recorded_context_starts_a_trace_of_its_own(memory_tracing):
+    """A worker finishing some job's chunk releases a chunk of an untraced job: its send is no child of that."""
+    headers: dict = {}
+    with tracing.span("batchery.chunk"):
+        with tracing.sending("", headers, "other", 0, "q", "other.0"):
+            pass
+    spans = {s.name: s for s in map(Span.of, memory_tracing.get_finished_spans())}
+    send = spans["batchery.chunk.send"]
+    assert send.parent is None and send.trace != spans["batchery.chunk"].trace
+    assert headers["traceparent"].split("-")[2] == send.id[2:]
