@@ -1,10 +1,11 @@
 """Spans of batches, from the batch hooks (:mod:`batchery.batching.hooks`); installed only while tracing is on.
 
 A batch serves items of many chunks and jobs, so it is one span of its own, a root with a link to the span of
-every chunk it served (with how many of that chunk's items it held), never the child of one of them. Under it:
-``prepare`` (tokenise, pad, stack), ``run`` (the model, retries and bisection included) and ``record`` (the
-one Redis round trip that stores its outputs). The batch span runs from the moment the batch was formed to
-the end of its write.
+every chunk it served (with how many of that chunk's items it held), never the child of one of them. It runs
+from the moment the batch was formed to the end of its write; its stages are events on it (``prepared``: padded
+and stacked; ``run started`` and ``run ended``: the model, retries and bisection included) and attributes
+(``prepare_ms``, ``device_wait_ms``, ``run_ms``), and its write, the one Redis round trip that stores its
+outputs, is its child span ``batchery.store.record``.
 
 The three stages run on three threads, so the hook only notes times as a batch passes and makes the spans at
 the end, on the writer's thread, with those times. A batch is sampled when any chunk it served is
@@ -96,7 +97,8 @@ class TraceHook(BatchHook):
             self._batch(spec, batch, links, written)
 
     def _batch(self, spec: "ModelSpec", batch: _Batch, links: list[Link], written: tuple[int, int]) -> None:
-        """The batch's span, from when it was formed to the end of its write, and its three stages under it."""
+        """The batch's span, from when it was formed to the end of its write: its stages are events on it (a span
+        each would cost as much again, for every batch), its write a child span."""
         root = self.tracer.start_span(
             "batchery.batch",
             context=otel_context.Context(),
@@ -104,14 +106,13 @@ class TraceHook(BatchHook):
             start_time=batch.formed_ns,
             attributes=_attributes(spec, batch, links),
         )
-        parent = trace.set_span_in_context(root)
         if batch.prepared_ns is not None:
-            self._span(parent, "batchery.batch.prepare", (batch.formed_ns, batch.prepared_ns))
+            root.add_event("prepared", timestamp=batch.prepared_ns)
         if batch.ran_ns is not None:
-            failed = f"{batch.failed} items failed" if batch.failed else None
-            self._span(parent, "batchery.batch.run", batch.ran_ns, error=failed)
+            root.add_event("run started", timestamp=batch.ran_ns[0])
+            root.add_event("run ended", timestamp=batch.ran_ns[1])
         unstored = None if batch.stored else "the outputs could not be stored"
-        self._span(parent, "batchery.store.record", written, error=unstored)
+        self._span(trace.set_span_in_context(root), "batchery.store.record", written, error=unstored)
         if batch.ran_ns is None or unstored:
             root.set_status(Status(StatusCode.ERROR, "the batch did not run" if batch.ran_ns is None else unstored))
         root.end(written[1])
@@ -131,17 +132,21 @@ class TraceHook(BatchHook):
 
 
 def chunk_links(items: Sequence["Item"]) -> list[Link]:
-    """One link per chunk whose items are in the batch, to that chunk's span, with its job and item count."""
-    chunks: dict[int, list[Any]] = {}
+    """One link per chunk whose items are in the batch, to that chunk's span, with its job and item count.
+
+    A chunk's items sit side by side in a batch, so the chunk is looked up only when the ticket changes."""
+    counts: dict[int, list[Any]] = {}
+    last, found = None, None
     for item in items:
-        found = chunks.get(id(item.ticket))
-        if found is None:
-            chunks[id(item.ticket)] = [item.ticket.context, item.job_id, 1]
-        else:
-            found[2] += 1
+        if item.ticket is not last:
+            last = item.ticket
+            found = counts.get(id(last))
+            if found is None:
+                found = counts[id(last)] = [last.context, item.job_id, 0]
+        found[2] += 1
     return [
         Link(context, {"batchery.job_id": job_id, "batchery.items": count})
-        for context, job_id, count in chunks.values()
+        for context, job_id, count in counts.values()
         if context is not None
     ]
 
@@ -154,6 +159,12 @@ def _attributes(spec: "ModelSpec", batch: _Batch, links: list[Link]) -> dict[str
         "batchery.batch.jobs": len({link.attributes["batchery.job_id"] for link in links}),
         "batchery.batch.failed": batch.failed,
     }
+    if batch.prepared_ns is not None:
+        found["batchery.batch.prepare_ms"] = round((batch.prepared_ns - batch.formed_ns) / 1e6, 3)
+    if batch.ran_ns is not None:
+        found["batchery.batch.run_ms"] = round((batch.ran_ns[1] - batch.ran_ns[0]) / 1e6, 3)
+        if batch.prepared_ns is not None:
+            found["batchery.batch.device_wait_ms"] = round((batch.ran_ns[0] - batch.prepared_ns) / 1e6, 3)
     if batch.shape is not None:
         found["batchery.batch.capacity"] = batch.shape.capacity
         if batch.shape.tokens is not None:

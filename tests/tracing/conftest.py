@@ -36,6 +36,7 @@ class Span:
     start: str = ""
     end: str = ""
     status: str = "UNSET"
+    events: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def of(cls, span: ReadableSpan) -> "Span":
@@ -56,6 +57,7 @@ class Span:
             data["start_time"],
             data["end_time"],
             data["status"]["status_code"],
+            [(event["name"], event["timestamp"]) for event in data["events"]],
         )
 
 
