@@ -1,10 +1,11 @@
 """``python -m benchmarks.tracing [--out DIR|FILE.json] [--quick] [--rounds N] [--items N]``: what tracing costs.
 
-1. Echo through the whole pipeline (HTTP API under gunicorn + a ``batchery worker``), on two stacks side by
-   side, each with its own redis-server: one with no ``OTEL_*`` variable (tracing off: nothing is set up) and
-   one exporting every span of every job by OTLP/HTTP to a collector in this process (tracing on, everything
-   sampled). Jobs go to them in alternating rounds (off, on, on, off, off, on, ...), so that whatever else the
-   machine does falls on both alike; the report gives each side's median items/s and on ÷ off.
+1. Echo through the whole pipeline (HTTP API under gunicorn + a ``batchery worker``), on three stacks side by
+   side, each with its own redis-server: ``off``, with no ``OTEL_*`` variable (tracing off: nothing is set up);
+   ``on``, exporting every span of every job by OTLP/HTTP to a collector in this process; and ``sampled``, the
+   same with 1 job in 10 traced (``parentbased_traceidratio``, 0.1). Jobs go to them in rotating rounds (off,
+   on, sampled, then on, sampled, off, ...), so that whatever else the machine does falls on all alike; the
+   report gives each side's median items/s and its ratio to ``off``.
 2. What the instrumentation costs while off, timed call by call in this process: the calls a job, a chunk
    and a batch make when no tracing is set up, in ns, against the µs that one item takes end to end on the
    "off" stack. The code from before tracing cannot run beside it in one run, so this share (what the
@@ -16,6 +17,7 @@ Both are noisy on a shared 2-core machine: the JSON keeps every run, and the loa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -37,18 +39,19 @@ from benchmarks.stack import Stack, run_interruptibly
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "tracing.json"
 TARGET = 0.02
-MODES = ("off", "on")
+MODES = ("off", "on", "sampled")
+LABELS = {"off": "echo, tracing off", "on": "echo, tracing on, every job", "sampled": "echo, tracing on, 1 job in 10"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tracing", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON report or a folder ({DEFAULT_OUT})")
     parser.add_argument("--quick", action="store_true", help="2,000 items a job, four rounds")
-    parser.add_argument("--rounds", type=int, help="jobs per side (default 4, --quick 2)")
+    parser.add_argument("--rounds", type=int, help="jobs per side (default 6, --quick 2)")
     parser.add_argument("--items", type=int, help="items per job (default 20,000, --quick 2,000)")
     parser.add_argument("--poll-s", type=float, default=0.02)
     args = parser.parse_args(argv)
-    args.rounds = args.rounds or (2 if args.quick else 4)
+    args.rounds = args.rounds or (2 if args.quick else 6)
     args.items = args.items or (2_000 if args.quick else 20_000)
     if args.out.suffix != ".json":
         args.out = args.out / DEFAULT_OUT.name
@@ -92,24 +95,30 @@ class Collector:
         return counts
 
 
-def tracing_env(collector: Collector) -> dict[str, str]:
-    return {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+def tracing_env(mode: str, collector: Collector) -> dict[str, str]:
+    """The side's OTEL_* variables: none when off."""
+    if mode == "off":
+        return {}
+    ratio = "1.0" if mode == "on" else "0.1"
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": ratio,
+    }
 
 
 def order(rounds: int) -> list[str]:
-    """off, on, on, off, off, on, ...: each side goes first as often as the other, and drift falls on both."""
-    pairs = [MODES if r % 2 == 0 else MODES[::-1] for r in range(rounds)]
-    return [mode for pair in pairs for mode in pair]
+    """off, on, sampled, on, sampled, off, ...: each side goes first as often as another, so drift falls on all."""
+    turns = [MODES[r % len(MODES) :] + MODES[: r % len(MODES)] for r in range(rounds)]
+    return [mode for turn in turns for mode in turn]
 
 
 def pipelines(args: argparse.Namespace, collector: Collector, scratch: Path) -> dict[str, list[measure.Run]]:
-    """The alternating echo rounds on the two stacks, both warmed first; every run, by side."""
-    with Stack(scratch / "off" / "logs", scratch / "off" / "data") as off, Stack(
-        scratch / "on" / "logs", scratch / "on" / "data"
-    ) as on:
-        stacks = {"off": off, "on": on}
+    """The rotating echo rounds on the three stacks, each warmed first; every run, by side."""
+    with contextlib.ExitStack() as exits:
+        stacks = {mode: exits.enter_context(Stack(scratch / mode / "logs", scratch / mode / "data")) for mode in MODES}
         for mode, stack in stacks.items():
-            extra = tracing_env(collector) if mode == "on" else {}
+            extra = tracing_env(mode, collector)
             stack.start_api(extra_env=extra)
             stack.start_worker(f"echo-{mode}", ["echo"], extra_env=extra)
             computed(measure.pipeline(stack.api_url, "echo", warm_inputs(WARM_ECHO_ITEMS), args.poll_s)[0])
@@ -121,7 +130,7 @@ def pipelines(args: argparse.Namespace, collector: Collector, scratch: Path) -> 
                 raise RuntimeError("echo returned outputs that differ from its inputs")
             runs[mode].append(computed(run))
             print(f"round {number + 1}: tracing {mode}: {run.items_per_s:,.0f} items/s", file=sys.stderr)
-        time.sleep(1.0)  # the "on" side's last spans: its exporters send every 5 s at most, and on exit
+        time.sleep(1.0)  # the traced sides' exporters send every 5 s at most, and on exit: their last spans
     return runs
 
 
@@ -184,7 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         os.environ.update(saved)
     sides = {mode: summary(runs[mode]) for mode in MODES}
     off_rate = sides["off"]["median_items_per_s"]
-    ratio = sides["on"]["median_items_per_s"] / off_rate
+    ratios = {mode: round(side["median_items_per_s"] / off_rate, 4) for mode, side in sides.items()}
     costs = disabled_costs()
     chunk_size = Settings().chunk_size  # what both stacks run with
     per_item_ns = costs["chunk_ns"] / chunk_size + costs["job_ns"] / args.items
@@ -196,36 +205,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "items_per_job": args.items,
         "sides": sides,
-        "on_over_off": round(ratio, 4),
+        "over_off": ratios,
         "disabled_ns": costs,
         "chunk_size": chunk_size,
         "disabled_ns_per_item": round(per_item_ns, 2),
         "item_us_off": round(item_ns / 1000, 2),
         "disabled_share_of_item": round(off_share, 6),
         "target": f"tracing off costs under {TARGET:.0%} of echo's throughput",
-        "spans_exported_on": spans,
+        "spans_exported": spans,
         "noisy": "a shared 2-core machine: each side's runs differ by several %; compare ratios of one run only",
         "machine": {**report.machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "total_s": round(time.perf_counter() - started, 1),
-        "_table_text": text(sides, ratio, costs, chunk_size, per_item_ns, item_ns, off_share, spans),
+        "_table_text": text(sides, ratios, costs, chunk_size, per_item_ns, item_ns, off_share, spans),
     }
 
 
 def text(
-    sides: dict[str, Any], ratio: float, costs: dict[str, float], chunk_size: int, per_item_ns: float, item_ns: float,
-    off_share: float, spans: dict[str, int],
+    sides: dict[str, Any],
+    ratios: dict[str, float],
+    costs: dict[str, float],
+    chunk_size: int,
+    per_item_ns: float,
+    item_ns: float,
+    off_share: float,
+    spans: dict[str, int],
 ) -> str:
     off = sides["off"]["median_items_per_s"]
     rows = [
         (
-            f"echo, tracing {mode}", f"{s['items']:,}", f"{s['median_items_per_s']:,.0f}",
-            " ".join(f"{r:,.0f}" for r in s["runs_items_per_s"]), f"{s['median_items_per_s'] / off:.3f}",
+            LABELS[mode],
+            f"{s['items']:,}",
+            f"{s['median_items_per_s']:,.0f}",
+            " ".join(f"{r:,.0f}" for r in s["runs_items_per_s"]),
+            f"{s['median_items_per_s'] / off:.3f}",
         )
         for mode, s in sides.items()
     ]
     lines = [
         report.grid(("side", "items a job", "median items/s", "runs", "÷ off"), rows, right={1, 2, 4}),
-        f"tracing on costs {1 - ratio:.1%} of echo's throughput here ({sum(spans.values()):,} spans exported)",
+        f"tracing on costs {1 - ratios['on']:.1%} of echo's throughput here, every job traced; "
+        f"{1 - ratios['sampled']:.1%} with 1 job in 10 ({sum(spans.values()):,} spans exported in all)",
         f"tracing off, per call: {costs['job_ns']:.0f} ns a job, {costs['chunk_ns']:.0f} ns a chunk, "
         f"{costs['batch_ns']:.0f} ns a batch",
         f"= {per_item_ns:.2f} ns an item at {chunk_size} items a chunk, against {item_ns / 1000:.1f} µs an item end "

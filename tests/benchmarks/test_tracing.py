@@ -22,8 +22,8 @@ def signal_handlers() -> Iterator[None]:
         signal.signal(sig, handler)
 
 
-def test_rounds_alternate_so_each_side_goes_first_as_often():
-    assert tracing.order(2) == ["off", "on", "on", "off"]
+def test_rounds_rotate_so_each_side_goes_first_as_often():
+    assert tracing.order(3) == ["off", "on", "sampled", "on", "sampled", "off", "sampled", "off", "on"]
 
 
 def test_the_disabled_instrumentation_is_timed_with_the_worker_hooks_left_as_found():
@@ -38,9 +38,9 @@ def test_one_round_each_side_exports_the_traced_sides_spans(tmp_path, signal_han
     out = tmp_path / "tracing.json"
     assert tracing.main(["--rounds", "1", "--items", "600", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert [len(s["runs_items_per_s"]) for s in report["sides"].values()] == [1, 1]
-    spans = report["spans_exported_on"]
-    assert spans["POST /v1/jobs"] == spans["batchery.enqueue"] == 2, "the warm-up job and the timed one"
+    assert [len(s["runs_items_per_s"]) for s in report["sides"].values()] == [1, 1, 1]
+    spans = report["spans_exported"]
+    assert 2 <= spans["POST /v1/jobs"] == spans["batchery.enqueue"] <= 4, "the warm-up job and the timed one, each side"
     assert spans["batchery.chunk"] == spans["batchery.chunk.send"] == spans["batchery.chunk.queued"] >= 2
-    assert spans["batchery.batch"] == spans["batchery.batch.run"] == spans["batchery.store.record"] >= 2
+    assert spans["batchery.batch"] == spans["batchery.store.record"] >= 2
     assert 0 < report["disabled_share_of_item"] < 0.02
