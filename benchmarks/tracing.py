@@ -33,6 +33,7 @@ from batchery.batching import BatchHook, Ticket, hooks
 from batchery.models.registry import load_registry
 from batchery.settings import Settings
 from benchmarks import corpus, measure, report
+from benchmarks.cpu import CpuMeter
 from benchmarks.phases import WARM_ECHO_ITEMS, computed, warm_inputs
 from benchmarks.stack import Stack, run_interruptibly
 
@@ -40,6 +41,8 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "tracing.json"
 TARGET = 0.02
 MODES = ("off", "on", "sampled")
+#: Longer than the span processors' schedule (5 s): a side's spans are exported, and metered, before moving on.
+EXPORT_DELAY_S = 6.0
 LABELS = {"off": "echo, tracing off", "on": "echo, tracing on, every job", "sampled": "echo, tracing on, 1 job in 10"}
 
 
@@ -113,15 +116,23 @@ def order(rounds: int) -> list[str]:
     return [mode for turn in turns for mode in turn]
 
 
-def pipelines(args: argparse.Namespace, collector: Collector, scratch: Path) -> dict[str, list[measure.Run]]:
-    """The rotating echo rounds on the three stacks, each warmed first; every run, by side."""
+def pipelines(
+    args: argparse.Namespace, collector: Collector, scratch: Path
+) -> tuple[dict[str, list[measure.Run]], dict[str, dict[str, float]]]:
+    """The rotating echo rounds on the three stacks, each warmed first: every run, and the CPU seconds each side's
+    processes (API, worker, Redis) used from the first round until their exporters had sent the last spans."""
     with contextlib.ExitStack() as exits:
         stacks = {mode: exits.enter_context(Stack(scratch / mode / "logs", scratch / mode / "data")) for mode in MODES}
+        meters = {}
         for mode, stack in stacks.items():
             extra = tracing_env(mode, collector)
-            stack.start_api(extra_env=extra)
-            stack.start_worker(f"echo-{mode}", ["echo"], extra_env=extra)
+            api = stack.start_api(extra_env=extra)
+            worker = stack.start_worker(f"echo-{mode}", ["echo"], extra_env=extra)
             computed(measure.pipeline(stack.api_url, "echo", warm_inputs(WARM_ECHO_ITEMS), args.poll_s)[0])
+            meters[mode] = CpuMeter({"api": api.process.pid, "worker": worker.process.pid, "redis": stack.redis_pid})
+        time.sleep(EXPORT_DELAY_S)  # the warm-up's spans leave before the meters start
+        for meter in meters.values():
+            meter.start()
         runs: dict[str, list[measure.Run]] = {mode: [] for mode in MODES}
         for number, mode in enumerate(order(args.rounds)):
             inputs = corpus.texts(args.items, seed=corpus.SEED + 100 + number)
@@ -130,8 +141,9 @@ def pipelines(args: argparse.Namespace, collector: Collector, scratch: Path) -> 
                 raise RuntimeError("echo returned outputs that differ from its inputs")
             runs[mode].append(computed(run))
             print(f"round {number + 1}: tracing {mode}: {run.items_per_s:,.0f} items/s", file=sys.stderr)
-        time.sleep(1.0)  # the traced sides' exporters send every 5 s at most, and on exit: their last spans
-    return runs
+        time.sleep(EXPORT_DELAY_S)  # the traced sides' exporters send every 5 s at most: their last spans
+        cpu = {mode: meter.stop() for mode, meter in meters.items()}
+    return runs, cpu
 
 
 def per_call_ns(call: Any, number: int = 200_000) -> float:
@@ -172,12 +184,15 @@ def disabled_costs() -> dict[str, float]:
             hooks.remove_hook(hook)
 
 
-def summary(runs: list[measure.Run]) -> dict[str, Any]:
+def summary(runs: list[measure.Run], cpu: dict[str, float]) -> dict[str, Any]:
     rates = [r.items_per_s for r in runs]
+    items = sum(r.items for r in runs)
     return {
         "items": runs[0].items,
         "median_items_per_s": round(statistics.median(rates), 1),
         "runs_items_per_s": [round(r, 1) for r in rates],
+        "cpu_s": cpu,
+        "cpu_us_per_item": round(sum(cpu[group] for group in ("api", "worker", "redis")) / items * 1e6, 2),
     }
 
 
@@ -187,13 +202,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("OTEL_")}
     collector = Collector()
     try:
-        runs = pipelines(args, collector, args.out.parent / "tracing")
+        runs, cpu = pipelines(args, collector, args.out.parent / "tracing")
     finally:
         collector.server.shutdown()
         os.environ.update(saved)
-    sides = {mode: summary(runs[mode]) for mode in MODES}
+    sides = {mode: summary(runs[mode], cpu[mode]) for mode in MODES}
     off_rate = sides["off"]["median_items_per_s"]
     ratios = {mode: round(side["median_items_per_s"] / off_rate, 4) for mode, side in sides.items()}
+    off_cpu = sides["off"]["cpu_us_per_item"]
+    cpu_ratios = {mode: round(side["cpu_us_per_item"] / off_cpu, 4) for mode, side in sides.items()}
     costs = disabled_costs()
     chunk_size = Settings().chunk_size  # what both stacks run with
     per_item_ns = costs["chunk_ns"] / chunk_size + costs["job_ns"] / args.items
@@ -206,6 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "items_per_job": args.items,
         "sides": sides,
         "over_off": ratios,
+        "cpu_over_off": cpu_ratios,
         "disabled_ns": costs,
         "chunk_size": chunk_size,
         "disabled_ns_per_item": round(per_item_ns, 2),
@@ -230,21 +248,25 @@ def text(
     off_share: float,
     spans: dict[str, int],
 ) -> str:
-    off = sides["off"]["median_items_per_s"]
+    off, off_cpu = sides["off"]["median_items_per_s"], sides["off"]["cpu_us_per_item"]
     rows = [
         (
             LABELS[mode],
             f"{s['items']:,}",
             f"{s['median_items_per_s']:,.0f}",
-            " ".join(f"{r:,.0f}" for r in s["runs_items_per_s"]),
             f"{s['median_items_per_s'] / off:.3f}",
+            f"{s['cpu_us_per_item']:.1f}",
+            f"{s['cpu_us_per_item'] / off_cpu:.3f}",
+            " ".join(f"{r:,.0f}" for r in s["runs_items_per_s"]),
         )
         for mode, s in sides.items()
     ]
+    header = ("side", "items a job", "median items/s", "÷ off", "CPU µs/item", "÷ off", "runs (items/s)")
+    cpu = {mode: s["cpu_us_per_item"] / off_cpu - 1 for mode, s in sides.items()}
     lines = [
-        report.grid(("side", "items a job", "median items/s", "runs", "÷ off"), rows, right={1, 2, 4}),
-        f"tracing on costs {1 - ratios['on']:.1%} of echo's throughput here, every job traced; "
-        f"{1 - ratios['sampled']:.1%} with 1 job in 10 ({sum(spans.values()):,} spans exported in all)",
+        report.grid(header, rows, right={1, 2, 3, 4, 5}),
+        f"tracing on: {1 - ratios['on']:.1%} less throughput and {cpu['on']:+.1%} CPU an item with every job traced; "
+        f"{1 - ratios['sampled']:.1%} and {cpu['sampled']:+.1%} with 1 job in 10 ({sum(spans.values()):,} spans)",
         f"tracing off, per call: {costs['job_ns']:.0f} ns a job, {costs['chunk_ns']:.0f} ns a chunk, "
         f"{costs['batch_ns']:.0f} ns a batch",
         f"= {per_item_ns:.2f} ns an item at {chunk_size} items a chunk, against {item_ns / 1000:.1f} µs an item end "

@@ -43,7 +43,7 @@ class _Batch:
     shape: BatchShape | None = None
     prepared_ns: int | None = None
     ran_ns: tuple[int, int] | None = None
-    failed: int = 0
+    results: Sequence[Any] = ()
     stored: bool = False
 
 
@@ -73,8 +73,7 @@ class TraceHook(BatchHook):
         batch = self._noted(items)
         if batch is not None:
             end = time.time_ns()
-            batch.ran_ns = (end - int(seconds * 1e9), end)
-            batch.failed = sum(isinstance(r, BatcheryError) for r in results)
+            batch.ran_ns, batch.results = (end - int(seconds * 1e9), end), results
 
     def after_store(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any]) -> None:
         batch = self._noted(items)
@@ -157,7 +156,7 @@ def _attributes(spec: "ModelSpec", batch: _Batch, links: list[Link]) -> dict[str
         "batchery.batch.size": len(batch.items),
         "batchery.batch.chunks": len(links),
         "batchery.batch.jobs": len({link.attributes["batchery.job_id"] for link in links}),
-        "batchery.batch.failed": batch.failed,
+        "batchery.batch.failed": sum(isinstance(r, BatcheryError) for r in batch.results),
     }
     if batch.prepared_ns is not None:
         found["batchery.batch.prepare_ms"] = round((batch.prepared_ns - batch.formed_ns) / 1e6, 3)
