@@ -58,6 +58,15 @@ def traced_settings(settings, tmp_path: Path):
 def test_one_jobs_trace_crosses_the_broker_and_its_batches_link_its_chunks(
     traced_settings, memory_tracing, otlp_sink, tmp_path
 ):
+    one_jobs_trace(traced_settings, memory_tracing, otlp_sink, tmp_path)
+
+
+def test_the_trace_crosses_an_amqp_broker_too(traced_settings, amqp_url, memory_tracing, otlp_sink, tmp_path):
+    """RabbitMQ carries the headers as AMQP message headers, not in a JSON envelope: the same trace comes out."""
+    one_jobs_trace(dataclasses.replace(traced_settings, broker_url=amqp_url), memory_tracing, otlp_sink, tmp_path)
+
+
+def one_jobs_trace(traced_settings, memory_tracing, otlp_sink, tmp_path: Path) -> None:
     trace_file = tmp_path / "worker-spans.jsonl"
     env = {
         "BATCHERY_TRACE_FILE": str(trace_file),
