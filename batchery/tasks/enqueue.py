@@ -164,7 +164,17 @@ class Enqueuer:
         budget = LaneBudget(self.store.redis, self.settings.chunks_in_flight_per_worker)
         self.dispatcher = Dispatcher(self.celery, self.store, self.settings.chunk_size, budget)
 
-    def submit(
+    def submit(self, spec: ModelSpec, inputs: Sequence[Any], *, job_id: str | None = None, **options: Any) -> str:
+        """:meth:`_submit`, in a trace span of its own when tracing is on: the job's chunks' sends are its children."""
+        job_id = job_id or new_job_id()
+        attributes = {
+            "batchery.job_id": job_id, "batchery.model": spec.ref, "batchery.items": len(inputs),
+            "batchery.tier": options.get("tier", STANDARD),
+        }
+        with tracing.span("batchery.enqueue", attributes):
+            return self._submit(spec, inputs, job_id=job_id, **options)
+
+    def _submit(
         self,
         spec: ModelSpec,
         inputs: Sequence[Any],
@@ -186,31 +196,27 @@ class Enqueuer:
         """
         self._reserve(spec, len(inputs))
         job_id = job_id or new_job_id()
-        attributes = {
-            "batchery.job_id": job_id, "batchery.model": spec.ref, "batchery.items": len(inputs), "batchery.tier": tier,
-        }
-        with tracing.span("batchery.enqueue", attributes):
-            fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs), "tier": tier}
-            if metadata is not None:
-                fields["metadata"] = metadata
-            if owner is not None:
-                fields["owner"] = owner
-            if webhook is not None:
-                fields["webhook"] = {"url": webhook}
-            if timeout_s is not None:
-                fields["deadline"] = time.time() + timeout_s
-            ttl = ttl_s or self.store.job_ttl_s
-            claimed = cache and self.settings.cache_enabled
-            try:
-                self.store.create(job_id, fields, ttl)
-                todo = self._claim(spec, job_id, inputs) if claimed else list(range(len(inputs)))
-            except Exception as exc:
-                self._undo(spec, job_id, len(inputs), len(inputs), claimed, exc)
-                raise
-            self.backlog.release(spec.name, len(inputs) - len(todo))
-            if todo:
-                items = [(i, inputs[i]) for i in todo]
-                self._send(spec, job_id, len(inputs), items, int(time.time() + ttl), claimed, tier)
+        fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs), "tier": tier}
+        if metadata is not None:
+            fields["metadata"] = metadata
+        if owner is not None:
+            fields["owner"] = owner
+        if webhook is not None:
+            fields["webhook"] = {"url": webhook}
+        if timeout_s is not None:
+            fields["deadline"] = time.time() + timeout_s
+        ttl = ttl_s or self.store.job_ttl_s
+        claimed = cache and self.settings.cache_enabled
+        try:
+            self.store.create(job_id, fields, ttl)
+            todo = self._claim(spec, job_id, inputs) if claimed else list(range(len(inputs)))
+        except Exception as exc:
+            self._undo(spec, job_id, len(inputs), len(inputs), claimed, exc)
+            raise
+        self.backlog.release(spec.name, len(inputs) - len(todo))
+        if todo:
+            items = [(i, inputs[i]) for i in todo]
+            self._send(spec, job_id, len(inputs), items, int(time.time() + ttl), claimed, tier)
         return job_id
 
     def cancel(self, job_id: str) -> str | None:
