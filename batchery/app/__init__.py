@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from batchery import tracing
 from batchery.app import auth, dead_letters, discovery, health, jobs, models, overview, page, workers
 from batchery.app.openai import batches, embeddings, files
 from batchery.app.access import register_request_log
@@ -19,7 +20,6 @@ from batchery.store.idempotency import IdempotencyKeys
 from batchery.store.quotas import Quotas
 from batchery.tasks.celery_app import create_celery
 from batchery.tasks.enqueue import Enqueuer
-from batchery import tracing
 
 
 def create_app(settings: Settings | None = None) -> Flask:

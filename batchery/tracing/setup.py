@@ -6,7 +6,7 @@ read: ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` (the service name d
 ``batchery-worker``), ``OTEL_TRACES_SAMPLER`` and its argument, ``OTEL_BSP_*`` for the batching of exports,
 ``OTEL_EXPORTER_OTLP_*`` for the endpoint, headers, timeout and protocol, ``OTEL_PROPAGATORS``.
 
-Off, nothing is set up: the SDK is not imported, :func:`span` hands back one shared null context, and the
+Off, nothing is set up: the SDK's tracing is not imported, :func:`span` hands back one shared null context, and the
 instrumentation elsewhere checks :func:`active` before it builds anything.
 """
 
