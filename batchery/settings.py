@@ -110,6 +110,7 @@ class Settings:
     canary_latency_margin: float = defaults.CANARY_LATENCY_MARGIN
     canary_latency_min_ms: float = defaults.CANARY_LATENCY_MIN_MS
     canary_check_s: float = defaults.CANARY_CHECK_S
+    trace_file: str = ""
 
     @property
     def effective_redis_url(self) -> str:

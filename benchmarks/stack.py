@@ -171,11 +171,12 @@ class Stack:
 
     # --- the processes a benchmark needs ------------------------------------------------------------------
 
-    def start_api(self, timeout_s: float = 60.0) -> Child:
+    def start_api(self, timeout_s: float = 60.0, extra_env: dict[str, str] | None = None) -> Child:
         """gunicorn serving the Flask app, as ``batchery api`` runs it, with its metrics folder in scratch."""
         metrics = self.scratch / "metrics"
         metrics.mkdir(exist_ok=True)
-        child = self.spawn("api", api_argv(self.settings), self.env(extra={"PROMETHEUS_MULTIPROC_DIR": str(metrics)}))
+        env = self.env(extra={"PROMETHEUS_MULTIPROC_DIR": str(metrics), **(extra_env or {})})
+        child = self.spawn("api", api_argv(self.settings), env)
         self._wait(child, timeout_s, lambda: _http_ok(f"{self.api_url}/healthz"))
         return child
 

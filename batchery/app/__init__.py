@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from batchery import tracing
 from batchery.app import auth, dead_letters, discovery, health, jobs, models, overview, page, weights, workers
 from batchery.app.openai import batches, embeddings, files
 from batchery.app.access import register_request_log
@@ -26,6 +27,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     app = Flask("batchery", static_folder=None)  # the jobs page blueprint owns /static
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    tracing.configure(settings, "batchery-api")
+    tracing.instrument_app(app)
     registry = load_registry(settings.models_file)
     store = settings.job_store()
     celery = create_celery(settings)

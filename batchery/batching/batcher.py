@@ -96,6 +96,7 @@ class Batcher:
         Runs on the chunk task's thread, which does the per-item work (tokenising) here, beside the model.
         """
         ticket = Ticket(len(inputs), deadline)
+        hooks.call("on_submit", self.spec, ticket)
         features = self.runtime.preprocess([value for _, value in inputs])
         lengths = self.runtime.lengths(features) or [None] * len(features)
         level = tiers.rank(tier)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from batchery.batching.queue import Item
+    from batchery.batching.ticket import Ticket
     from batchery.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ class BatchShape:
 
 
 class BatchHook:
+    def on_submit(self, spec: "ModelSpec", ticket: "Ticket") -> None:
+        """A chunk's items are about to be queued; runs on the chunk task's own thread, so what is current
+        there (its trace span) can be kept on the ticket (``ticket.context``) for the hooks around batches."""
+
     def before_batch(self, spec: "ModelSpec", items: Sequence["Item"]) -> None:
         """The batch is formed and about to be prepared; may raise to fail the whole batch on purpose."""
 

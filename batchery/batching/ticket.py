@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 
 class Ticket:
@@ -15,6 +16,8 @@ class Ticket:
         self.succeeded = 0
         self.failed = 0
         self.error: BaseException | None = None
+        #: Set by hooks on the chunk's thread (:meth:`BatchHook.on_submit`), read by them around its batches.
+        self.context: Any = None
         if count == 0:
             self._done.set()
 

@@ -32,7 +32,7 @@ UNBOUNDED = 1 << 30
 _RELEASE_LIB = """
 local P = ARGV[1]
 -- Release chunks of the lane of ``queue`` round-robin while its chunks in flight are under ``budget``.
--- Returns {job, number, model, task id} for each chunk released, for the caller to publish.
+-- Returns {job, number, model, task id, trace} for each chunk released, for the caller to publish.
 local function release(queue, budget, now)
   local out = {}
   local ring = P .. 'lane:' .. queue
@@ -48,7 +48,8 @@ local function release(queue, budget, now)
       if redis.call('EXISTS', chunk) == 1 then
         redis.call('ZADD', P .. 'queued:' .. queue, now, job .. ':' .. number)
         redis.call('HSET', chunk, 'sent', now)
-        out[#out + 1] = {job, number, redis.call('HGET', chunk, 'model'), redis.call('HGET', chunk, 'task')}
+        local found = redis.call('HMGET', chunk, 'model', 'task', 'trace')
+        out[#out + 1] = {job, number, found[1], found[2], found[3] or ''}
         inflight = inflight + 1
       end
     end
@@ -109,17 +110,19 @@ class ChunkRecord:
     task_id: str
     sent_at: float
     holder: str | None
+    trace: str = ""
 
 
 @dataclass(frozen=True)
 class Released:
-    """A chunk let out of its lane, to be published by whoever released it."""
+    """A chunk let out of its lane, to be published by whoever released it (``trace``: its trace context)."""
 
     job_id: str
     number: int
     model: str
     queue: str
     task_id: str
+    trace: str = ""
 
 
 @dataclass(frozen=True)
@@ -168,14 +171,19 @@ class ChunkStore:
         sent_at: float,
         expires_at: int,
         held: bool,
+        trace: str = "",
     ) -> None:
         """Queue the chunk's record on ``pipe``, written before any message names it, and either hold it back
-        in its job's lane (``held``) or mark it sent now."""
+        in its job's lane (``held``) or mark it sent now. ``trace`` is the context its messages continue, kept
+        for whoever publishes it (:mod:`batchery.tracing.messages`); '' when nothing traces it."""
         key = keys.chunk(job_id, number)
-        pipe.hset(key, mapping={
+        record = {
             "model": model, "queue": queue, "tier": tier, "indices": pack_indices(indices), "inputs": inputs_json,
             "count": len(indices), "task": task_id, "sent": repr(sent_at),
-        })
+        }
+        if trace:
+            record["trace"] = trace
+        pipe.hset(key, mapping=record)
         pipe.expireat(key, expires_at)
         if held:
             pipe.rpush(keys.job_held(job_id), number)
@@ -223,13 +231,14 @@ class ChunkStore:
         return (found[0].decode(), found[1].decode()) if found else None
 
     def get(self, job_id: str, number: int) -> ChunkRecord | None:
-        model, queue, task, sent, holder = self.redis.hmget(
-            keys.chunk(job_id, number), "model", "queue", "task", "sent", "holder"
+        model, queue, task, sent, holder, trace = self.redis.hmget(
+            keys.chunk(job_id, number), "model", "queue", "task", "sent", "holder", "trace"
         )
         if model is None:
             return None
+        holder = holder.decode() if holder else None
         return ChunkRecord(
-            job_id, number, model.decode(), queue.decode(), task.decode(), float(sent), holder.decode() if holder else None
+            job_id, number, model.decode(), queue.decode(), task.decode(), float(sent), holder, trace.decode() if trace else ""
         )
 
     def delete(self, job_id: str, numbers: Sequence[int], queue: str) -> None:
@@ -297,4 +306,7 @@ class ChunkStore:
 
 
 def _released(rows: list[Any], queue: str) -> list[Released]:
-    return [Released(job.decode(), int(number), model.decode(), queue, task.decode()) for job, number, model, task in rows]
+    return [
+        Released(job.decode(), int(number), model.decode(), queue, task.decode(), trace.decode())
+        for job, number, model, task, trace in rows
+    ]

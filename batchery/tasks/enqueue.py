@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import orjson
 from celery import Celery
 
+from batchery import tracing
 from batchery.cache import ResultCache
 from batchery.errors import Cancelled, DeadlineExceeded, ModelNotFound, TooManyRequests, Unavailable
 from batchery.models.registry import ModelSpec, Registry
@@ -82,6 +83,7 @@ class Dispatcher:
         bounds = chunk_bounds(len(items), self.chunk_size)
         numbers = list(self.store.next_chunks(job_id, len(bounds)))
         sent_at = time.time()
+        trace = tracing.carrier()
         for group in range(0, len(bounds), RECORDS_PER_TRIP):
             pipe = self.store.redis.pipeline(transaction=False)
             for k in range(group, min(group + RECORDS_PER_TRIP, len(bounds))):
@@ -89,7 +91,7 @@ class Dispatcher:
                 indices, inputs = zip(*items[start:stop])
                 self.chunks.add(
                     pipe, job_id, numbers[k], spec.key, queue, tier, indices, orjson.dumps(list(inputs)),
-                    task_id(job_id, numbers[k]), sent_at + k * 1e-6, expires_at, held,
+                    task_id(job_id, numbers[k]), sent_at + k * 1e-6, expires_at, held, trace,
                 )
             if held and group + RECORDS_PER_TRIP >= len(bounds):
                 self.chunks.enter_lane(pipe, job_id, queue)
@@ -97,7 +99,7 @@ class Dispatcher:
         if held:
             self.pump(queue)
         else:
-            self.publish_all([Released(job_id, n, spec.key, queue, task_id(job_id, n)) for n in numbers])
+            self.publish_all([Released(job_id, n, spec.key, queue, task_id(job_id, n), trace) for n in numbers])
         return numbers
 
     def pump(self, queue: str) -> int:
@@ -113,21 +115,28 @@ class Dispatcher:
         sent_at = time.time()
         with self.celery.producer_or_acquire() as producer:
             for k, chunk in enumerate(released):
-                self.publish(chunk.model, chunk.queue, chunk.job_id, chunk.number, chunk.task_id, sent_at + k * 1e-6, producer)
+                self.publish(
+                    chunk.model, chunk.queue, chunk.job_id, chunk.number, chunk.task_id, sent_at + k * 1e-6, producer,
+                    chunk.trace,
+                )
 
     def publish(
-        self, model: str, queue: str, job_id: str, number: int, task: str, sent_at: float, producer: Any = None
+        self, model: str, queue: str, job_id: str, number: int, task: str, sent_at: float, producer: Any = None,
+        trace: str = "",
     ) -> None:
-        """One chunk's message: its name and tier, and when it was sent (which the janitor compares against)."""
-        self.celery.send_task(
-            CHUNK_TASK,
-            kwargs={"job_id": job_id, "model": model, "chunk": number, "tier": queue.rsplit(".", 1)[1]},
-            queue=queue,
-            routing_key=queue,
-            task_id=task,
-            headers={"sent_at": sent_at},
-            producer=producer,
-        )
+        """One chunk's message: its name and tier, when it was sent (which the janitor compares against), and
+        the context of its trace (``trace``, as its record keeps it: :mod:`batchery.tracing.messages`)."""
+        headers: dict[str, Any] = {"sent_at": sent_at}
+        with tracing.sending(trace, headers, job_id, number, queue, task):
+            self.celery.send_task(
+                CHUNK_TASK,
+                kwargs={"job_id": job_id, "model": model, "chunk": number, "tier": queue.rsplit(".", 1)[1]},
+                queue=queue,
+                routing_key=queue,
+                task_id=task,
+                headers=headers,
+                producer=producer,
+            )
 
     def resend(self, record: ChunkRecord, holder: str | None = None) -> bool:
         """Send a chunk again under a new message id (taking it from ``holder``); False when it is done."""
@@ -137,7 +146,7 @@ class Dispatcher:
         if found is None:
             return False
         model, queue = found
-        self.publish(model, queue, record.job_id, record.number, task, sent_at)
+        self.publish(model, queue, record.job_id, record.number, task, sent_at, trace=record.trace)
         return True
 
 
@@ -156,7 +165,17 @@ class Enqueuer:
         budget = LaneBudget(self.store.redis, self.settings.chunks_in_flight_per_worker)
         self.dispatcher = Dispatcher(self.celery, self.store, self.settings.chunk_size, budget)
 
-    def submit(
+    def submit(self, spec: ModelSpec, inputs: Sequence[Any], *, job_id: str | None = None, **options: Any) -> str:
+        """:meth:`_submit`, in a trace span of its own when tracing is on: the job's chunks' sends are its children."""
+        job_id = job_id or new_job_id()
+        attributes = {
+            "batchery.job_id": job_id, "batchery.model": spec.ref, "batchery.items": len(inputs),
+            "batchery.tier": options.get("tier", STANDARD),
+        }
+        with tracing.span("batchery.enqueue", attributes):
+            return self._submit(spec, inputs, job_id=job_id, **options)
+
+    def _submit(
         self,
         spec: ModelSpec,
         inputs: Sequence[Any],

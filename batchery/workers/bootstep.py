@@ -15,6 +15,7 @@ reached its batcher yet is handed back to the queue for another worker.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 from celery import bootsteps
@@ -22,7 +23,8 @@ from celery.platforms import EX_FAILURE
 from celery.signals import worker_ready
 from celery.worker import state
 
-from batchery.batching import add_hook, remove_hook
+from batchery import tracing
+from batchery.batching import BatchHook, add_hook, remove_hook
 from batchery.models.registry import load_registry
 from batchery.monitoring.batch_metrics import BatchMetrics
 from batchery.monitoring.worker_exporter import WorkerExporter
@@ -30,7 +32,7 @@ from batchery.monitoring.metrics import record_job_finished
 from batchery.recovery import Janitor
 from batchery.rollouts import CanaryWatcher, WeightStore
 from batchery.results.writer import ResultWriter
-from batchery.settings import get_settings
+from batchery.settings import Settings, get_settings
 from batchery.store.files import Blobs, FileStore
 from batchery.tasks.enqueue import Enqueuer
 from batchery.webhooks.sender import WebhookSender
@@ -51,6 +53,7 @@ class ModelHostStep(bootsteps.StartStopStep):
         self.webhooks: WebhookSender | None = None
         self.canaries: CanaryWatcher | None = None
         self.results: ResultWriter | None = None
+        self.trace_hook: BatchHook | None = None
 
     def start(self, worker) -> None:  # noqa: ANN001
         settings = get_settings()
@@ -63,6 +66,7 @@ class ModelHostStep(bootsteps.StartStopStep):
         store = settings.job_store()
         store.on_finish = record_job_finished
         self.metrics = add_hook(BatchMetrics())
+        self._trace(settings, worker.hostname)
         self.host = ModelHost(specs, settings, worker.hostname, store)
         self.host.on_unhealthy = self._unhealthy
         self.exporter = WorkerExporter(self.host.batchers, settings.host, settings.worker_metrics_port).start()
@@ -84,6 +88,14 @@ class ModelHostStep(bootsteps.StartStopStep):
         self.results = ResultWriter(store, files, settings)
         worker_ready.connect(self._announce, weak=False)
         log.info("worker %s serves %s on %s", worker.hostname, [s.ref for s in self.host.served], self.host.describe()["device"])
+
+    def _trace(self, settings: Settings, hostname: str) -> None:
+        """Tracing, when OpenTelemetry's environment asks for it: the provider, and the hook that makes batch spans."""
+        process = {"batchery.worker": hostname, "host.name": socket.gethostname()}
+        if tracing.configure(settings, "batchery-worker", process):
+            from batchery.tracing.batches import TraceHook
+
+            self.trace_hook = add_hook(TraceHook(tracing.tracer()))
 
     def _announce(self, sender=None, **kwargs) -> None:  # noqa: ANN001
         """The consumer is taking messages now: only then is the worker live."""
@@ -119,3 +131,6 @@ class ModelHostStep(bootsteps.StartStopStep):
             self.exporter.stop()
         if self.metrics is not None:
             remove_hook(self.metrics)
+        if self.trace_hook is not None:
+            remove_hook(self.trace_hook)
+            tracing.flush()

@@ -20,6 +20,7 @@ import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject
 
+from batchery import tracing
 from batchery.batching import BatcherStopped, QueueClosed
 from batchery.monitoring import metrics
 from batchery.tasks.names import CHUNK_TASK
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 @shared_task(name=CHUNK_TASK, ignore_result=True, bind=True)
 def run_chunk(self: Task, job_id: str, model: str, chunk: int, tier: str = STANDARD) -> dict[str, Any]:
     """Run chunk number ``chunk`` of a job; items already stored are skipped, a chunk already done is a no-op."""
+    queue = (self.request.delivery_info or {}).get("routing_key", "")
+    with tracing.chunk_span(self.request.headers, job_id, chunk, queue, self.request.id):
+        return _run(self, job_id, model, chunk, tier)
+
+
+def _run(task: Task, job_id: str, model: str, chunk: int, tier: str) -> dict[str, Any]:
     host = current_host()
     taken = None
     attempt = 0
@@ -49,10 +56,10 @@ def run_chunk(self: Task, job_id: str, model: str, chunk: int, tier: str = STAND
         except CHUNK_RETRY_ON as exc:
             attempt += 1
             if attempt > host.chunk_retry.retries:
-                return _give_up(host, self.request.id, job_id, model, chunk, taken, exc)
+                return _give_up(host, task.request.id, job_id, model, chunk, taken, exc)
             delay = host.chunk_retry.delay(attempt)
             metrics.CHUNK_RETRIES.labels(model).inc()
-            log.warning("chunk %s: the store failed (%s); retry %d of %d in %.1fs", self.request.id, exc, attempt, host.chunk_retry.retries, delay)
+            log.warning("chunk %s: the store failed (%s); retry %d of %d in %.1fs", task.request.id, exc, attempt, host.chunk_retry.retries, delay)
             time.sleep(delay)
 
 

@@ -2,7 +2,8 @@
 
 Every Prometheus target is a compose service exposing that port; every metric an alert or a dashboard panel
 queries is one the code exports (names collected from the code's own registry and collectors); every
-``BATCHERY_*`` variable the stack sets is a setting; every path a config names is one compose mounts.
+``BATCHERY_*`` variable the stack sets is a setting; every ``OTEL_*`` variable one OpenTelemetry's SDK reads, and
+the exporter it builds from them reaches the Jaeger service; every path a config names is one compose mounts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from opentelemetry import environment_variables as api_variables
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk import environment_variables as sdk_variables
 from prometheus_client import REGISTRY
 
 import batchery.monitoring.metrics  # noqa: F401 (defines the families in the process registry)
@@ -22,10 +26,13 @@ from batchery.monitoring.exporter import api_collectors
 from batchery.monitoring.worker_exporter import worker_collectors
 from batchery.settings import PREFIX, Settings
 from batchery.tasks.celery_app import create_celery
+from batchery.tracing import setup as tracing_setup
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
-STACK = {"redis", "api", "worker-cpu", "worker-gpu0", "worker-gpu1", "flower", "prometheus", "grafana"}
+STACK = {"redis", "api", "worker-cpu", "worker-gpu0", "worker-gpu1", "flower", "prometheus", "grafana", "jaeger"}
+#: The services that trace (Flower runs no batchery code that does).
+TRACED = {"api", "worker-cpu", "worker-gpu0", "worker-gpu1"}
 #: A scratch image has no shell or client to probe itself with; Prometheus's `up` for it is its health.
 NO_HEALTHCHECK = {"redis-exporter"}
 #: Redis speaks no Prometheus; its exporter is scraped in its place.
@@ -251,3 +258,42 @@ def test_every_dashboard_query_names_exported_metrics_and_every_family_has_a_pan
     families = {re.sub(r"_(bucket|count|sum)$", "", n) for n in exported if n.startswith("batchery_")}
     shown = {re.sub(r"_(bucket|count|sum)$", "", n) for n in used}
     assert families <= shown, f"no panel for {families - shown}"
+
+
+def otel_variables() -> set[str]:
+    """Every OTEL_* variable OpenTelemetry's API and SDK name."""
+    return {
+        value
+        for module in (api_variables, sdk_variables)
+        for value in vars(module).values()
+        if isinstance(value, str) and value.startswith("OTEL_")
+    }
+
+
+def test_every_otel_variable_is_one_opentelemetry_reads(services):
+    known = otel_variables()
+    for name, service in services.items():
+        for variable in env_of(service):
+            if variable.startswith("OTEL_"):
+                assert variable in known, f"{name}: {variable} is no OpenTelemetry variable"
+
+
+def test_the_api_and_the_workers_export_traces_to_jaeger_by_otlp(services, monkeypatch):
+    """The exporter and sampler the SDK builds from each traced service's environment, as its process would."""
+    jaeger = services["jaeger"]
+    assert env_of(jaeger)["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert "16686:16686" in jaeger["ports"], "the UI on the host"
+    for name in TRACED:
+        env = {k: v for k, v in env_of(services[name]).items() if k.startswith("OTEL_")}
+        for variable, value in env.items():
+            monkeypatch.setenv(variable, value)
+        settings = settings_of(services[name])
+        assert tracing_setup.wanted(settings, env), name
+        (exporter,) = tracing_setup.exporters(settings, env)
+        assert isinstance(exporter, OTLPSpanExporter), f"{name}: {tracing_setup.HTTP_PROTOBUF} is what batchery installs"
+        host, port = exporter._endpoint.removeprefix("http://").split("/", 1)[0].split(":")
+        assert exporter._endpoint.endswith("/v1/traces") and host == "jaeger" and port in jaeger["expose"], name
+        assert port == "4318", f"{name}: OTLP/HTTP is Jaeger's 4318 (4317 is gRPC)"
+        provider = tracing_setup.build_provider(settings, "batchery")
+        assert "TraceIdRatioBased{1.0}" in provider.sampler.get_description(), f"{name}: a sampler the SDK knows"
+        provider.shutdown()

@@ -59,3 +59,19 @@ def test_a_requeued_chunk_counts_as_in_flight_once(store):
     assert chunks.release(queue, 1, time.time()) == []
     assert chunks.take(job, chunk.number, queue, "alive@h") is not None
     assert chunks.finish(job, chunk.number, queue, "alive@h", 1, time.time())[0] is True
+
+
+def test_a_chunk_keeps_its_trace_context_for_whoever_releases_or_resends_it(store):
+    chunks = ChunkStore(store.redis)
+    queue = f"batchery.lane-{uuid.uuid4().hex[:6]}.bulk"
+    traced, plain = uuid.uuid4().hex, uuid.uuid4().hex
+    trace = '{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+    for job_id, kept in ((traced, trace), (plain, "")):
+        store.create(job_id, {"model": "m", "version": "1", "total": 1})
+        pipe = store.redis.pipeline()
+        chunks.add(pipe, job_id, 0, "m", queue, "bulk", [0], b"[0]", f"{job_id}.0", time.time(), int(time.time()) + 60, True, kept)
+        chunks.enter_lane(pipe, job_id, queue)
+        pipe.execute()
+    released = {c.job_id: c.trace for c in chunks.release(queue, 2, time.time())}
+    assert released == {traced: trace, plain: ""}
+    assert chunks.get(traced, 0).trace == trace and chunks.get(plain, 0).trace == ""
