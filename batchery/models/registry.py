@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from batchery.errors import ConfigError, ModelNotFound
+from batchery.models import precision
 from batchery.tiers import TIERS
 
 INPUT_KINDS = ("text", "tensor", "json")
@@ -140,6 +141,7 @@ class ModelSpec:
             "aliases": list(self.aliases),
             "dimensions": self.dimensions,
             "runtimes": {kind: self.on_device(kind).runtime for kind in DEVICE_KINDS},
+            "quantize": precision.by_device(self),
             "synthetic": self.synthetic,
             "description": self.description,
             "queues": list(self.queues),
@@ -306,6 +308,7 @@ def _overrides(name: str, on: Any) -> dict[str, dict[str, Any]]:
 
 
 def _check(spec: ModelSpec) -> None:
+    precision.check(spec)
     if spec.input not in INPUT_KINDS:
         raise ConfigError(f"model {spec.name!r}: input must be one of {INPUT_KINDS}, not {spec.input!r}")
     if not spec.name.replace("-", "").replace("_", "").isalnum():
