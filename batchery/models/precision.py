@@ -53,6 +53,10 @@ def cache_ref(spec: "ModelSpec") -> str:
 
 
 def check(spec: "ModelSpec") -> None:
-    """Raise ConfigError for a ``quantize`` value no runtime knows, in the model's options or a device table."""
-    by_device(spec)
+    """Raise ConfigError for a ``quantize`` value no runtime knows, in the model's options or a device table,
+    and for one that no device would act on (the model runs on PyTorch everywhere): int8 is never claimed
+    where it is not served."""
+    asked = [spec.options.get("quantize")] + [table.get("options", {}).get("quantize") for table in spec.on.values()]
+    if any(value not in (None, "", "none", False) for value in asked) and not quantized(spec):
+        raise ConfigError(f"model {spec.name!r}: quantize applies to the {' and '.join(QUANTIZING_RUNTIMES)} runtime")
     quantization(spec)

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: Bump when the way copies are made changes in a way the settings below and ORT's version do not show.
 FORMAT = 1
+#: The ops whose weights are quantised unless the model's ``quantize_ops`` option names others (``Conv``, say).
+#: Gemm is not among the ops ONNX Runtime quantises dynamically: a graph of Gemms has nothing to quantise.
 OP_TYPES = ("MatMul",)
 PER_CHANNEL = True
 #: What the copy must reach on the reference inputs, unless the model's options set their own bounds.
@@ -142,10 +144,11 @@ def serving_path(
         raise ConfigError(
             f"model {spec.name!r}: int8 runs on the CPU only; set quantize under [models.{spec.name}.on.cpu]"
         )
-    target = copy_path(settings, source)
+    ops = op_types(spec)
+    target = copy_path(settings, source, ops)
     with _lock(target.parent):
         if not target.is_file():
-            make_copy(source, target)
+            make_copy(source, target, ops)
     agreement = compare(spec, source, target, encoder)
     mean_bound, min_bound = bounds(spec)
     if not (agreement.mean >= mean_bound and agreement.min >= min_bound):
@@ -158,14 +161,22 @@ def serving_path(
     return target
 
 
-def copy_path(settings: "Settings", source: Path) -> Path:
+def op_types(spec: "ModelSpec") -> tuple[str, ...]:
+    """The op types to quantise: ``options.quantize_ops``, else :data:`OP_TYPES`."""
+    ops = spec.options.get("quantize_ops", OP_TYPES)
+    if isinstance(ops, str) or not ops or not all(isinstance(op, str) and op for op in ops):
+        raise ConfigError(f"model {spec.name!r}: quantize_ops must be a list of ONNX op types, not {ops!r}")
+    return tuple(sorted(ops))
+
+
+def copy_path(settings: "Settings", source: Path, ops: Sequence[str] = OP_TYPES) -> Path:
     """``<data dir>/models/int8/<digest>/model.onnx``: the digest covers the fp32 bytes and how the copy is made."""
-    return settings.data_path / "models" / "int8" / copy_key(source) / "model.onnx"
+    return settings.data_path / "models" / "int8" / copy_key(source, ops) / "model.onnx"
 
 
-def copy_key(source: Path) -> str:
+def copy_key(source: Path, ops: Sequence[str] = OP_TYPES) -> str:
     digest = hashlib.sha256()
-    digest.update(f"format={FORMAT};ops={','.join(OP_TYPES)};per_channel={PER_CHANNEL};weights=QInt8;".encode())
+    digest.update(f"format={FORMAT};ops={','.join(ops)};per_channel={PER_CHANNEL};weights=QInt8;".encode())
     digest.update(f"onnxruntime={_ort_version()};".encode())
     with source.open("rb") as fp32:
         for block in iter(functools.partial(fp32.read, _HASH_BLOCK), b""):
@@ -173,8 +184,12 @@ def copy_key(source: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def make_copy(source: Path, target: Path) -> None:
-    """Quantise ``source`` into ``target`` atomically: a temporary file, flushed, then renamed into place."""
+def make_copy(source: Path, target: Path, ops: Sequence[str] = OP_TYPES) -> None:
+    """Quantise ``source`` into ``target`` atomically: a temporary file, flushed, then renamed into place.
+
+    A copy with no int8 weights (a graph without the ops asked for) is refused: it would be served as int8
+    and be nothing of the kind.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     log.info("quantising %s to int8 at %s", source, target)
@@ -186,15 +201,27 @@ def make_copy(source: Path, target: Path) -> None:
                 partial,
                 weight_type=QuantType.QInt8,
                 per_channel=PER_CHANNEL,
-                op_types_to_quantize=list(OP_TYPES),
+                op_types_to_quantize=list(ops),
             )
+        if not int8_weights(partial):
+            raise ConfigError(f"{source} has no {'/'.join(ops)} weights to quantise (set options.quantize_ops)")
         with partial.open("rb") as written:
             os.fsync(written.fileno())
         os.replace(partial, target)
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ConfigError(f"cannot quantise {source} to int8: {exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
+
+
+def int8_weights(path: Path) -> int:
+    """How many of the graph's weight matrices are stored as int8 (their zero points, 1-D, are not counted)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return sum(init.data_type == onnx.TensorProto.INT8 and len(init.dims) >= 2 for init in model.graph.initializer)
 
 
 def compare(spec: "ModelSpec", source: Path, copy: Path, encoder: TextEncoder | None) -> Agreement:
