@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from batchery.errors import ConfigError
-from batchery.models.precision import quantization
 from batchery.runtimes.text import TextEncoder, embeddings
 
 if TYPE_CHECKING:
@@ -138,6 +137,8 @@ def serving_path(
     spec: "ModelSpec", device: str, settings: "Settings", source: Path, encoder: TextEncoder | None
 ) -> Path:
     """The file to serve: ``source`` itself, or for an int8 model its checked int8 copy (made now if missing)."""
+    from batchery.models.precision import quantization  # models sit above runtimes: imported when called
+
     if quantization(spec) is None:
         return source
     if device.startswith("cuda"):
