@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     busy = max(r["others_cores_busy"] for r in document["results"].values())
     print(
-        f"{document['threads']} threads per runtime; other programs on this machine kept {busy:.2f} cores busy "
+        f"threads per runtime: {document['threads']}; other programs on this machine kept {busy:.2f} cores busy "
         f"(the median pass; 0 is a quiet box)"
     )
     print(f"{document['total_s']:.0f}s in all; JSON in {args.out}")
