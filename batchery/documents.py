@@ -33,6 +33,8 @@ def job(record: dict[str, Any]) -> dict[str, Any]:
         "finished_at": iso(record["finished_at"]),
         "deadline": iso(record["deadline"]),
     }
+    if record.get("quantize"):
+        doc["quantize"] = record["quantize"]
     if record.get("owner"):
         doc["owner"] = record["owner"]
     if record.get("metadata") is not None:

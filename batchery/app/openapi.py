@@ -240,6 +240,8 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 "started_at": timestamp, "finished_at": timestamp, "deadline": timestamp,
                 "links": links, "metadata": {"type": "object"},
                 "owner": {"type": "string", "description": "The name of the API key that submitted it (with keys on)."},
+                "quantize": {"enum": ["int8"], "description": "Present when its model serves an int8 copy: outputs "
+                             "close to full precision's, not equal, and cached apart from them."},
                 "error": error_body,
                 "webhook": obj(["url", "state", "attempts", "last_status", "last_attempt_at"], {
                     "url": {"type": "string"}, "state": {"enum": ["pending", "delivered", "failed"]},
@@ -303,6 +305,8 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                                           "(`batchery.<name>@<version>.<tier>` for a version besides the primary)."},
                 "runtimes": {"type": "object", "additionalProperties": {"type": "string"},
                              "description": "The runtime per device kind (`cpu`, `cuda`)."},
+                "quantize": {"type": "object", "additionalProperties": nullable({"enum": ["int8"]}),
+                             "description": "Per device kind, `int8` where it serves an int8 copy, else null."},
                 "device": {"type": "array", "items": {"type": "string"}, "description": "Devices of the live workers."},
                 "live_workers": {"type": "integer", "minimum": 0}, "serving": {"type": "boolean"},
                 "live_workers_by_device": COUNTS_BY_DEVICE,

@@ -24,7 +24,8 @@ from typing import Any, Sequence
 import orjson
 
 from batchery import keys
-from batchery.cache.digest import cache_key
+from batchery.cache.digest import keyed
+from batchery.models.precision import cache_ref
 from batchery.models.registry import ModelSpec
 from batchery.store import JobStore, lua
 
@@ -120,6 +121,7 @@ class ResultCache:
         for the caller to :meth:`abandon`.
         """
         indices = range(len(inputs)) if indices is None else indices
+        ref = cache_ref(spec)
         claim = Claim()
         pages = range(0, len(inputs), PAGE)
         for trip in range(0, len(pages), CALLS_PER_TRIP):
@@ -128,7 +130,7 @@ class ResultCache:
             for start in pages[trip : trip + CALLS_PER_TRIP]:
                 args: list[Any] = [*lua.head(self.store.bounds, now), job_id]
                 for index, value in zip(indices[start : start + PAGE], inputs[start : start + PAGE]):
-                    args.extend((index, cache_key(spec, value), orjson.dumps(value)))
+                    args.extend((index, keyed(ref, value), orjson.dumps(value)))
                 self._claim(keys=[], args=args, client=pipe)
             for stored, owned, hits, waits in pipe.execute():
                 self.store.landed(stored, now)

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from batchery.errors import ConfigError, ModelNotFound
+from batchery.models import precision
 from batchery.models.weights import SOURCES
 from batchery.tiers import TIERS
 
@@ -186,6 +187,7 @@ class ModelSpec:
             "dimensions": self.dimensions,
             "task": self.task if self.input in ("text", "pair") else None,
             "runtimes": {kind: self.on_device(kind).runtime for kind in DEVICE_KINDS},
+            "quantize": precision.by_device(self),
             "synthetic": self.synthetic,
             "description": self.description,
             "queues": list(self.queues),
@@ -443,6 +445,7 @@ def _overrides(name: str, on: Any) -> dict[str, dict[str, Any]]:
 
 
 def _check(spec: ModelSpec) -> None:
+    precision.check(spec)
     if spec.input not in INPUT_KINDS:
         raise ConfigError(f"model {spec.name!r}: input must be one of {INPUT_KINDS}, not {spec.input!r}")
     if spec.input in ("text", "pair") and spec.runtime != "echo":

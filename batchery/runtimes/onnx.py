@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime
 
 from batchery.errors import ConfigError
+from batchery.runtimes import quantize
 from batchery.runtimes.base import Runtime, register_runtime
 from batchery.runtimes.heads import Head
 from batchery.runtimes.text import TEXT_INPUTS, TextEncoder, stack_tensors, token_lengths
@@ -39,7 +40,8 @@ _NUMPY_TYPES = {
 class OnnxRuntime(Runtime):
     """Options: ``source`` ("minilm" exports the bundled model, "hf" the folder in ``path``), ``task``,
     ``tokenizer``, ``max_length``, ``pooling`` ("mean" | "cls" | "none"), ``normalize``, ``labels``,
-    ``activation`` and ``threads`` (intra-op threads on the CPU)."""
+    ``activation``, ``threads`` (intra-op threads on the CPU) and ``quantize`` ("int8": serve a checked int8
+    copy, see :mod:`batchery.runtimes.quantize`)."""
 
     def __init__(
         self, spec: "ModelSpec", device: str, session: onnxruntime.InferenceSession, encoder: TextEncoder | None
@@ -67,6 +69,7 @@ class OnnxRuntime(Runtime):
             if not tokenizer_path:
                 raise ConfigError(f"model {spec.name!r}: a text model needs options.tokenizer (a tokenizer.json)")
             encoder = TextEncoder(tokenizer_path, spec.options.get("max_length"), pairs=spec.input == "pair")
+        model_path = quantize.serving_path(spec, device, settings, model_path, encoder)
         try:
             options = session_options(spec, settings.worker_threads)
             session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=providers(device))

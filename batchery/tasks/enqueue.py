@@ -21,6 +21,7 @@ from celery import Celery
 from batchery import tracing
 from batchery.cache import ResultCache
 from batchery.errors import Cancelled, DeadlineExceeded, ModelNotFound, TooManyRequests, Unavailable
+from batchery.models.precision import quantized
 from batchery.models.registry import ModelSpec, Registry
 from batchery.monitoring.metrics import record_cache, record_job_finished
 from batchery.results import ResultsRequest
@@ -200,6 +201,8 @@ class Enqueuer:
         self._reserve(spec, len(inputs))
         job_id = job_id or new_job_id()
         fields: dict[str, Any] = {"model": spec.name, "version": spec.version, "total": len(inputs), "tier": tier}
+        if (quantization := quantized(spec)) is not None:
+            fields["quantize"] = quantization
         if metadata is not None:
             fields["metadata"] = metadata
         if owner is not None:
