@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from batchery.errors import ConfigError
-from batchery.models import minilm
+from batchery.models import hf, weights
 from batchery.models.registry import ModelSpec
 from batchery.runtimes import quantize
 from batchery.runtimes.base import load_runtime
@@ -26,13 +26,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def fp32_path(minilm_spec: ModelSpec, data_settings: Settings) -> Path:
-    return minilm.artifacts(minilm_spec, data_settings)[0]
+    return hf.artifacts(minilm_spec, data_settings)[0]
 
 
 @pytest.fixture
 def int8_spec(minilm_spec: ModelSpec, fp32_path: Path) -> ModelSpec:
     """MiniLM in int8, reading the session's fp32 export, so that a test's own data dir holds only int8 copies."""
-    tokenizer = minilm.weights_dir(minilm_spec) / "tokenizer.json"
+    tokenizer = weights.weights_dir(minilm_spec) / "tokenizer.json"
     options = {**minilm_spec.options, "quantize": "int8", "tokenizer": str(tokenizer)}
     return dataclasses.replace(minilm_spec, path=str(fp32_path), options=options)
 
