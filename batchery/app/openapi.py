@@ -152,7 +152,7 @@ def job_request(settings: Settings, registry: Registry, kind: str) -> Schema:
                                "description": "Items still pending this long after submission end with `deadline_exceeded`."}),
         "cache": {"type": "boolean", "description": "`false` bypasses the result cache (default `true`)."},
         "tier": nullable(TIER_PARAM),
-        "routing_key": ROUTING_KEY,
+        "routing_key": nullable(ROUTING_KEY),
         **webhook_field(settings),
         "results": results_field(list(FORMATS)),
     }, title=f"{kind} job")
@@ -280,7 +280,7 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 "Each input must fit the model in the path (a 422 names the first that does not).",
             ),
             "tier": nullable({**TIER_PARAM, "description": "The priority tier (predict's default: `interactive`)."}),
-            "routing_key": ROUTING_KEY,
+            "routing_key": nullable(ROUTING_KEY),
         }),
         "Prediction": obj(["model", "outputs"], {
             "model": {"type": "string"},
@@ -493,7 +493,7 @@ def model_operations(registry: Registry) -> dict[str, Any]:
                 "operationId": "setWeights", "summary": "Set the split (an admin's): every API process uses it at once",
                 "parameters": [name],
                 "requestBody": {"required": True,
-                                "content": {JSON: {"schema": obj(["weights"], {"weights": WEIGHTS})}}},
+                                "content": {JSON: {"schema": obj(["weights"], {"weights": {**WEIGHTS, "minProperties": 1}})}}},
                 "responses": {"200": {"description": "The weights now.", "content": json_content(ref("Weights"))},
                               **errors(400, 404, 415, 503)},
             },
