@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -150,24 +151,42 @@ def bench_plain(stack: Stack, pool: str, concurrency: int, sizes: Sizes, task_it
     return {"pool": pool, "concurrency": concurrency, "task_items": task_items, **summary(runs, cpu)}
 
 
+#: ``minilm`` as an int8 model of its own (see docs/int8.md), for ``bench_minilm(..., model=MINILM_INT8)``.
+MINILM_INT8 = "minilm-int8"
+#: The least cosine similarity an int8 vector may have to raw fp32's; below it the run is refused.
+INT8_MIN_COSINE = 0.9
+
+
+def minilm_models_file(stack: Stack, threads: int | None) -> Path:
+    """The benchmark's models file: minilm's threads override (for the worker and raw ORT alike) and the int8 model."""
+    threads_line = "" if threads is None else f"threads = {threads}\n"
+    path = stack.scratch / "models.toml"
+    path.write_text(
+        f"[models.minilm.options]\n{threads_line}"
+        f"[models.{MINILM_INT8}]\nruntime = \"onnx\"\nversion = \"l6-v2\"\ninput = \"text\"\n"
+        f"max_batch_tokens = 4096\ndescription = \"all-MiniLM-L6-v2, int8 on the CPU\"\n"
+        f"[models.{MINILM_INT8}.options]\nsource = \"minilm\"\nquantize = \"int8\"\nmax_length = 256\n"
+        f"pooling = \"mean\"\nnormalize = true\ndimensions = 384\n{threads_line}"
+    )
+    return path
+
+
 def bench_minilm(
-    stack: Stack, api: Child, sizes: Sizes, poll_s: float, threads: int | None
+    stack: Stack, api: Child, sizes: Sizes, poll_s: float, model: str = "minilm"
 ) -> dict[str, dict[str, Any]]:
-    """Raw ORT and the pipeline, alternated run by run so that drift in the machine hits both alike."""
+    """Raw ORT on minilm's fp32 export and the pipeline serving ``model`` (``minilm``, or its int8 copy), alternated
+    run by run so that drift in the machine hits both alike. The stack's models file holds both models."""
     settings = stack.settings
-    if threads is not None:  # the same override for the worker and for raw ORT, through a models file
-        models_file = stack.scratch / "models.toml"
-        models_file.write_text(f"[models.minilm.options]\nthreads = {threads}\n")
-        settings = dataclasses.replace(settings, models_file=str(models_file))
-    spec = load_registry(settings.models_file).get("minilm")
+    registry = load_registry(settings.models_file)
+    spec, int8 = registry.get("minilm"), model == MINILM_INT8
     texts = corpus.texts(sizes.minilm)
     warm = warm_inputs(WARM_MINILM_ITEMS)
     started = time.perf_counter()
-    worker = stack.start_worker("bench-minilm", ["minilm"], settings)  # exports the ONNX file on a cold cache
+    worker = stack.start_worker(f"bench-{model}", [model], settings)  # exports (and quantises) on a cold cache
     worker_start_s = time.perf_counter() - started
     raw = measure.RawOnnx(spec, settings)
     try:
-        computed(measure.pipeline(stack.api_url, "minilm", warm, poll_s)[0])
+        computed(measure.pipeline(stack.api_url, model, warm, poll_s)[0])
         raw.run(warm)
         raw_runs: list[measure.Run] = []
         pipe_runs: list[measure.Run] = []
@@ -182,15 +201,12 @@ def bench_minilm(
             raw_cpu = _add(raw_cpu, meter.stop())
             raw_runs.append(run)
             meter = CpuMeter(groups).start()
-            run, outputs = measure.pipeline(stack.api_url, "minilm", texts, poll_s)
+            run, outputs = measure.pipeline(stack.api_url, model, texts, poll_s)
             computed(run)
             pipe_cpu = _add(pipe_cpu, meter.stop())
             pipe_runs.append(run)
-            difference = float(np.abs(np.asarray(outputs, dtype=np.float32) - vectors).max())
-            run.details["max_abs_diff_vs_raw"] = difference
-            if difference > 1e-3:
-                raise RuntimeError(f"pipeline and raw ONNX Runtime embeddings differ by {difference:.2e}")
-            log.info("minilm raw %.0f/s, pipeline %.0f/s", raw_runs[-1].items_per_s, pipe_runs[-1].items_per_s)
+            _check_against_raw(run, np.asarray(outputs, dtype=np.float32), vectors, int8)
+            log.info("%s raw %.0f/s, pipeline %.0f/s", model, raw_runs[-1].items_per_s, pipe_runs[-1].items_per_s)
         # includes the raw runs, when the worker idles: what shows is where the pipeline's CPU went
         worker_threads = thread_breakdown(threads_before, thread_cpu_s(worker.process.pid), thread_names)
     finally:
@@ -204,6 +220,20 @@ def bench_minilm(
             "worker_threads_cpu_s": worker_threads,
         },
     }
+
+
+def _check_against_raw(run: measure.Run, outputs: np.ndarray, vectors: np.ndarray, int8: bool) -> None:
+    """fp32 must give raw ORT's vectors; int8 close ones (each item's cosine is recorded, the least of them bounded)."""
+    if not int8:
+        difference = float(np.abs(outputs - vectors).max())
+        run.details["max_abs_diff_vs_raw"] = difference
+        if difference > 1e-3:
+            raise RuntimeError(f"pipeline and raw ONNX Runtime embeddings differ by {difference:.2e}")
+        return
+    cosines = np.sum(outputs * vectors, axis=1) / (np.linalg.norm(outputs, axis=1) * np.linalg.norm(vectors, axis=1))
+    run.details["cosine_vs_raw_fp32"] = {"mean": round(float(cosines.mean()), 4), "min": round(float(cosines.min()), 4)}
+    if cosines.min() < INT8_MIN_COSINE:
+        raise RuntimeError(f"int8 and raw fp32 embeddings disagree: a cosine of {cosines.min():.3f}")
 
 
 def _pids(groups: dict[str, Child | int]) -> dict[str, int]:

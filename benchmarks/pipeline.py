@@ -5,7 +5,9 @@
 2. the same against plain Celery with 256-item tasks (a list in, the list back): what batchery buys over
    what a competent Celery user writes by hand;
 3. ``minilm`` through the whole pipeline against the same ONNX Runtime session looping in one process:
-   what the pipeline costs on top of the model itself.
+   what the pipeline costs on top of the model itself;
+4. ``minilm-int8`` (minilm's checked int8 copy) through the whole pipeline against the same raw fp32 session, and
+   against ``minilm`` through the pipeline: what int8 buys end to end, and how close its vectors stay.
 
 Everything runs on one private redis-server, one phase after another, so that idle processes of one phase
 do not take cores from the next; both sides of a comparison are warmed and timed on the same items, with
@@ -25,7 +27,7 @@ from typing import Any, Sequence
 
 from batchery.models.registry import load_registry
 from benchmarks import report
-from benchmarks.phases import Sizes, bench_echo, bench_minilm, bench_plain
+from benchmarks.phases import MINILM_INT8, Sizes, bench_echo, bench_minilm, bench_plain, minilm_models_file
 from benchmarks.stack import Stack, run_interruptibly
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +36,8 @@ DEFAULT_OUT = HERE / "results" / "pipeline.json"
 DEFAULT_DATA_DIR = HERE / ".cache"
 ECHO_TARGET = 20.0
 MINILM_TARGET = 0.85
+#: int8 minilm end to end against fp32 minilm end to end.
+INT8_TARGET = 1.8
 RATIO_MEANS = "batchery's items/s ÷ this row's items/s, on the same items"
 SETTINGS_SHOWN = ("chunk_size", "worker_concurrency", "api_workers", "api_threads")
 
@@ -67,7 +71,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--poll-s", type=float, default=0.02, help="first job status polling interval (it backs off to 2%% of the wait)"
     )
     parser.add_argument(
-        "--skip", default="", help="phases to leave out, comma-separated: echo, plain, plain_lists, minilm"
+        "--skip", default="", help="phases to leave out, comma-separated: echo, plain, plain_lists, minilm, minilm_int8"
     )
     args = parser.parse_args(argv)
     if args.out.suffix != ".json":  # a folder: the report goes in it, the logs beside it
@@ -90,6 +94,14 @@ def rows(results: dict[str, Any]) -> list[report.Row]:
         table.append(report.Row("minilm: batchery (HTTP + worker)", pipe["items"], pipe["seconds"]))
         name = f"minilm: raw ONNX Runtime ({raw['intra_op_threads']} threads)"
         table.append(_baseline(name, raw, pipe, f"batchery ≥ {MINILM_TARGET}× this"))
+    if "minilm_int8" in results:
+        pipe, raw = results["minilm_int8"]["pipeline"], results["minilm_int8"]["raw"]
+        table.append(report.Row("minilm int8: batchery (HTTP + worker)", pipe["items"], pipe["seconds"]))
+        name = f"minilm int8: raw ONNX Runtime fp32 ({raw['intra_op_threads']} threads)"
+        table.append(_baseline(name, raw, pipe, "int8 ÷ raw fp32"))
+        if "minilm" in results:
+            fp32 = results["minilm"]["pipeline"]
+            table.append(_baseline("minilm int8: batchery fp32 (the minilm row)", fp32, pipe, f"int8 ≥ {INT8_TARGET}× this"))
     return table
 
 
@@ -117,6 +129,7 @@ def measurements(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     for key in ("plain", "plain_lists"):
         found += [(f"{key}.{pool}", p) for pool, p in results.get(key, {}).items()]
     found += [(f"minilm.{kind}", m) for kind, m in results.get("minilm", {}).items()]
+    found += [(f"minilm_int8.{kind}", m) for kind, m in results.get("minilm_int8", {}).items()]
     return found
 
 
@@ -127,6 +140,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     results: dict[str, Any] = {}
     with Stack(args.out.parent / "logs", args.data_dir) as stack:
+        models_file = minilm_models_file(stack, args.minilm_threads)
+        stack.settings = dataclasses.replace(stack.settings, models_file=str(models_file))
         api = stack.start_api()
         if "echo" not in skip:
             results["echo"] = bench_echo(stack, api, sizes, args.poll_s)
@@ -137,7 +152,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     pool: bench_plain(stack, pool, args.plain_concurrency, sizes, task_items) for pool in pools
                 }
         if "minilm" not in skip:
-            results["minilm"] = bench_minilm(stack, api, sizes, args.poll_s, args.minilm_threads)
+            results["minilm"] = bench_minilm(stack, api, sizes, args.poll_s)
+        if "minilm_int8" not in skip:
+            results["minilm_int8"] = bench_minilm(stack, api, sizes, args.poll_s, model=MINILM_INT8)
         settings = {k: v for k, v in dataclasses.asdict(stack.settings).items() if k in SETTINGS_SHOWN}
     registry = load_registry()
     table = rows(results)

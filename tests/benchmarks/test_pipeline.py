@@ -66,7 +66,7 @@ def test_minilm_phase_computes_every_item_it_times(minilm_stack):
     api = minilm_stack.start_api()
     sizes = dataclasses.replace(phases.Sizes.of(quick=True, repeat=2), minilm=64)
 
-    minilm = phases.bench_minilm(minilm_stack, api, sizes, poll_s=0.02, threads=None)
+    minilm = phases.bench_minilm(minilm_stack, api, sizes, poll_s=0.02)
 
     jobs = jobs_sent(minilm_stack)
     assert len(jobs) == 3
@@ -74,10 +74,26 @@ def test_minilm_phase_computes_every_item_it_times(minilm_stack):
     assert minilm["pipeline"]["items"] == minilm["raw"]["items"] == 64
 
 
+def test_the_int8_phase_serves_the_int8_copy_and_compares_it_with_raw_fp32(minilm_stack):
+    models_file = phases.minilm_models_file(minilm_stack, threads=None)
+    minilm_stack.settings = dataclasses.replace(minilm_stack.settings, models_file=str(models_file))
+    api = minilm_stack.start_api()
+    sizes = dataclasses.replace(phases.Sizes.of(quick=True, repeat=1), minilm=64)
+
+    int8 = phases.bench_minilm(minilm_stack, api, sizes, poll_s=0.02, model=phases.MINILM_INT8)
+
+    jobs = jobs_sent(minilm_stack)
+    assert [(job["model"], job.get("quantize"), job["cached"]) for job in jobs] == [("minilm-int8", "int8", 0)] * 2
+    assert int8["pipeline"]["items"] == int8["raw"]["items"] == 64
+    (run,) = int8["pipeline"]["runs"]
+    cosine = run["cosine_vs_raw_fp32"]
+    assert phases.INT8_MIN_COSINE <= cosine["min"] <= cosine["mean"] < 1.0, "close to fp32's vectors, not equal"
+
+
 @pytest.mark.usefixtures("signal_handlers")
 def test_quick_run_compares_equal_item_counts_with_both_plain_baselines(tmp_path, capsys):
     out = tmp_path / "pipeline.json"
-    argv = ["--quick", "--skip", "minilm", "--plain-pools", "prefork", "--out", str(out)]
+    argv = ["--quick", "--skip", "minilm,minilm_int8", "--plain-pools", "prefork", "--out", str(out)]
     assert pipeline.main(argv) == 0
 
     document = json.loads(out.read_text())
