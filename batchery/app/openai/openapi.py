@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchery.app.openai.batches import BATCH_ID, LIST_LIMIT as BATCH_LIST_LIMIT, METADATA_KEY_CHARS, METADATA_KEYS
-from batchery.app.openai.batches import METADATA_VALUE_CHARS, WINDOWS
+from batchery.app.openai.batches import METADATA_VALUE_CHARS, TIMES as BATCH_TIMES, WINDOWS
 from batchery.app.openai.files import FILE_ID, LIST_LIMIT as FILE_LIST_LIMIT, PURPOSES
 from batchery.app.openapi import ERROR_HEADERS, JSON, Schema, json_content, nullable, obj, path_param, query_int, ref
 from batchery.models.registry import Registry
@@ -211,20 +211,7 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 ),
                 "output_file_id": nullable({"type": "string"}),
                 "error_file_id": nullable({"type": "string"}),
-                **{
-                    name: nullable(unix)
-                    for name in (
-                        "created_at",
-                        "in_progress_at",
-                        "expires_at",
-                        "finalizing_at",
-                        "completed_at",
-                        "failed_at",
-                        "expired_at",
-                        "cancelling_at",
-                        "cancelled_at",
-                    )
-                },
+                **{name: nullable(unix) for name in BATCH_TIMES},
                 "request_counts": obj(
                     ["total", "completed", "failed"],
                     {k: {"type": "integer", "minimum": 0} for k in ("total", "completed", "failed")},
