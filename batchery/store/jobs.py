@@ -34,6 +34,9 @@ FINAL_STATUSES = ("completed", "failed", "cancelled")
 CANCEL_GRACE_S = 30.0
 #: The longest one blocking read waits before the job's status is read again.
 MAX_BLOCK_S = 2.0
+#: The shortest blocking read a wait makes: Redis keeps a blocking timeout in whole milliseconds, and one that
+#: truncates to 0 (a wait's last slice, left with under a millisecond) would block for ever.
+MIN_BLOCK_S = 0.01
 #: Items per call of the scripts that take many at once (results of a sweep, say): 4 arguments each.
 RECORD_PAGE = 5000
 #: Jobs of the same creation time read beyond a page, to find where the page after a cursor starts.
@@ -435,7 +438,8 @@ class JobStore:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            if self.redis.blpop([keys.job_done(job_id)], timeout=min(remaining, self._block_slice_s())) is not None:
+            block_s = max(min(remaining, self._block_slice_s()), MIN_BLOCK_S)
+            if self.redis.blpop([keys.job_done(job_id)], timeout=block_s) is not None:
                 return True
         return True
 

@@ -122,6 +122,15 @@ def test_waiting_outlasts_the_clients_socket_timeout(settings, job_id):
     assert impatient.wait_done(job_id, 0.01) is True
 
 
+@pytest.mark.parametrize("timeout_s", [0.0004, 0.001, 0.003])
+def test_a_wait_left_with_less_than_a_millisecond_still_ends_on_time(store, job_id, timeout_s):
+    """Redis reads a blocking timeout in whole milliseconds, and one that truncates to 0 blocks for ever: the last
+    slice of a wait (here the whole of it) must not hang the caller (a predict past its timeout got its 200)."""
+    started = time.monotonic()
+    assert store.wait_done(job_id, timeout_s) is False
+    assert time.monotonic() - started < 1.0
+
+
 def test_waiting_for_a_job_that_does_not_finish_times_out(store, job_id):
     started = time.monotonic()
     assert store.wait_done(job_id, 0.3) is False
