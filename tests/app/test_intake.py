@@ -11,6 +11,7 @@ import orjson
 import pytest
 import requests
 
+from batchery.app.requests import has_long_digits
 from tests.conftest import ApiServer
 from tests.helpers import error_of, in_pieces, ndjson_numbers, wait_for_job
 
@@ -117,6 +118,23 @@ def test_integers_beyond_64_bits_are_422_naming_the_index(http, api, store, wide
     body = b'{"model": "echo", "inputs": [1], "metadata": {"n": %d}}' % wide
     assert "'metadata'" in error_of(http.post(f"{api.url}/v1/jobs", data=body, headers=JSON), 400, "bad_request")
     assert store.recent(1) == before
+
+
+@pytest.mark.parametrize(
+    "data, long",
+    [
+        (b"[" + b"9" * 18 + b"]", False),
+        (b"[" + b"9" * 19 + b"]", True),
+        (b"[-" + b"1" * 25 + b".5]", True),
+        (b'["' + b"1234567890" * 3 + b'"]', True),
+        (b"[123456789, 1234567890]" * 1000, False),
+        (b"[12345678901234567.89e3]", False),
+        ("[\"\u0661\u0662\u0663\"]".encode() * 20, False),
+        (b"", False),
+    ],
+)
+def test_a_run_of_19_digits_is_found_wherever_it_is(data, long):
+    assert has_long_digits(data) is long
 
 
 def test_integers_within_64_bits_and_long_digit_strings_come_back_exactly(http, api):
