@@ -98,9 +98,10 @@ def computed(run: measure.Run) -> measure.Run:
     return run
 
 
-def bench_echo(stack: Stack, api: Child, sizes: Sizes, poll_s: float) -> dict[str, Any]:
+def bench_echo(stack: Stack, api: Child, sizes: Sizes, poll_s: float, processes: int = 1) -> dict[str, Any]:
+    """batchery's echo on a CPU pool of ``processes`` worker processes, as ``batchery worker`` runs one."""
     inputs = corpus.texts(sizes.echo)
-    worker = stack.start_worker("bench-echo", ["echo"])
+    worker = stack.start_pool("bench-echo", ["echo"], processes)
     try:
         # warm: connections, gunicorn workers, the worker's batcher
         computed(measure.pipeline(stack.api_url, "echo", warm_inputs(WARM_ECHO_ITEMS), poll_s)[0])
@@ -120,7 +121,7 @@ def bench_echo(stack: Stack, api: Child, sizes: Sizes, poll_s: float) -> dict[st
         )
     finally:
         stack.stop(worker.name)
-    return summary(runs, cpu)
+    return {"processes": processes, **summary(runs, cpu)}
 
 
 def bench_plain(stack: Stack, pool: str, concurrency: int, sizes: Sizes, task_items: int = 1) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """``python -m benchmarks.pipeline [--out DIR|FILE.json] [--quick]``: batchery against its baselines, in one run.
 
-1. ``echo`` through the whole pipeline (HTTP API under gunicorn + a ``batchery worker``) against plain
-   Celery with one task per item: what chunking, batching and results-in-a-hash buy over the usual way;
+1. ``echo`` through the whole pipeline (HTTP API under gunicorn + ``batchery worker``, a CPU pool of as many
+   processes as the plain Celery worker has) against plain Celery with one task per item: what chunking,
+   batching and results-in-a-hash buy over the usual way;
 2. the same against plain Celery with 256-item tasks (a list in, the list back): what batchery buys over
    what a competent Celery user writes by hand;
 3. ``minilm`` through the whole pipeline against the same ONNX Runtime session looping in one process:
@@ -62,7 +63,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--plain-pools", default="prefork", help="Celery pools for both plain baselines, comma-separated"
     )
-    parser.add_argument("--plain-concurrency", type=int, default=2)
+    parser.add_argument("--plain-concurrency", type=int, default=2, help="processes of the plain Celery worker")
+    parser.add_argument(
+        "--echo-processes", type=int, help="worker processes of batchery's echo pool (default: --plain-concurrency)"
+    )
     parser.add_argument("--plain-task-items", type=int, default=256, help="items per task of the second plain baseline")
     parser.add_argument(
         "--minilm-threads", type=int, help="options.threads (ORT intra-op threads) for the worker and raw ORT"
@@ -76,6 +80,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.out.suffix != ".json":  # a folder: the report goes in it, the logs beside it
         args.out = args.out / DEFAULT_OUT.name
+    args.echo_processes = args.echo_processes or args.plain_concurrency
     return args
 
 
@@ -84,7 +89,8 @@ def rows(results: dict[str, Any]) -> list[report.Row]:
     table: list[report.Row] = []
     echo = results.get("echo")
     if echo is not None:
-        table.append(report.Row("echo: batchery (HTTP + worker)", echo["items"], echo["seconds"]))
+        name = f"echo: batchery (HTTP + a CPU pool ×{echo['processes']})"
+        table.append(report.Row(name, echo["items"], echo["seconds"]))
     for key, target in (("plain", f"batchery ≥ {ECHO_TARGET:.0f}× this"), ("plain_lists", "none set")):
         for p in results.get(key, {}).values():
             name = f"echo: plain Celery {p['pool']} ×{p['concurrency']}, {_items_a_task(p['task_items'])}"
@@ -144,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.settings = dataclasses.replace(stack.settings, models_file=str(models_file))
         api = stack.start_api()
         if "echo" not in skip:
-            results["echo"] = bench_echo(stack, api, sizes, args.poll_s)
+            results["echo"] = bench_echo(stack, api, sizes, args.poll_s, args.echo_processes)
         pools = [p.strip() for p in args.plain_pools.split(",") if p.strip()]
         for key, task_items in (("plain", 1), ("plain_lists", args.plain_task_items)):
             if key not in skip:

@@ -26,8 +26,10 @@ import requests
 
 from batchery.cli.processes import api_argv
 from batchery.cli.redis_server import RedisServer, free_port
+from batchery.models.registry import QUEUE_PREFIX
 from batchery.settings import Settings
 from batchery.store.heartbeats import live_workers
+from batchery.tiers import STANDARD
 from benchmarks.plain_celery import REDIS_URL_ENV
 
 log = logging.getLogger(__name__)
@@ -196,6 +198,22 @@ class Stack:
             self._wait(
                 child, timeout_s, lambda: any(w["hostname"].startswith(f"{name}@") for w in live_workers(client))
             )
+        return child
+
+    def start_pool(
+        self, name: str, models: list[str], processes: int, settings: Settings | None = None, timeout_s: float = 600.0
+    ) -> Child:
+        """``batchery worker --devices cpu --processes N``, as an operator runs a CPU pool (the supervisor and its
+        N worker processes, one process group); ready once N heartbeats serve every one of ``models``."""
+        argv = [sys.executable, "-m", "batchery", "worker", "--devices", "cpu", "--processes", str(processes)]
+        child = self.spawn(name, [*argv, "--models", ",".join(models)], self.env(settings))
+        wanted = {f"{QUEUE_PREFIX}{model}.{STANDARD}" for model in models}
+
+        def ready(client: redis.Redis) -> bool:
+            return sum(wanted <= set(w.get("queues", [])) for w in live_workers(client)) >= processes
+
+        with redis.Redis.from_url(self.settings.effective_redis_url) as client:
+            self._wait(child, timeout_s, lambda: ready(client))
         return child
 
     def start_plain_worker(

@@ -53,13 +53,13 @@ def test_echo_phase_computes_every_item_it_times(echo_stack):
     api = echo_stack.start_api()
     sizes = dataclasses.replace(phases.Sizes.of(quick=True, repeat=2), echo=600)
 
-    echo = phases.bench_echo(echo_stack, api, sizes, poll_s=0.02)
+    echo = phases.bench_echo(echo_stack, api, sizes, poll_s=0.02, processes=2)
 
     jobs = jobs_sent(echo_stack)
     assert len(jobs) == 3  # the warm-up and two timed runs
     assert all(job["status"] == "completed" and job["succeeded"] == job["total"] for job in jobs)
     assert [job["cached"] for job in jobs] == [0, 0, 0]
-    assert echo["items"] == 600
+    assert echo["items"] == 600 and echo["processes"] == 2
 
 
 def test_minilm_phase_computes_every_item_it_times(minilm_stack):
@@ -101,7 +101,7 @@ def test_quick_run_compares_equal_item_counts_with_both_plain_baselines(tmp_path
     echo, per_item, lists = results["echo"], results["plain"]["prefork"], results["plain_lists"]["prefork"]
     assert echo["items"] == per_item["items"] == lists["items"] > 0
     assert (per_item["task_items"], lists["task_items"]) == (1, 256)
-    assert per_item["concurrency"] == lists["concurrency"]
+    assert per_item["concurrency"] == lists["concurrency"] == echo["processes"], "as many worker processes a side"
     assert all(run["counts"]["cached"] == 0 for run in echo["runs"])
     ratios = [row for row in document["table"] if row["ratio"] is not None]
     assert len(ratios) == 2 and all(row["items"] == echo["items"] for row in ratios)
@@ -110,7 +110,7 @@ def test_quick_run_compares_equal_item_counts_with_both_plain_baselines(tmp_path
 
 
 def test_a_ratio_over_unequal_item_counts_is_refused():
-    echo = {"items": 2_000, "seconds": 0.1, "items_per_s": 20_000.0}
+    echo = {"processes": 2, "items": 2_000, "seconds": 0.1, "items_per_s": 20_000.0}
     plain = {"pool": "prefork", "concurrency": 2, "task_items": 1, "items": 500, "seconds": 1.0, "items_per_s": 500.0}
     with pytest.raises(ValueError, match="500 items against batchery's 2000"):
         pipeline.rows({"echo": echo, "plain": {"prefork": plain}})
