@@ -20,7 +20,7 @@ from batchery.app.views import external_url, job_document, job_links
 from batchery.errors import BadRequest, DeadlineExceeded, JobNotFound, ResultsInFiles, Unavailable
 from batchery.monitoring.logs import bind
 from batchery.monitoring.metrics import record_submission
-from batchery.store.codec import FRAMES, dumps, encode_error, frame, result_record
+from batchery.store.codec import FRAMES, dumps, encode_error, frame, result_line, result_record
 from batchery.tasks.enqueue import new_job_id
 from batchery.tiers import of_job as job_tier
 
@@ -155,12 +155,8 @@ def get_results(job_id: str) -> Response:
     return json_response({"results": results, "next": next_url})
 
 
-def _ndjson_line(index: int, raw: bytes) -> bytes:
-    return dumps(result_record(index, raw)) + b"\n"
-
-
 #: Every finished item in one streamed body: binary frames (no JSON at all), or one JSON line each.
-STREAMS: dict[str, Callable[[int, bytes], bytes]] = {FRAMES: frame, NDJSON: _ndjson_line}
+STREAMS: dict[str, Callable[[int, bytes], bytes]] = {FRAMES: frame, NDJSON: result_line}
 STREAM_PAGE = 1000
 
 

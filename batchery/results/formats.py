@@ -18,7 +18,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from batchery.store.codec import dumps, result_record
+from batchery.store.codec import result_line
 
 FORMATS = ("jsonl", "npy")
 FLOAT32 = np.dtype("<f4")
@@ -49,16 +49,12 @@ class ResultsRequest:
         return found
 
 
-def line(index: int, raw: bytes) -> bytes:
-    return dumps(result_record(index, raw)) + b"\n"
-
-
 class JsonlWriter:
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
 
     def page(self, start: int, raws: list[bytes]) -> None:
-        self.out.write(b"".join(line(start + offset, raw) for offset, raw in enumerate(raws)))
+        self.out.write(b"".join(result_line(start + offset, raw) for offset, raw in enumerate(raws)))
 
 
 class NpyWriter:
@@ -86,7 +82,7 @@ class NpyWriter:
         for offset, raw in enumerate(raws):
             row = self.row(raw)
             if row is None:
-                rest.append(line(start + offset, raw))
+                rest.append(result_line(start + offset, raw))
                 row = self.zeros
             rows.append(row)
         self.outputs.write(b"".join(rows))

@@ -1,9 +1,11 @@
 import numpy as np
-
-from batchery.errors import Cancelled
+import orjson
 import pytest
 
-from batchery.store.codec import decode, dumps, encode_error, encode_output, frame, read_frames, result_record
+from batchery.errors import Cancelled
+from batchery.store.codec import (
+    decode, dumps, encode_error, encode_output, frame, read_frames, result_line, result_record,
+)
 
 
 def test_float_vectors_stay_binary_and_come_back_exact():
@@ -31,3 +33,34 @@ def test_frames_hold_stored_values_byte_for_byte():
     assert list(read_frames(body)) == list(zip([4, 9, 70_000], values))
     with pytest.raises(ValueError, match="cut short"):
         list(read_frames(body[:-1]))
+
+
+LINE_VALUES = [
+    "plain text",
+    'quotes " and \\ backslashes, \n newlines, \u2028 and emoji 🙂',
+    "",
+    0,
+    -(2**63),
+    2**64 - 1,
+    1.5e300,
+    0.1,
+    -0.0,
+    True,
+    None,
+    [1, [2, [3, {"deep": [None, 1.25]}]]],
+    {"z": 1, "a": {"b": "c"}, "ü": []},
+]
+
+
+@pytest.mark.parametrize("value", LINE_VALUES)
+def test_a_result_line_spliced_from_the_stored_bytes_is_the_record_written_as_json(value):
+    raw = encode_output(value)
+    line = result_line(3, raw)
+    assert line == dumps(result_record(3, raw)) + b"\n"
+    assert orjson.loads(line) == {"index": 3, "output": value}
+
+
+def test_result_lines_of_errors_and_vectors_are_the_records_written_as_json():
+    for raw in (encode_error(Cancelled()), encode_output(np.array([0.1, -2.5, 3e-8], dtype=np.float32)),
+                encode_output(np.array([0.5, -1.25], dtype=np.float16))):
+        assert result_line(70_000, raw) == dumps(result_record(70_000, raw)) + b"\n"
