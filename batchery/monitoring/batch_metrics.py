@@ -50,9 +50,13 @@ class BatchMetrics(BatchHook):
         metrics.STORE_WRITE.labels(spec.key).observe(seconds)
 
     def after_store(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any]) -> None:
-        outcomes = Counter(r.code if isinstance(r, BatcheryError) else "succeeded" for r in results)
-        for outcome, count in outcomes.items():
+        """Outcomes counted from the errors alone: in the usual batch there are none, and the rest succeeded."""
+        errors = [r for r in results if isinstance(r, BatcheryError)]
+        metrics.record_items(spec.key, "succeeded", len(results) - len(errors))
+        if not errors:
+            return
+        for outcome, count in Counter(error.code for error in errors).items():
             metrics.record_items(spec.key, outcome, count)
-        letters = sum(1 for r in results if is_dead_letter(r))
+        letters = sum(1 for error in errors if is_dead_letter(error))
         if letters:
             metrics.DEAD_LETTERS.labels(spec.key).inc(letters)
