@@ -69,7 +69,9 @@ redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[2])
 redis.call('HSET', KEYS[1], 'holder', ARGV[2])
-return redis.call('HMGET', KEYS[1], 'indices', 'inputs', 'tier')
+local found = redis.call('HMGET', KEYS[1], 'indices', 'inputs', 'tier')
+found[4] = redis.call('HINCRBY', KEYS[1], 'takes', 1)
+return found
 """
 
 _FINISH = _RELEASE_LIB + """
@@ -127,11 +129,18 @@ class Released:
 
 @dataclass(frozen=True)
 class Taken:
-    """A chunk as a worker takes it: its indices, inputs and tier."""
+    """A chunk as a worker takes it: its indices, inputs and tier.
+
+    ``first`` is True when no worker took it before: none of its items can have a result of its computing,
+    so the worker need not ask Redis which are still missing (one ``HEXISTS`` an item). Items another path
+    ended meanwhile (a cancel, a deadline) are still ended, not computed, by the job's status, and storing is
+    ``HSETNX``: an item is never counted twice either way.
+    """
 
     indices: list[int]
     inputs: list[Any]
     tier: str
+    first: bool = False
 
 
 def pack_indices(indices: Sequence[int]) -> bytes:
@@ -209,8 +218,8 @@ class ChunkStore:
         )
         if found is None:
             return None
-        indices, inputs, tier = found
-        return Taken(unpack_indices(indices), orjson.loads(inputs), tier.decode() if tier else "standard")
+        indices, inputs, tier, takes = found
+        return Taken(unpack_indices(indices), orjson.loads(inputs), tier.decode() if tier else "standard", takes == 1)
 
     def finish(self, job_id: str, number: int, queue: str, hostname: str, budget: int, now: float) -> tuple[bool, list[Released]]:
         """The chunk's items are all stored: it is done (False when it was done already), and its place in

@@ -261,8 +261,11 @@ class JobStore:
         """Mark the job running (once); returns its status, deadline and creation time, or None when it is gone."""
         return _started(self._start(keys=[keys.job(job_id)], args=[time.time()]))
 
-    def begin(self, job_id: str, indices: Sequence[int]) -> tuple[Started | None, list[int]]:
-        """What a chunk needs to start, in one round trip: :meth:`start` and :meth:`missing` together."""
+    def begin(self, job_id: str, indices: Sequence[int], check: bool = True) -> tuple[Started | None, list[int]]:
+        """What a chunk needs to start, in one round trip: :meth:`start` and :meth:`missing` together; without
+        ``check`` (a chunk's first run) every index is taken as missing and only the start is asked for."""
+        if not check:
+            return self.start(job_id), list(indices)
         if len(indices) > RECORD_PAGE:
             return self.start(job_id), self.missing(job_id, indices)
         start_args = [keys.job(job_id), time.time()]

@@ -11,6 +11,7 @@ down, or whose batcher died, goes back to the queue for another worker.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -54,6 +55,8 @@ def _run(task: Task, job_id: str, model: str, chunk: int, tier: str) -> dict[str
             host.hand_back(job_id, chunk)
             raise Reject(f"chunk handed back: {exc}", requeue=True)
         except CHUNK_RETRY_ON as exc:
+            if taken is not None:  # some items may be stored: the retry asks which are still missing
+                taken = dataclasses.replace(taken, first=False)
             attempt += 1
             if attempt > host.chunk_retry.retries:
                 return _give_up(host, task.request.id, job_id, model, chunk, taken, exc)

@@ -167,7 +167,7 @@ class ModelHost:
 
     def run_chunk(self, job_id: str, model: str, chunk: int, taken: Taken) -> dict[str, Any]:
         """Run the items of one chunk that have no result yet; returns once all are stored and the chunk is done."""
-        outcome = self._run_items(job_id, model, taken.indices, taken.inputs, taken.tier)
+        outcome = self._run_items(job_id, model, taken.indices, taken.inputs, taken.tier, check=not taken.first)
         self.finish(job_id, model, chunk, taken.tier)
         return {"job_id": job_id, "chunk": chunk, **outcome}
 
@@ -179,9 +179,9 @@ class ModelHost:
             self.on_release(released)
 
     def _run_items(
-        self, job_id: str, model: str, indices: Sequence[int], inputs: Sequence[Any], tier: str
+        self, job_id: str, model: str, indices: Sequence[int], inputs: Sequence[Any], tier: str, check: bool = True
     ) -> dict[str, Any]:
-        started, todo = self.store.begin(job_id, indices)
+        started, todo = self.store.begin(job_id, indices, check)
         if started is None:
             return {"skipped": "job no longer exists"}
         metrics.QUEUE_WAIT.labels(model, "broker", tier).observe(max(time.time() - started.created_at, 0.0))

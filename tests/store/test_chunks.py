@@ -75,3 +75,16 @@ def test_a_chunk_keeps_its_trace_context_for_whoever_releases_or_resends_it(stor
     released = {c.job_id: c.trace for c in chunks.release(queue, 2, time.time())}
     assert released == {traced: trace, plain: ""}
     assert chunks.get(traced, 0).trace == trace and chunks.get(plain, 0).trace == ""
+
+
+def test_only_the_first_take_of_a_chunk_is_first(store):
+    chunks = ChunkStore(store.redis)
+    queue = f"batchery.lane-{uuid.uuid4().hex[:6]}.bulk"
+    job = uuid.uuid4().hex
+    lane_with(store, chunks, queue, {job: 1})
+    [chunk] = chunks.release(queue, 1, time.time())
+    taken = chunks.take(job, chunk.number, queue, "dead@h")
+    assert taken is not None and taken.first and taken.inputs == [0]
+    chunks.requeue(job, chunk.number, "", time.time(), "dead@h")
+    again = chunks.take(job, chunk.number, queue, "alive@h")
+    assert again is not None and not again.first, "taken before: its items may have results"
