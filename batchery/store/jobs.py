@@ -45,7 +45,9 @@ TIES = 16
 _RECORD = lua.script("""
 -- ARGV after the head: (job, index, value, flag) per item; flag 1 = output, 0 = error, R = an error of its
 -- own job's making (cancelled, past its deadline): items waiting on it are computed anew, not given it.
+-- A job sent with the cache off ('claims' is '0') owns no claim, and no lookup is made for its items.
 local function resolve_claim(job, index, value, flag)
+  if not jobs[job].claims then return end
   local owns = C.job_prefix .. job .. ':owns:' .. shard_of(index)
   local key = redis.call('HGET', owns, index)
   if not key then return end

@@ -42,10 +42,11 @@ local function job_state(job)
   local s = jobs[job]
   if s == nil then
     local key = C.job_prefix .. job
-    local f = redis.call('HMGET', key, 'total', 'expires_at', 'model', 'tier')
+    local f = redis.call('HMGET', key, 'total', 'expires_at', 'model', 'tier', 'claims')
     if f[1] then
       s = {key = key, total = tonumber(f[1]), expires = math.floor(tonumber(f[2]) or 0), model = f[3] or '',
-           tier = f[4] or 'standard', ok = 0, err = 0, cached = 0, computed = 0, shards = {}}
+           tier = f[4] or 'standard', claims = f[5] ~= '0', ok = 0, err = 0, cached = 0, computed = 0,
+           shards = {}}
     else
       s = false
     end

@@ -215,6 +215,7 @@ class Enqueuer:
             fields["deadline"] = time.time() + timeout_s
         ttl = ttl_s or self.store.job_ttl_s
         claimed = cache and self.settings.cache_enabled
+        fields["claims"] = int(claimed)  # '0': the storing script makes no claim lookup for its items
         try:
             self.store.create(job_id, fields, ttl)
             todo = self._claim(spec, job_id, inputs) if claimed else list(range(len(inputs)))

@@ -9,6 +9,7 @@ import uuid
 import pytest
 import redis
 
+from batchery import keys
 from batchery.errors import ModelError
 from batchery.store import ItemResult, JobStore
 from batchery.store.codec import decode, encode_error, encode_output
@@ -157,3 +158,19 @@ def test_the_write_that_ends_a_job_reports_it_once_with_its_model_status_and_dur
     reporting.record([ok(job_id, 3)])
     job = store.get(job_id)
     assert finished == [("echo", "completed", pytest.approx(job["finished_at"] - job["created_at"]), "standard")]
+
+
+@pytest.mark.parametrize("claims, looked_up", [(0, False), (1, True), (None, True)])
+def test_the_storing_script_looks_up_claims_only_for_jobs_that_may_own_some(store, claims, looked_up):
+    """A job sent with the cache off is created with claims '0', and storing its items makes no claim lookup
+    (one HGET an item); a job with the cache on, or one created before the field existed, still resolves
+    its claims. Seen from outside: an entry in the job's claims hash is resolved (removed) or left alone."""
+    job_id = uuid.uuid4().hex
+    fields = {"model": "echo", "version": "1", "total": 1}
+    if claims is not None:
+        fields["claims"] = claims
+    store.create(job_id, fields)
+    owns = keys.job_owns(job_id, 0)
+    store.redis.hset(owns, "0", "echo@1:digest")
+    assert store.record([ok(job_id, 0)]) == {job_id: (1, 0)}
+    assert (store.redis.hget(owns, "0") is None) is looked_up

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from batchery import keys
 from batchery.models.registry import load_registry
 from batchery.tasks import create_celery
 from batchery.tasks.enqueue import Dispatcher, Enqueuer, chunk_bounds, task_id
@@ -49,6 +50,7 @@ def test_a_job_becomes_one_task_per_chunk(celery, store, settings, echo_worker, 
     job_id = Enqueuer(celery, store, settings, registry).submit(spec, list(range(1000)), cache=False)
     wait_completed(store, job_id)
     assert store.get(job_id)["succeeded"] == 1000
+    assert store.redis.hget(keys.job(job_id), "claims") == b"0", "sent with the cache off: it owns no claim"
     deadline = time.monotonic() + 10  # a chunk logs "succeeded" just after it stored the job's last items
     while (received := echo_worker.log_path.read_text().count(f"Task batchery.run_chunk[{job_id}.")) < 16:
         if time.monotonic() > deadline:
