@@ -7,6 +7,8 @@
     client.wait(job)                                # the job's document once it has ended
     for result in client.results(job):              # binary frames: vectors arrive as numpy arrays
         print(result.index, result.output)
+    for result in client.follow(other_job):         # or each item as it finishes, while the job runs
+        print(result.index, result.output)
     vectors = client.predict("minilm", ["hello"])   # through the same queues, waiting for the answer
     big = client.submit("minilm", texts, results="npy")             # results written to files when it ends
     files = {f["kind"]: f for f in client.result_files(big)}        # waits for them
@@ -176,6 +178,30 @@ class Client:
             for index, raw in frames(response.iter_content(STREAM_READ)):
                 kind, value = decode(raw)
                 yield Result(index, value) if kind == "output" else Result(index, None, value)
+
+    def follow(self, job: Job | str, timeout_s: float | None = None, wait_s: float = 30.0) -> Iterator[Result]:
+        """Every item of a running job as it finishes, in index order, with no status polls: streams of up to
+        ``wait_s`` each (``GET .../results?wait=``), each resumed where the last stopped. Ends once every item
+        has come, or the job has ended (then an item it never finished, of a cancelled job say, is missing);
+        :class:`TimeoutError` past ``timeout_s``."""
+        total = job.total if isinstance(job, Job) else int(self.get(job)["total"])
+        url = job.results_url if isinstance(job, Job) else f"{self._job_url(job)}/results"
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        offset = 0
+        while offset < total:
+            wait = wait_s if deadline is None else min(wait_s, max(deadline - time.monotonic(), 0.0))
+            params = {"wait": wait, "offset": offset}
+            timeout = (self.timeout_s, wait + self.timeout_s)  # no byte may come for the whole wait
+            with self.session.get(url, params=params, headers={"Accept": FRAMES}, stream=True, timeout=timeout) as response:
+                _raise_for_error(response)
+                for index, raw in frames(response.iter_content(STREAM_READ)):
+                    kind, value = decode(raw)
+                    yield Result(index, value) if kind == "output" else Result(index, None, value)
+                    offset = index + 1
+            if offset < total and self.get(job)["status"] in ("completed", "failed", "cancelled"):
+                return  # the stream had every item of the ended job there was
+            if offset < total and deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{total - offset} of {total} items still to come after {timeout_s}s")
 
     def result_files(self, job: Job | str, timeout_s: float | None = None, poll_s: float = 0.5) -> list[dict[str, Any]]:
         """The job's result files once written, waiting for them: each with its ``kind``, ``format``, ``bytes`` and

@@ -16,6 +16,7 @@ MAX_METADATA_BYTES = 16 * 1024  # a job's metadata, as compact JSON: it is read 
 MAX_INPUT_DEPTH = 32  # lists and objects inside one another, in an input or the metadata; orjson writes 254 at most
 RESULTS_PAGE_LIMIT = 1000
 RESULTS_PAGE_MAX = 10_000
+RESULTS_WAIT_MAX_S = 60.0  # the longest ?wait= a results read may ask for: each waiting reader holds an API thread
 
 JOB_TTL_S = 7 * 24 * 3600
 FILES_URL = ""  # empty: the folder files/ under the data dir; else any fsspec URL (s3://bucket/prefix, ...)

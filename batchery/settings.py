@@ -46,6 +46,7 @@ class Settings:
     max_metadata_bytes: int = defaults.MAX_METADATA_BYTES
     results_page_limit: int = defaults.RESULTS_PAGE_LIMIT
     results_page_max: int = defaults.RESULTS_PAGE_MAX
+    results_wait_max_s: float = defaults.RESULTS_WAIT_MAX_S
     job_ttl_s: int = defaults.JOB_TTL_S
     files_url: str = defaults.FILES_URL
     max_file_bytes: int = defaults.MAX_FILE_BYTES

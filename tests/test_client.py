@@ -30,6 +30,26 @@ def test_submit_wait_and_read_results_as_frames(api):
     assert job.id in [listed["id"] for listed in client.jobs(model="echo", status="completed", limit=5)]
 
 
+def test_follow_reads_a_running_job_item_by_item_resuming_each_short_stream(api):
+    client = batchery.Client(api.url, api_key="")
+    inputs = [f"follow {i}" for i in range(300)]  # echo-slow: 38 batches of 20 ms
+    job = client.submit("echo-slow", inputs, cache=False)
+    results = list(client.follow(job, timeout_s=60, wait_s=0.25))  # a fresh stream every quarter second
+    assert [(r.index, r.output) for r in results] == list(enumerate(inputs))
+    assert client.get(job)["status"] == "completed"
+    with pytest.raises(TimeoutError):
+        list(client.follow(client.submit("echo-slow", inputs, cache=False).id, timeout_s=0.2, wait_s=0.1))
+
+
+def test_follow_ends_with_a_cancelled_job(api):
+    client = batchery.Client(api.url, api_key="")
+    job = client.submit("echo-slow", [f"cancel {i}" for i in range(800)], cache=False)
+    client.cancel(job)
+    results = list(client.follow(job, timeout_s=20))
+    assert [r.index for r in results] == sorted(r.index for r in results)
+    assert all(not r.ok and r.error["code"] == "cancelled" for r in results if r.output is None)
+
+
 def test_lines_go_as_ndjson_and_errors_raise_with_the_apis_code(api):
     client = batchery.Client(api.url, api_key="")
     job = client.submit_lines("echo", [b'"a"', b"[1, 2]"], cache=False)

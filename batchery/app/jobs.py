@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
 from batchery import tiers
-from batchery.app import job_list, tenancy
+from batchery.app import follow, job_list, tenancy
 from batchery.app.requests import NDJSON, read_job_request
 from batchery.app.services import services
 from batchery.app.views import external_url, job_document, job_links
@@ -142,31 +141,23 @@ def get_results(job_id: str) -> Response:
         files = [f["url"] for f in job_document(job).get("result_files", {}).get("files", [])]
         where = ", ".join(files) if files else "its batch's output and error files (GET /v1/batches/<id>)"
         raise ResultsInFiles(f"job {job_id}'s results were written to files and have left Redis: {where}")
+    store, settings = services().store, services().settings
+    offset = int_arg("offset", 0, 0, MAX_OFFSET)
+    wait_s = float_arg("wait", 0.0, 0.0, settings.results_wait_max_s)
     accept = request.headers.get("Accept", "")
     for mimetype, render in STREAMS.items():
         if mimetype in accept:
-            return Response(stream_with_context(_stream(job_id, job["total"], render)), mimetype=mimetype)
-    settings = services().settings
-    offset = int_arg("offset", 0, 0, MAX_OFFSET)
+            body = follow.stream(store, job_id, job["total"], offset, wait_s, render)
+            return Response(stream_with_context(body), mimetype=mimetype)
     limit = int_arg("limit", settings.results_page_limit, 1, settings.results_page_max)
     stop = min(offset + limit, job["total"])
-    results = [result_record(i, raw) for i, raw in services().store.outputs(job_id, offset, stop)]
+    results = [result_record(i, raw) for i, raw in follow.page(store, job_id, offset, stop, wait_s)]
     next_url = external_url("jobs.get_results", job_id=job_id, offset=stop, limit=limit) if stop < job["total"] else None
     return json_response({"results": results, "next": next_url})
 
 
 #: Every finished item in one streamed body: binary frames (no JSON at all), or one JSON line each.
-STREAMS: dict[str, Callable[[int, bytes], bytes]] = {FRAMES: frame, NDJSON: result_line}
-STREAM_PAGE = 1000
-
-
-def _stream(job_id: str, total: int, render: Callable[[int, bytes], bytes]) -> Iterator[bytes]:
-    """One write per page of items rather than one per item: a chunk each costs a send and its framing."""
-    store = services().store
-    for start in range(0, total, STREAM_PAGE):
-        found = store.outputs(job_id, start, min(start + STREAM_PAGE, total))
-        if found:
-            yield b"".join(render(index, raw) for index, raw in found)
+STREAMS: dict[str, follow.Render] = {FRAMES: frame, NDJSON: result_line}
 
 
 def _job(job_id: str) -> dict:
@@ -184,6 +175,19 @@ def _job(job_id: str) -> dict:
         store.fail_missing(job_id, job["total"], encode_error(DeadlineExceeded()))
         job = store.get(job_id)
     return job
+
+
+def float_arg(name: str, default: float, low: float, high: float) -> float:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be a number of seconds, not {raw!r}")
+    if not low <= value <= high:  # NaN fails this too
+        raise BadRequest(f"'{name}' must be between {low:g} and {high:g} seconds, not {raw}")
+    return value
 
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:

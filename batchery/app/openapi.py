@@ -424,8 +424,15 @@ def job_operations(settings: Settings, registry: Registry) -> dict[str, Any]:
             "summary": "Finished items in index order: a page of JSON, or every one as NDJSON (Accept: application/x-ndjson)",
             "parameters": [
                 job_id,
-                query_int("offset", "The first index (default 0); past the last item the page is empty.", 0, MAX_OFFSET),
+                query_int("offset", "The first index (default 0); past the last item the page is empty. A stream "
+                                    "starts there too.", 0, MAX_OFFSET),
                 query_int("limit", f"Items per page (default {settings.results_page_limit}).", 1, settings.results_page_max),
+                {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0,
+                                                           "maximum": settings.results_wait_max_s},
+                 "description": "Seconds to follow a running job (default 0: answer at once). A stream sends the items "
+                                "from `offset` in index order as they finish; a page answers once all its items have "
+                                "finished; both end at once when the job ends. Resume a stream cut short with `offset` "
+                                f"(at most {settings.results_wait_max_s:g} s, BATCHERY_RESULTS_WAIT_MAX_S)."},
             ],
             "responses": {
                 "200": {"description": "A page, with the next page's URL (or null).", "content": {

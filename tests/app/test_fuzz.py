@@ -57,7 +57,8 @@ def fuzz_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
     (folder / "models.toml").write_text(FUZZ_MODELS)
     server = RedisServer(folder / "redis", persist=False).start()
     yield dataclasses.replace(
-        settings, redis_url=server.url, models_file=str(folder / "models.toml"), api_keys=KEY, predict_timeout_s=2.0
+        settings, redis_url=server.url, models_file=str(folder / "models.toml"), api_keys=KEY, predict_timeout_s=2.0,
+        results_wait_max_s=2.0,  # as the predict timeout: every call answers well within the client's 30 s
     )
     server.stop()
 

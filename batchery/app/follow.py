@@ -1,0 +1,83 @@
+"""Results that follow a running job: ``GET /v1/jobs/<id>/results?wait=S``.
+
+Without ``wait`` a results read answers at once with the items finished so far. With it, a stream (NDJSON or
+frames) sends the items from ``offset`` on in index order as they finish, and a JSON page is answered once all
+of its items have finished; either way for at most ``wait`` seconds (``BATCHERY_RESULTS_WAIT_MAX_S`` at most),
+and at once when the job has ended. A client reads a job's results while it runs, with no status polls and no
+second pass over the outputs after the end, and resumes a stream cut short with ``offset`` set to the next
+index it lacks.
+
+The wait reads Redis, never blocks on it: a pause that doubles from :data:`FIRST_PAUSE_S` to
+:data:`MAX_PAUSE_S` while nothing new has finished, and one short read of the items after the last one sent,
+so a follower costs little whatever the job's size. Each follower holds one API thread while it waits.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+from batchery.store import FINAL_STATUSES, JobStore
+
+FIRST_PAUSE_S = 0.005
+MAX_PAUSE_S = 0.1
+#: Items read (and sent) at a time: one round trip each.
+PAGE = 1000
+
+Render = Callable[[int, bytes], bytes]
+
+
+def stream(store: JobStore, job_id: str, total: int, start: int, wait_s: float, render: Render) -> Iterator[bytes]:
+    """Every finished item from ``start`` on, a page per write: at once (``wait_s`` 0, gaps skipped) or, in
+    index order, as the job finishes them, until all are sent, the job ends or ``wait_s`` passes."""
+    if wait_s <= 0:
+        for first in range(start, total, PAGE):
+            found = store.outputs(job_id, first, min(first + PAGE, total))
+            if found:
+                yield b"".join(render(index, raw) for index, raw in found)
+        return
+    deadline = time.monotonic() + wait_s
+    cursor, pause = start, FIRST_PAUSE_S
+    while cursor < total:
+        found = store.outputs(job_id, cursor, min(cursor + PAGE, total))
+        run = _leading_run(found, cursor)
+        if run:
+            yield b"".join(render(index, raw) for index, raw in run)
+            cursor, pause = cursor + len(run), FIRST_PAUSE_S
+            continue
+        if _ended(store, job_id):  # what a job that has ended lacks will not come: send the rest as it is
+            yield from stream(store, job_id, total, cursor, 0.0, render)
+            return
+        if time.monotonic() + pause > deadline:
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, MAX_PAUSE_S)
+
+
+def page(store: JobStore, job_id: str, start: int, stop: int, wait_s: float) -> list[tuple[int, bytes]]:
+    """The finished items of ``[start, stop)``: once all have finished, the job has ended or ``wait_s`` passed."""
+    deadline = time.monotonic() + wait_s
+    pause = FIRST_PAUSE_S
+    while True:
+        found = store.outputs(job_id, start, stop)
+        if len(found) >= stop - start or wait_s <= 0:
+            return found
+        if _ended(store, job_id):  # read again: items stored between that read and the end are in this one
+            return store.outputs(job_id, start, stop)
+        if time.monotonic() + pause > deadline:
+            return found
+        time.sleep(pause)
+        pause = min(pause * 2, MAX_PAUSE_S)
+
+
+def _leading_run(found: list[tuple[int, bytes]], cursor: int) -> list[tuple[int, bytes]]:
+    """The items of ``found`` (in index order) that follow ``cursor`` without a gap."""
+    for k, (index, _) in enumerate(found):
+        if index != cursor + k:
+            return found[:k]
+    return found
+
+
+def _ended(store: JobStore, job_id: str) -> bool:
+    job = store.get(job_id)
+    return job is None or job["status"] in FINAL_STATUSES

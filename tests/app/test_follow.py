@@ -1,0 +1,92 @@
+"""Results that follow a running job (``?wait=``), through real HTTP, Redis and a worker process.
+
+``echo-slow`` runs 8 items a batch at 20 ms a batch, so a job of a few hundred items runs for a second or
+more: long enough to see items arrive while it runs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+import requests
+
+from batchery.store.codec import FRAMES, decode, read_frames
+from tests.helpers import error_of, wait_for_job
+
+pytestmark = pytest.mark.usefixtures("echo_worker")
+NDJSON = {"Accept": "application/x-ndjson"}
+
+
+def submit(http: requests.Session, api, total: int, model: str = "echo-slow") -> dict:
+    inputs = [f"item {i}" for i in range(total)]
+    response = http.post(f"{api.url}/v1/jobs", json={"model": model, "inputs": inputs, "cache": False})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def read_lines(response: requests.Response) -> list[tuple[float, dict]]:
+    """Each NDJSON line as it arrives, with the time it arrived."""
+    return [(time.monotonic(), orjson.loads(line)) for line in response.iter_lines() if line]
+
+
+def test_a_stream_with_wait_sends_every_item_in_index_order_while_the_job_runs(http, api):
+    job = submit(http, api, 240)
+    with http.get(job["links"]["results"], params={"wait": 30}, headers=NDJSON, stream=True) as response:
+        assert response.status_code == 200
+        lines = read_lines(response)
+    assert [record for _, record in lines] == [{"index": i, "output": f"item {i}"} for i in range(240)]
+    first, last = lines[0][0], lines[-1][0]
+    assert last - first > 0.2, "the first items came while the job still ran (30 batches of 20 ms)"
+    assert http.get(job["links"]["self"]).json()["status"] == "completed"
+
+
+def test_a_stream_cut_short_by_its_wait_resumes_at_its_offset(http, api):
+    job = submit(http, api, 400)
+    started = time.monotonic()
+    with http.get(job["links"]["results"], params={"wait": 0.3}, headers=NDJSON, stream=True) as response:
+        first = [record for _, record in read_lines(response)]
+    assert time.monotonic() - started < 3
+    assert 0 < len(first) < 400, "some items in 0.3 s, not all of 50 batches of 20 ms"
+    assert [r["index"] for r in first] == list(range(len(first)))
+    params = {"wait": 30, "offset": len(first)}
+    with http.get(job["links"]["results"], params=params, headers={"Accept": FRAMES}, stream=True) as response:
+        rest = list(read_frames(response.content))
+    assert [index for index, _ in rest] == list(range(len(first), 400))
+    assert all(decode(raw) == ("output", f"item {index}") for index, raw in rest)
+
+
+def test_a_json_page_with_wait_answers_once_all_its_items_finished(http, api):
+    job = submit(http, api, 200)
+    page = http.get(job["links"]["results"], params={"wait": 30, "offset": 100, "limit": 50}).json()
+    assert [r["index"] for r in page["results"]] == list(range(100, 150))
+    assert page["next"].endswith("offset=150&limit=50")
+
+
+def test_a_follower_of_an_ended_job_is_answered_at_once(http, api):
+    job = submit(http, api, 800)
+    assert http.delete(job["links"]["self"]).status_code == 200
+    started = time.monotonic()
+    with http.get(job["links"]["results"], params={"wait": 30}, headers=NDJSON, stream=True) as response:
+        lines = [record for _, record in read_lines(response)]
+    page = http.get(job["links"]["results"], params={"wait": 30, "limit": 800}).json()
+    assert time.monotonic() - started < 5, "a cancelled job's missing items will not come: no waiting for them"
+    assert len(lines) <= 800 and len(page["results"]) <= 800
+
+
+def test_a_finished_job_streams_at_once_with_or_without_wait(http, api):
+    job = submit(http, api, 30, model="echo")
+    wait_for_job(http, job["links"]["self"])
+    for params in ({}, {"wait": 10}, {"offset": 0}):
+        with http.get(job["links"]["results"], params=params, headers=NDJSON, stream=True) as response:
+            assert [r["index"] for _, r in read_lines(response)] == list(range(30))
+    with http.get(job["links"]["results"], params={"offset": 25}, headers=NDJSON, stream=True) as response:
+        assert [r["index"] for _, r in read_lines(response)] == list(range(25, 30)), "a stream starts at its offset"
+
+
+@pytest.mark.parametrize("wait", ["-1", "abc", "nan", "inf", "61", ""])
+def test_a_wait_that_is_not_seconds_within_the_limit_is_400(http, api, wait):
+    job = submit(http, api, 1, model="echo")
+    message = error_of(http.get(job["links"]["results"], params={"wait": wait}), 400, "bad_request")
+    assert "'wait'" in message
