@@ -1,7 +1,7 @@
 """The three ways of getting outputs that the benchmark times, each from the client's side of the wall.
 
-- :func:`pipeline` is batchery as a user meets it: one ``POST /v1/jobs``, polling ``GET /v1/jobs/<id>`` until
-  the job completes, then the NDJSON results stream, every line parsed and checked. The result cache is off
+- :func:`pipeline` is batchery as a user meets it through its client: one ``POST /v1/jobs``, then every result
+  read as it finishes (``Client.follow``), every one decoded and checked. The result cache is off
   unless asked for: a benchmark repeats the same inputs, and a repeat answered from the cache times Redis
   lookups instead of the pipeline.
 - :func:`plain_celery` is plain Celery with ``apply_async`` and ``AsyncResult.get()``: one task per item, or
@@ -18,15 +18,12 @@ from datetime import datetime
 from typing import Any, Sequence
 
 import numpy as np
-import orjson
-import requests
 
+from batchery.client import Client
 from batchery.models.registry import ModelSpec
 from batchery.settings import Settings
 from benchmarks import plain_celery as plain
 
-NDJSON = "application/x-ndjson"
-FINAL = ("completed", "failed", "cancelled")
 
 
 @dataclass
@@ -42,72 +39,40 @@ class Run:
         return self.items / self.seconds if self.seconds > 0 else float("nan")
 
 
-#: Polling backs off to this share of the time waited so far: a poll costs the API and the client about
-#: 3 ms of CPU, and polling a 20-second job every 20 ms took 8% of a 2-core machine away from the worker.
-POLL_BACKOFF = 0.02
-POLL_MAX_S = 0.5
 
 
 def pipeline(
-    api_url: str,
-    model: str,
-    inputs: Sequence[Any],
-    poll_s: float = 0.02,
-    timeout_s: float = 900.0,
-    cache: bool = False,
+    api_url: str, model: str, inputs: Sequence[Any], timeout_s: float = 900.0, cache: bool = False
 ) -> tuple[Run, list[Any]]:
-    """Submit ``inputs`` as one job over HTTP, wait for it, read every result; the outputs in input order.
+    """Submit ``inputs`` as one job over HTTP and read every result as it finishes; the outputs in input order.
 
-    ``cache`` is the job's ``"cache"`` field; the job's final counts (``cached`` among them) go in the run's
-    details, so a report shows how many items were computed rather than looked up.
+    The client is batchery's own (:class:`batchery.Client`): ``submit``, then ``follow``, which streams the
+    results as binary frames while the job runs (``GET .../results?wait=``) with no status polls. ``cache`` is
+    the job's ``"cache"`` field; the job's final counts (``cached`` among them) go in the run's details, read
+    once the clock has stopped, so a report shows how many items were computed rather than looked up.
 
-    The clock runs from just before the POST to the last result line parsed, so it includes the upload, the
-    queueing, the worker, the polling granularity and the download. Polls come every ``poll_s`` at first,
-    then every 2% of the time waited (at most 0.5 s), so seeing the job done late costs about 1% at most.
+    The clock runs from just before the POST to the last result decoded, so it includes the upload, the
+    queueing, the worker and the download.
     """
-    http = requests.Session()
-    body = orjson.dumps({"model": model, "inputs": list(inputs), "cache": cache})
-    started = time.perf_counter()
-    response = http.post(f"{api_url}/v1/jobs", data=body, headers={"content-type": "application/json"})
-    _check(response)
-    job = response.json()
-    submitted = time.perf_counter()
-    deadline = submitted + timeout_s
-    polls = 0
-    while True:
-        response = http.get(job["links"]["self"])
-        _check(response)
-        doc = response.json()
-        polls += 1
-        if doc["status"] in FINAL:
-            break
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"job {job['id']} did not finish in {timeout_s:.0f}s: {doc}")
-        time.sleep(min(POLL_MAX_S, max(poll_s, POLL_BACKOFF * (time.perf_counter() - submitted))))
-    if doc["status"] != "completed" or doc["counts"]["failed"]:
-        raise RuntimeError(f"job {job['id']} ended {doc['status']} with counts {doc['counts']}: {doc.get('error')}")
-    completed = time.perf_counter()
+    client = Client(api_url, api_key="", timeout_s=60.0)
     outputs: list[Any] = [None] * len(inputs)
     count = 0
-    with http.get(job["links"]["results"], headers={"Accept": NDJSON}, stream=True) as response:
-        _check(response)
-        for line in response.iter_lines(chunk_size=1 << 16):  # requests reads 512 bytes at a time otherwise
-            if not line:
-                continue
-            record = orjson.loads(line)
-            if "output" not in record:
-                raise RuntimeError(f"job {job['id']}: item {record.get('index')} failed: {record.get('error')}")
-            outputs[record["index"]] = record["output"]
-            count += 1
+    started = time.perf_counter()
+    job = client.submit(model, inputs, cache=cache)
+    submitted = time.perf_counter()
+    for result in client.follow(job, timeout_s=timeout_s):
+        if not result.ok:
+            raise RuntimeError(f"job {job.id}: item {result.index} failed: {result.error}")
+        outputs[result.index] = result.output
+        count += 1
     finished = time.perf_counter()
-    if count != len(inputs):
-        raise RuntimeError(f"job {job['id']}: {count} results for {len(inputs)} inputs")
+    doc = client.get(job)
+    if doc["status"] != "completed" or doc["counts"]["failed"] or count != len(inputs):
+        raise RuntimeError(f"job {job.id} ended {doc['status']} with counts {doc['counts']}, {count} results read")
     details = {
-        "job_id": job["id"],
+        "job_id": job.id,
         "submit_s": round(submitted - started, 4),
-        "wait_s": round(completed - submitted, 4),
-        "fetch_s": round(finished - completed, 4),
-        "polls": polls,
+        "read_s": round(finished - submitted, 4),
         "counts": doc["counts"],
         **_server_times(doc),
     }
@@ -125,11 +90,6 @@ def _server_times(doc: dict[str, Any]) -> dict[str, float]:
     if "started_at" in stamps and "finished_at" in stamps:
         times["server_running_s"] = round((stamps["finished_at"] - stamps["started_at"]).total_seconds(), 4)
     return times
-
-
-def _check(response: requests.Response) -> None:
-    if response.status_code >= 400:
-        raise RuntimeError(f"HTTP {response.status_code} from {response.url}: {response.text[:300]}")
 
 
 def plain_celery(redis_url: str, inputs: Sequence[Any], task_items: int = 1) -> tuple[Run, list[Any]]:

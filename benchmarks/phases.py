@@ -98,16 +98,16 @@ def computed(run: measure.Run) -> measure.Run:
     return run
 
 
-def bench_echo(stack: Stack, api: Child, sizes: Sizes, poll_s: float, processes: int = 1) -> dict[str, Any]:
+def bench_echo(stack: Stack, api: Child, sizes: Sizes, processes: int = 1) -> dict[str, Any]:
     """batchery's echo on a CPU pool of ``processes`` worker processes, as ``batchery worker`` runs one."""
     inputs = corpus.texts(sizes.echo)
     worker = stack.start_pool("bench-echo", ["echo"], processes)
     try:
         # warm: connections, gunicorn workers, the worker's batcher
-        computed(measure.pipeline(stack.api_url, "echo", warm_inputs(WARM_ECHO_ITEMS), poll_s)[0])
+        computed(measure.pipeline(stack.api_url, "echo", warm_inputs(WARM_ECHO_ITEMS))[0])
 
         def once() -> measure.Run:
-            run, outputs = measure.pipeline(stack.api_url, "echo", inputs, poll_s)
+            run, outputs = measure.pipeline(stack.api_url, "echo", inputs)
             computed(run)
             if outputs != inputs:
                 raise RuntimeError("echo returned outputs that differ from its inputs")
@@ -173,7 +173,7 @@ def minilm_models_file(stack: Stack, threads: int | None) -> Path:
 
 
 def bench_minilm(
-    stack: Stack, api: Child, sizes: Sizes, poll_s: float, model: str = "minilm"
+    stack: Stack, api: Child, sizes: Sizes, model: str = "minilm"
 ) -> dict[str, dict[str, Any]]:
     """Raw ORT on minilm's fp32 export and the pipeline serving ``model`` (``minilm``, or its int8 copy), alternated
     run by run so that drift in the machine hits both alike. The stack's models file holds both models."""
@@ -187,7 +187,7 @@ def bench_minilm(
     worker_start_s = time.perf_counter() - started
     raw = measure.RawOnnx(spec, settings)
     try:
-        computed(measure.pipeline(stack.api_url, model, warm, poll_s)[0])
+        computed(measure.pipeline(stack.api_url, model, warm)[0])
         raw.run(warm)
         raw_runs: list[measure.Run] = []
         pipe_runs: list[measure.Run] = []
@@ -202,7 +202,7 @@ def bench_minilm(
             raw_cpu = _add(raw_cpu, meter.stop())
             raw_runs.append(run)
             meter = CpuMeter(groups).start()
-            run, outputs = measure.pipeline(stack.api_url, model, texts, poll_s)
+            run, outputs = measure.pipeline(stack.api_url, model, texts)
             computed(run)
             pipe_cpu = _add(pipe_cpu, meter.stop())
             pipe_runs.append(run)

@@ -72,9 +72,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--minilm-threads", type=int, help="options.threads (ORT intra-op threads) for the worker and raw ORT"
     )
     parser.add_argument(
-        "--poll-s", type=float, default=0.02, help="first job status polling interval (it backs off to 2%% of the wait)"
-    )
-    parser.add_argument(
         "--skip", default="", help="phases to leave out, comma-separated: echo, plain, plain_lists, minilm, minilm_int8"
     )
     args = parser.parse_args(argv)
@@ -150,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.settings = dataclasses.replace(stack.settings, models_file=str(models_file))
         api = stack.start_api()
         if "echo" not in skip:
-            results["echo"] = bench_echo(stack, api, sizes, args.poll_s, args.echo_processes)
+            results["echo"] = bench_echo(stack, api, sizes, args.echo_processes)
         pools = [p.strip() for p in args.plain_pools.split(",") if p.strip()]
         for key, task_items in (("plain", 1), ("plain_lists", args.plain_task_items)):
             if key not in skip:
@@ -158,9 +155,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     pool: bench_plain(stack, pool, args.plain_concurrency, sizes, task_items) for pool in pools
                 }
         if "minilm" not in skip:
-            results["minilm"] = bench_minilm(stack, api, sizes, args.poll_s)
+            results["minilm"] = bench_minilm(stack, api, sizes)
         if "minilm_int8" not in skip:
-            results["minilm_int8"] = bench_minilm(stack, api, sizes, args.poll_s, model=MINILM_INT8)
+            results["minilm_int8"] = bench_minilm(stack, api, sizes, model=MINILM_INT8)
         settings = {k: v for k, v in dataclasses.asdict(stack.settings).items() if k in SETTINGS_SHOWN}
     registry = load_registry()
     table = rows(results)
@@ -172,7 +169,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": settings,
         "models": {name: registry.get(name).describe() for name in ("echo", "minilm")},
         "minilm_threads_override": args.minilm_threads,
-        "poll_s": args.poll_s,
         "table": [row.as_dict() for row in table],
         "ratio_means": RATIO_MEANS,
         "others_cores_busy": noise,

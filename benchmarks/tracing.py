@@ -54,7 +54,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2,000 items a job, four rounds")
     parser.add_argument("--rounds", type=int, help="jobs per side (default 6, --quick 2)")
     parser.add_argument("--items", type=int, help="items per job (default 20,000, --quick 2,000)")
-    parser.add_argument("--poll-s", type=float, default=0.02)
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 6)
     args.items = args.items or (2_000 if args.quick else 20_000)
@@ -131,7 +130,7 @@ def pipelines(
             extra = tracing_env(mode, collector)
             api = stack.start_api(extra_env=extra)
             worker = stack.start_worker(f"echo-{mode}", ["echo"], extra_env=extra)
-            computed(measure.pipeline(stack.api_url, "echo", warm_inputs(WARM_ECHO_ITEMS), args.poll_s)[0])
+            computed(measure.pipeline(stack.api_url, "echo", warm_inputs(WARM_ECHO_ITEMS))[0])
             meters[mode] = CpuMeter({"api": api.process.pid, "worker": worker.process.pid, "redis": stack.redis_pid})
         time.sleep(EXPORT_DELAY_S)  # the warm-up's spans leave before the meters start
         for meter in meters.values():
@@ -139,7 +138,7 @@ def pipelines(
         runs: dict[str, list[measure.Run]] = {mode: [] for mode in MODES}
         for number, mode in enumerate(order(args.rounds)):
             inputs = corpus.texts(args.items, seed=corpus.SEED + 100 + number)
-            run, outputs = measure.pipeline(stacks[mode].api_url, "echo", inputs, args.poll_s)
+            run, outputs = measure.pipeline(stacks[mode].api_url, "echo", inputs)
             if outputs != inputs:
                 raise RuntimeError("echo returned outputs that differ from its inputs")
             runs[mode].append(computed(run))

@@ -53,7 +53,7 @@ def test_echo_phase_computes_every_item_it_times(echo_stack):
     api = echo_stack.start_api()
     sizes = dataclasses.replace(phases.Sizes.of(quick=True, repeat=2), echo=600)
 
-    echo = phases.bench_echo(echo_stack, api, sizes, poll_s=0.02, processes=2)
+    echo = phases.bench_echo(echo_stack, api, sizes, processes=2)
 
     jobs = jobs_sent(echo_stack)
     assert len(jobs) == 3  # the warm-up and two timed runs
@@ -66,7 +66,7 @@ def test_minilm_phase_computes_every_item_it_times(minilm_stack):
     api = minilm_stack.start_api()
     sizes = dataclasses.replace(phases.Sizes.of(quick=True, repeat=2), minilm=64)
 
-    minilm = phases.bench_minilm(minilm_stack, api, sizes, poll_s=0.02)
+    minilm = phases.bench_minilm(minilm_stack, api, sizes)
 
     jobs = jobs_sent(minilm_stack)
     assert len(jobs) == 3
@@ -80,7 +80,7 @@ def test_the_int8_phase_serves_the_int8_copy_and_compares_it_with_raw_fp32(minil
     api = minilm_stack.start_api()
     sizes = dataclasses.replace(phases.Sizes.of(quick=True, repeat=1), minilm=64)
 
-    int8 = phases.bench_minilm(minilm_stack, api, sizes, poll_s=0.02, model=phases.MINILM_INT8)
+    int8 = phases.bench_minilm(minilm_stack, api, sizes, model=phases.MINILM_INT8)
 
     jobs = jobs_sent(minilm_stack)
     assert [(job["model"], job.get("quantize"), job["cached"]) for job in jobs] == [("minilm-int8", "int8", 0)] * 2
