@@ -34,6 +34,9 @@ from batchery.store.codec import FRAME_HEADER, FRAMES, decode
 
 NDJSON = "application/x-ndjson"
 STREAM_READ = 1 << 16
+#: ``follow``'s pause before it asks again after a stream that brought nothing new, doubling to the most.
+FOLLOW_PAUSE_S = 0.05
+FOLLOW_PAUSE_MAX_S = 1.0
 
 
 class ApiError(RuntimeError):
@@ -187,8 +190,9 @@ class Client:
         total = job.total if isinstance(job, Job) else int(self.get(job)["total"])
         url = job.results_url if isinstance(job, Job) else f"{self._job_url(job)}/results"
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        offset = 0
+        offset, pause = 0, FOLLOW_PAUSE_S
         while offset < total:
+            before = offset
             wait = wait_s if deadline is None else min(wait_s, max(deadline - time.monotonic(), 0.0))
             params = {"wait": wait, "offset": offset}
             timeout = (self.timeout_s, wait + self.timeout_s)  # no byte may come for the whole wait
@@ -202,6 +206,11 @@ class Client:
                 return  # the stream had every item of the ended job there was
             if offset < total and deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"{total - offset} of {total} items still to come after {timeout_s}s")
+            if offset == before:  # answered at once with nothing new (the API's waiting readers are all taken)
+                time.sleep(pause)
+                pause = min(pause * 2, FOLLOW_PAUSE_MAX_S)
+            else:
+                pause = FOLLOW_PAUSE_S
 
     def result_files(self, job: Job | str, timeout_s: float | None = None, poll_s: float = 0.5) -> list[dict[str, Any]]:
         """The job's result files once written, waiting for them: each with its ``kind``, ``format``, ``bytes`` and

@@ -8,6 +8,7 @@ from batchery import tracing
 from batchery.app import auth, dead_letters, discovery, health, jobs, models, overview, page, weights, workers
 from batchery.app.openai import batches, embeddings, files
 from batchery.app.access import register_request_log
+from batchery.app.follow import Waiters
 from batchery.app.errors import register_error_handlers
 from batchery.app.services import Services
 from batchery.app.views import check_host
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         idempotency=IdempotencyKeys(store.redis, settings.job_ttl_s), quotas=Quotas(store.redis, settings.job_ttl_s),
         files=FileStore(store.redis, Blobs(settings.effective_files_url), settings.file_ttl_s),
         batches=BatchStore(store.redis, settings.job_ttl_s), weights=weight_store,
-        router=Router(registry, weight_store),
+        router=Router(registry, weight_store), waiters=Waiters(settings.api_threads // 2),
     )
     blueprints = (
         jobs.bp, models.bp, weights.bp, workers.bp, dead_letters.bp, overview.bp, health.bp, discovery.bp, page.bp

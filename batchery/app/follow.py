@@ -9,11 +9,15 @@ index it lacks.
 
 The wait reads Redis, never blocks on it: a pause that doubles from :data:`FIRST_PAUSE_S` to
 :data:`MAX_PAUSE_S` while nothing new has finished, and one short read of the items after the last one sent,
-so a follower costs little whatever the job's size. Each follower holds one API thread while it waits.
+so a follower costs little whatever the job's size. Each follower holds one API thread while it waits, so
+at most half of a process's threads wait at once (:class:`Waiters`): a reader past that is answered at once,
+as without ``wait``, and the rest stay free for submissions, polls and health probes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from typing import Callable, Iterator
 
@@ -27,7 +31,32 @@ PAGE = 1000
 Render = Callable[[int, bytes], bytes]
 
 
-def stream(store: JobStore, job_id: str, total: int, start: int, wait_s: float, render: Render) -> Iterator[bytes]:
+class Waiters:
+    """How many readers of one API process may wait at once; the rest are answered at once."""
+
+    def __init__(self, limit: int) -> None:
+        self._slots = threading.BoundedSemaphore(max(limit, 1))
+
+    @contextlib.contextmanager
+    def slot(self, wait_s: float) -> Iterator[float]:
+        """``wait_s`` while a slot is held for the block, else 0."""
+        held = wait_s > 0 and self._slots.acquire(blocking=False)
+        try:
+            yield wait_s if held else 0.0
+        finally:
+            if held:
+                self._slots.release()
+
+
+def stream(
+    store: JobStore, job_id: str, total: int, start: int, wait_s: float, render: Render, waiters: Waiters
+) -> Iterator[bytes]:
+    """:func:`follow_stream` with one of ``waiters``' slots held for as long as it waits (the whole response)."""
+    with waiters.slot(wait_s) as granted:
+        yield from follow_stream(store, job_id, total, start, granted, render)
+
+
+def follow_stream(store: JobStore, job_id: str, total: int, start: int, wait_s: float, render: Render) -> Iterator[bytes]:
     """Every finished item from ``start`` on, a page per write: at once (``wait_s`` 0, gaps skipped) or, in
     index order, as the job finishes them, until all are sent, the job ends or ``wait_s`` passes."""
     if wait_s <= 0:
@@ -46,7 +75,7 @@ def stream(store: JobStore, job_id: str, total: int, start: int, wait_s: float, 
             cursor, pause = cursor + len(run), FIRST_PAUSE_S
             continue
         if _ended(store, job_id):  # what a job that has ended lacks will not come: send the rest as it is
-            yield from stream(store, job_id, total, cursor, 0.0, render)
+            yield from follow_stream(store, job_id, total, cursor, 0.0, render)
             return
         if time.monotonic() + pause > deadline:
             return
@@ -54,8 +83,13 @@ def stream(store: JobStore, job_id: str, total: int, start: int, wait_s: float, 
         pause = min(pause * 2, MAX_PAUSE_S)
 
 
-def page(store: JobStore, job_id: str, start: int, stop: int, wait_s: float) -> list[tuple[int, bytes]]:
+def page(store: JobStore, job_id: str, start: int, stop: int, wait_s: float, waiters: Waiters) -> list[tuple[int, bytes]]:
     """The finished items of ``[start, stop)``: once all have finished, the job has ended or ``wait_s`` passed."""
+    with waiters.slot(wait_s) as granted:
+        return _page(store, job_id, start, stop, granted)
+
+
+def _page(store: JobStore, job_id: str, start: int, stop: int, wait_s: float) -> list[tuple[int, bytes]]:
     deadline = time.monotonic() + wait_s
     pause = FIRST_PAUSE_S
     while True:

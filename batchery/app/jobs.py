@@ -147,11 +147,11 @@ def get_results(job_id: str) -> Response:
     accept = request.headers.get("Accept", "")
     for mimetype, render in STREAMS.items():
         if mimetype in accept:
-            body = follow.stream(store, job_id, job["total"], offset, wait_s, render)
+            body = follow.stream(store, job_id, job["total"], offset, wait_s, render, services().waiters)
             return Response(stream_with_context(body), mimetype=mimetype)
     limit = int_arg("limit", settings.results_page_limit, 1, settings.results_page_max)
     stop = min(offset + limit, job["total"])
-    results = [result_record(i, raw) for i, raw in follow.page(store, job_id, offset, stop, wait_s)]
+    results = [result_record(i, raw) for i, raw in follow.page(store, job_id, offset, stop, wait_s, services().waiters)]
     next_url = external_url("jobs.get_results", job_id=job_id, offset=stop, limit=limit) if stop < job["total"] else None
     return json_response({"results": results, "next": next_url})
 

@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 from flask import current_app
 
+from batchery.app.follow import Waiters
 from batchery.errors import NoLiveWorker
 from batchery.models.registry import ModelSpec, Registry
 from batchery.rollouts import Router, WeightStore
@@ -41,6 +42,7 @@ class Services:
     batches: BatchStore
     weights: WeightStore
     router: Router
+    waiters: Waiters
     _workers: tuple[float, list[dict[str, Any]]] = field(default=(0.0, []), repr=False)
 
     def live_workers(self, fresh: bool = False) -> list[dict[str, Any]]:

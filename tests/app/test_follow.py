@@ -6,13 +6,17 @@ more: long enough to see items arrive while it runs.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 
 import orjson
 import pytest
 import requests
 
+from batchery.app import follow
 from batchery.store.codec import FRAMES, decode, read_frames
+from tests.conftest import ApiServer
 from tests.helpers import error_of, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("echo_worker")
@@ -90,3 +94,38 @@ def test_a_wait_that_is_not_seconds_within_the_limit_is_400(http, api, wait):
     job = submit(http, api, 1, model="echo")
     message = error_of(http.get(job["links"]["results"], params={"wait": wait}), 400, "bad_request")
     assert "'wait'" in message
+
+
+def test_a_slot_to_wait_is_granted_up_to_the_limit_and_released_after():
+    waiters = follow.Waiters(1)
+    with waiters.slot(5.0) as first:
+        with waiters.slot(5.0) as second:
+            assert (first, second) == (5.0, 0.0), "the second reader is answered at once"
+    with waiters.slot(5.0) as again:
+        assert again == 5.0
+    with waiters.slot(0.0) as none:
+        assert none == 0.0
+
+
+def test_readers_past_half_the_api_threads_are_answered_at_once(settings):
+    """With 2 threads, one reader may wait: a second is answered at once with what has finished, and the
+    probes still answer; the first still gets every item."""
+    with ApiServer(dataclasses.replace(settings, api_workers=1, api_threads=2)) as api:
+        http = requests.Session()
+        job = submit(http, api, 400)
+        got: list[dict] = []
+
+        def first_reader() -> None:
+            with requests.get(job["links"]["results"], params={"wait": 30}, headers=NDJSON, stream=True) as response:
+                got.extend(record for _, record in read_lines(response))
+
+        reader = threading.Thread(target=first_reader)
+        reader.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        with http.get(job["links"]["results"], params={"wait": 30}, headers=NDJSON, stream=True) as response:
+            second = [record for _, record in read_lines(response)]
+        assert time.monotonic() - started < 1.0 and len(second) < 400
+        assert http.get(f"{api.url}/healthz", timeout=2).status_code == 200
+        reader.join(30)
+        assert [r["index"] for r in got] == list(range(400))
