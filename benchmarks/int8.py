@@ -169,7 +169,7 @@ def copy_figures(runtime: Runtime, settings: Settings) -> dict[str, Any]:
     from batchery.runtimes.onnx import resolve_files
 
     fp32, _ = resolve_files(runtime.spec, settings)
-    copy = quantize.copy_path(settings, fp32)
+    copy = quantize.copy_path(settings, fp32, encoder=runtime.encoder)
     checked = quantize.compare(runtime.spec, fp32, copy, runtime.encoder)
     return {
         "fp32_mb": round(fp32.stat().st_size / 2**20, 1),

@@ -70,7 +70,7 @@ def test_a_worker_serves_int8_minilm_through_the_api_under_cache_keys_of_its_own
     served = np.array([r["output"] for r in results], dtype=np.float32)
     fp32 = load_runtime(minilm_spec, "cpu", data_settings)
     expected = np.stack(fp32.run(fp32.prepare(texts)))
-    assert (served * expected).sum(axis=1).min() > 0.95
+    assert (served * expected).sum(axis=1).min() > 0.99
     assert np.abs(served - expected).max() > 1e-3, "fp32 would agree to 1e-4: the worker served the int8 copy"
 
     spec = load_registry(str(models_file)).get("minilm-int8")
