@@ -3,7 +3,8 @@
 On a 2-core machine the API, the worker, Redis and the client all compete for the same cores, so a
 throughput figure alone cannot say why the pipeline is slower than a bare loop; CPU seconds per process
 group over the same interval can. Every child of the stack leads its own process group (its own session),
-so a group's total includes gunicorn's workers and a prefork pool's children.
+so a group's total includes gunicorn's workers and a prefork pool's children; and the descendants that
+lead groups of their own, such as a ``batchery worker`` supervisor's worker processes.
 """
 
 from __future__ import annotations
@@ -27,16 +28,22 @@ def _stat_fields(pid: str) -> list[str] | None:
 
 
 def group_cpu_s(pgid: int) -> float:
-    """User + system seconds of every live process in group ``pgid`` (with the children it has reaped)."""
-    total = 0
+    """User + system seconds of every live process in group ``pgid`` and of their descendants in groups of
+    their own (a supervisor's worker processes start their own sessions), with the children each has reaped."""
+    table: dict[int, tuple[int, int, int]] = {}  # pid -> (parent, group, clock ticks)
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not entry.isdigit():
             continue
         fields = _stat_fields(entry)
-        if fields is None or int(fields[2]) != pgid:
-            continue
-        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    return total / _TICK
+        if fields is not None:  # utime, stime, cutime, cstime
+            table[int(entry)] = (int(fields[1]), int(fields[2]), sum(int(f) for f in fields[11:15]))
+    members = {pid for pid, (_, group, _) in table.items() if group == pgid}
+    while True:
+        children = {pid for pid, (parent, _, _) in table.items() if parent in members} - members
+        if not children:
+            break
+        members |= children
+    return sum(table[pid][2] for pid in members) / _TICK
 
 
 def machine_cpu_s() -> float:

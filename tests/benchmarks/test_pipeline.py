@@ -74,19 +74,21 @@ def test_minilm_phase_computes_every_item_it_times(minilm_stack):
     assert minilm["pipeline"]["items"] == minilm["raw"]["items"] == 64
 
 
-def test_the_int8_phase_serves_the_int8_copy_and_compares_it_with_raw_fp32(minilm_stack):
+def test_the_int8_phase_runs_fp32_and_int8_on_the_same_pool_and_compares_their_vectors(minilm_stack):
     models_file = phases.minilm_models_file(minilm_stack, threads=None)
     minilm_stack.settings = dataclasses.replace(minilm_stack.settings, models_file=str(models_file))
     api = minilm_stack.start_api()
     sizes = dataclasses.replace(phases.Sizes.of(quick=True, repeat=1), minilm=64)
 
-    int8 = phases.bench_minilm(minilm_stack, api, sizes, model=phases.MINILM_INT8)
+    int8 = phases.bench_int8(minilm_stack, api, sizes, processes=2)
 
     jobs = jobs_sent(minilm_stack)
-    assert [(job["model"], job.get("quantize"), job["cached"]) for job in jobs] == [("minilm-int8", "int8", 0)] * 2
-    assert int8["pipeline"]["items"] == int8["raw"]["items"] == 64
-    (run,) = int8["pipeline"]["runs"]
-    cosine = run["cosine_vs_raw_fp32"]
+    seen = sorted((job["model"], job.get("quantize"), job["cached"]) for job in jobs)
+    assert seen == [("minilm", None, 0)] * 2 + [("minilm-int8", "int8", 0)] * 2, "a warm-up and a timed run each"
+    assert int8["fp32"]["items"] == int8["int8"]["items"] == 64
+    assert int8["fp32"]["processes"] == int8["int8"]["processes"] == 2
+    (run,) = int8["int8"]["runs"]
+    cosine = run["cosine_vs_fp32"]
     assert phases.INT8_MIN_COSINE <= cosine["min"] <= cosine["mean"] < 1.0, "close to fp32's vectors, not equal"
 
 
