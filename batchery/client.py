@@ -37,6 +37,8 @@ STREAM_READ = 1 << 16
 #: ``follow``'s pause before it asks again after a stream that brought nothing new, doubling to the most.
 FOLLOW_PAUSE_S = 0.05
 FOLLOW_PAUSE_MAX_S = 1.0
+#: Streams ``follow`` resumes in a row, after a failure, before it gives up and raises the failure.
+FOLLOW_RETRIES = 12
 
 
 class ApiError(RuntimeError):
@@ -186,31 +188,46 @@ class Client:
         """Every item of a running job as it finishes, in index order, with no status polls: streams of up to
         ``wait_s`` each (``GET .../results?wait=``), each resumed where the last stopped. Ends once every item
         has come, or the job has ended (then an item it never finished, of a cancelled job say, is missing);
-        :class:`TimeoutError` past ``timeout_s``."""
+        :class:`TimeoutError` past ``timeout_s``.
+
+        A stream cut short (the connection lost, the API or Redis restarting: a 503) is resumed at the next
+        index after a pause, up to :data:`FOLLOW_RETRIES` times in a row without an item coming."""
         total = job.total if isinstance(job, Job) else int(self.get(job)["total"])
         url = job.results_url if isinstance(job, Job) else f"{self._job_url(job)}/results"
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        offset, pause = 0, FOLLOW_PAUSE_S
+        offset, pause, failures = 0, FOLLOW_PAUSE_S, 0
         while offset < total:
             before = offset
             wait = wait_s if deadline is None else min(wait_s, max(deadline - time.monotonic(), 0.0))
-            params = {"wait": wait, "offset": offset}
-            timeout = (self.timeout_s, wait + self.timeout_s)  # no byte may come for the whole wait
-            with self.session.get(url, params=params, headers={"Accept": FRAMES}, stream=True, timeout=timeout) as response:
-                _raise_for_error(response)
-                for index, raw in frames(response.iter_content(STREAM_READ)):
-                    kind, value = decode(raw)
-                    yield Result(index, value) if kind == "output" else Result(index, None, value)
-                    offset = index + 1
-            if offset < total and self.get(job)["status"] in ("completed", "failed", "cancelled"):
+            try:
+                for result in self._stream(url, offset, wait):
+                    yield result
+                    offset = result.index + 1
+                ended = self.get(job)["status"] in ("completed", "failed", "cancelled")
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, ValueError, ApiError) as exc:
+                failures = 0 if offset > before else failures + 1
+                if failures > FOLLOW_RETRIES or (isinstance(exc, ApiError) and exc.status != 503):
+                    raise
+                ended = False
+            if offset < total and ended:
                 return  # the stream had every item of the ended job there was
             if offset < total and deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"{total - offset} of {total} items still to come after {timeout_s}s")
-            if offset == before:  # answered at once with nothing new (the API's waiting readers are all taken)
+            if offset == before:  # nothing new: the API's waiting readers are all taken, or it failed
                 time.sleep(pause)
                 pause = min(pause * 2, FOLLOW_PAUSE_MAX_S)
             else:
-                pause = FOLLOW_PAUSE_S
+                pause, failures = FOLLOW_PAUSE_S, 0
+
+    def _stream(self, url: str, offset: int, wait_s: float) -> Iterator[Result]:
+        """One results stream from ``offset``, following the job for up to ``wait_s``."""
+        params = {"wait": wait_s, "offset": offset}
+        timeout = (self.timeout_s, wait_s + self.timeout_s)  # no byte may come for the whole wait
+        with self.session.get(url, params=params, headers={"Accept": FRAMES}, stream=True, timeout=timeout) as response:
+            _raise_for_error(response)
+            for index, raw in frames(response.iter_content(STREAM_READ)):
+                kind, value = decode(raw)
+                yield Result(index, value) if kind == "output" else Result(index, None, value)
 
     def result_files(self, job: Job | str, timeout_s: float | None = None, poll_s: float = 0.5) -> list[dict[str, Any]]:
         """The job's result files once written, waiting for them: each with its ``kind``, ``format``, ``bytes`` and
