@@ -59,6 +59,7 @@ class Settings:
     worker_heartbeat_ttl_s: float = defaults.WORKER_HEARTBEAT_TTL_S
     worker_devices: str = defaults.WORKER_DEVICES
     worker_processes: int = 0
+    worker_prefix: str = ""
     worker_min_processes: int = 0
     worker_max_processes: int = 0
     worker_target_backlog_per_process: int = defaults.WORKER_TARGET_BACKLOG_PER_PROCESS

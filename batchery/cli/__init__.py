@@ -192,9 +192,10 @@ PROCESSES_HELP = "processes of a CPU pool (0: one per core; scaling: where it st
 @click.option("--models", default="", help="comma-separated models to serve (default: all placed on each device)")
 @click.option("--concurrency", type=int, help="chunk tasks in flight in each worker process")
 @click.option("--name", help="run one unsupervised process named NAME@host on BATCHERY_WORKER_DEVICE instead of a pool")
+@click.option("--prefix", help="name the pool's processes PREFIX-cpu0@host...: a second pool on one host needs its own [BATCHERY_WORKER_PREFIX]")
 def worker(
     devices: str | None, processes: int | None, min_processes: int | None, max_processes: int | None, models: str,
-    concurrency: int | None, name: str | None,
+    concurrency: int | None, name: str | None, prefix: str | None,
 ) -> None:
     """Run the worker pool: one process per GPU, each pinned to it, or a CPU pool; restarted if they die.
 
@@ -204,7 +205,7 @@ def worker(
     """
     settings = _settings(
         worker_concurrency=concurrency, worker_devices=devices, worker_processes=processes,
-        worker_min_processes=min_processes, worker_max_processes=max_processes,
+        worker_min_processes=min_processes, worker_max_processes=max_processes, worker_prefix=prefix,
     )
     wanted = [m for m in models.split(",") if m]
     if name:

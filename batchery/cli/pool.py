@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import re
 import socket
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
+import redis
 
 from batchery import keys
 from batchery.cli.processes import worker_argv
@@ -25,10 +29,13 @@ from batchery.models.registry import ModelSpec, Registry, load_registry
 from batchery.redis_urls import redis_client
 from batchery.scaling import ScalePolicy
 from batchery.settings import Settings
+from batchery.store.heartbeats import read_workers
 from batchery.tiers import TIERS
 from batchery.workers.devices import Gpu, cpu_cores, discover_gpus
 
 log = logging.getLogger(__name__)
+#: What a pool's process names may start with (``--prefix``): characters a Celery node name takes.
+PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: The scaler reads Redis on the supervisor's loop: a Redis that hangs delays restarts by at most this, per read.
 SCALER_TIMEOUT_S = 0.5
 
@@ -63,12 +70,19 @@ class Slot:
         return {**self.settings(base, threads).as_env(), **cuda}
 
 
-def pool_devices(devices: str, gpus: Sequence[Gpu], cpu_processes: int) -> list[tuple[str, str]]:
+def pool_devices(devices: str, gpus: Sequence[Gpu], cpu_processes: int, prefix: str = "") -> list[tuple[str, str]]:
     """``(name, device)`` per process for ``--devices``: ``auto``, ``cpu``, or GPU indices, comma-separated.
 
     ``auto`` is every GPU NVML reports, or a CPU pool when there is none; ``cpu`` is ``cpu_processes``
     processes on the CPU. ``0,1`` names GPUs as nvidia-smi numbers them, and ``0,cpu`` mixes the two.
+    Names are ``cpu0``, ``gpu1``...; with a ``prefix``, ``<prefix>-cpu0``: a second pool on the same host needs one.
     """
+    if prefix and PREFIX.fullmatch(prefix) is None:
+        raise ConfigError(f"a worker prefix is letters, digits, '-' and '_' (at most 64), not {prefix!r}")
+    return [(f"{prefix}-{name}" if prefix else name, device) for name, device in _pool_devices(devices, gpus, cpu_processes)]
+
+
+def _pool_devices(devices: str, gpus: Sequence[Gpu], cpu_processes: int) -> list[tuple[str, str]]:
     tokens = [t.strip() for t in devices.split(",") if t.strip()] or ["auto"]
     if tokens == ["auto"]:
         tokens = [str(gpu.index) for gpu in gpus] or ["cpu"]
@@ -85,6 +99,41 @@ def pool_devices(devices: str, gpus: Sequence[Gpu], cpu_processes: int) -> list[
         else:
             raise ConfigError(f"--devices takes auto, cpu or GPU indices such as 0,1; not {token!r}")
     return chosen
+
+
+def names_in_use(client: redis.Redis, names: Sequence[str]) -> dict[str, int]:
+    """Which of ``names`` worker processes of this host already have, ready or still loading: name -> pid, for
+    a heartbeat whose process still runs (a heartbeat left by a process that died is not a use)."""
+    wanted = {f"{name}@{socket.gethostname()}": name for name in names}
+    found = {}
+    for beat in read_workers(client):
+        name, pid = wanted.get(beat.get("hostname", "")), beat.get("pid")
+        if name is not None and isinstance(pid, int) and _running(pid):
+            found[name] = pid
+    return found
+
+
+def refuse_names_in_use(client: redis.Redis, names: Sequence[str]) -> None:
+    """Two pools on one host with the same process names would share heartbeats, and each would take the
+    other's processes for dead and requeue their chunks: the second pool is refused before it starts."""
+    taken = names_in_use(client, names)
+    if taken:
+        listed = ", ".join(f"{name} (pid {pid})" for name, pid in sorted(taken.items()))
+        raise ConfigError(
+            f"worker processes of another pool run on this host under the same names: {listed}; stop that pool, "
+            "or name this one apart with --prefix (BATCHERY_WORKER_PREFIX), and give it its own "
+            "BATCHERY_WORKER_METRICS_PORT"
+        )
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running
+        return True
+    return True
 
 
 def plan_pool(registry: Registry, devices: Sequence[tuple[str, str]], models: Sequence[str] = ()) -> list[Slot]:
@@ -148,7 +197,9 @@ def start_pool(supervisor: Supervisor, settings: Settings, models: Sequence[str]
     for gpu in gpus:
         log.info("GPU %d: %s, %.1f GiB, %s", gpu.index, gpu.name, gpu.memory_bytes / 2**30, gpu.uuid)
     policy = ScalePolicy.from_settings(settings, cores)
-    slots = plan_pool(registry, pool_devices(settings.worker_devices, gpus, policy.max_processes), models)
+    slots = plan_pool(registry, pool_devices(settings.worker_devices, gpus, policy.max_processes, settings.worker_prefix), models)
+    with redis_client(settings.effective_redis_url, socket_timeout=SCALER_TIMEOUT_S) as client:
+        refuse_names_in_use(client, [slot.name for slot in slots])
     threads = threads_per_process(cores, len(slots))
     recover = dead_worker_recovery(settings)
 

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
 import pytest
 
-from batchery.cli.pool import plan_pool, pool_devices, single_slot, threads_per_process
+from batchery.cli.pool import names_in_use, plan_pool, pool_devices, refuse_names_in_use, single_slot, threads_per_process
+from batchery.store import heartbeats
 from batchery.errors import ConfigError
 from batchery.models.registry import load_registry
 from batchery.settings import Settings
@@ -90,3 +100,67 @@ def test_a_single_named_process_refuses_models_not_placed_on_its_device(registry
     assert single_slot(registry, "w", "cuda:0").models == ("echo", "echo-gpu")
     with pytest.raises(ConfigError, match="not placed on cpu"):
         single_slot(registry, "w", "cpu", ["echo-gpu"])
+
+
+def test_a_prefix_names_every_process_of_the_pool():
+    assert pool_devices("1,cpu", GPUS, 2, prefix="fast") == [("fast-gpu1", "cuda:1"), ("fast-cpu0", "cpu"), ("fast-cpu1", "cpu")]
+    for bad in ("with space", "a@b", "x" * 65, "dot.ted"):
+        with pytest.raises(ConfigError, match="prefix"):
+            pool_devices("cpu", GPUS, 1, prefix=bad)
+
+
+def test_names_a_running_process_of_this_host_holds_are_refused_and_a_dead_ones_are_not(redis_client):
+    host = socket.gethostname()
+    names = [f"t{uuid.uuid4().hex[:6]}-cpu{k}" for k in range(3)]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    beats = {names[0]: os.getpid(), names[1]: int(dead.stdout)}
+    for name, pid in beats.items():
+        heartbeats.publish(redis_client, f"{name}@{host}", {"hostname": f"{name}@{host}", "pid": pid, "ready": False}, 30)
+    try:
+        assert names_in_use(redis_client, names) == {names[0]: os.getpid()}, "a beat whose process died is no use"
+        with pytest.raises(ConfigError, match="--prefix") as refused:
+            refuse_names_in_use(redis_client, names)
+        assert names[0] in refused.value.message and names[1] not in refused.value.message
+        refuse_names_in_use(redis_client, names[1:])
+    finally:
+        for name in beats:
+            heartbeats.withdraw(redis_client, f"{name}@{host}")
+
+
+def start_pool_process(settings: Settings, prefix: str, log: Path) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "batchery", "worker", "--devices", "cpu", "--processes", "1", "--models", "echo", "--prefix", prefix]
+    env = {**os.environ, **settings.as_env(), "BATCHERY_WORKER_METRICS_PORT": "0"}
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_beat(redis_client, hostname: str, timeout_s: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while (beat := next((b for b in heartbeats.read_workers(redis_client) if b["hostname"] == hostname), None)) is None:
+        assert time.monotonic() < deadline, f"no heartbeat from {hostname}"
+        time.sleep(0.1)
+    return beat
+
+
+@pytest.mark.slow
+def test_a_second_pool_under_the_same_names_is_refused_and_one_with_its_own_prefix_runs(settings, redis_client, tmp_path):
+    first, second = f"a{uuid.uuid4().hex[:6]}", f"b{uuid.uuid4().hex[:6]}"
+    host = socket.gethostname()
+    running = start_pool_process(settings, first, tmp_path / "first.log")
+    others: list[subprocess.Popen[bytes]] = []
+    try:
+        beat = wait_beat(redis_client, f"{first}-cpu0@{host}")
+        same = start_pool_process(settings, first, tmp_path / "same.log")
+        others.append(same)
+        assert same.wait(60) != 0, "refused"
+        log = (tmp_path / "same.log").read_text()
+        assert f"{first}-cpu0 (pid {beat['pid']})" in log and "--prefix" in log
+        assert wait_beat(redis_client, f"{first}-cpu0@{host}")["pid"] == beat["pid"], "the first pool is untouched"
+        apart = start_pool_process(settings, second, tmp_path / "apart.log")
+        others.append(apart)
+        assert wait_beat(redis_client, f"{second}-cpu0@{host}")["pid"] != beat["pid"]
+    finally:
+        for process in (*others, running):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(60)
