@@ -9,6 +9,11 @@ One Lua call per page of items decides, atomically per item, between three outco
 - **wait**: another item (of this job or another) is computing it; this item's address joins the waiters,
   and the owner's record script hands the output to every waiter when it lands (see :mod:`batchery.store.jobs`).
 
+An item that finds the claim held by itself owns it again rather than waiting on itself: a resubmission of
+waiters (:meth:`batchery.tasks.enqueue.Enqueuer.resubmit`) is redone whenever its first run did not finish, and
+a first run that died between claiming and sending would otherwise leave the item waiting for ever on a
+computation nobody sent. Sent twice, an item is stored once.
+
 A claim that will not be computed after all (its job could not be sent, was cancelled, failed part-way) is
 *abandoned*: the in-flight key goes, and items that joined it as waiters are handed off to be computed anew
 (:mod:`batchery.store.handoff`), so that no item ever waits on a computation that will not happen.
@@ -53,6 +58,9 @@ for i = FIRST + 1, #ARGV, 3 do
       redis.call('HSET', owns, index, key)
       expire_with_job(s, owns)
     end
+    owned[#owned + 1] = index
+  elseif string.sub(redis.call('GET', entry .. ':inflight'), 1, #me + 1) == me .. '\\n' then
+    -- this very item holds the claim: a resubmission redone, whose first run died before it sent the item
     owned[#owned + 1] = index
   else
     redis.call('RPUSH', entry .. ':waiters', me)

@@ -195,6 +195,34 @@ def test_abandoning_a_claim_hands_its_waiters_off_to_be_computed_anew(store, spe
     assert cache.claim(new_job(store, 1, "echo"), spec, value).owned == [0], "the next identical item computes it"
 
 
+def test_an_item_that_holds_its_claim_already_owns_it_again_and_never_waits_on_itself(store, spec):
+    cache = ResultCache(store)
+    value = unique(1)
+    job, other = new_job(store, 1, "echo"), new_job(store, 1, "echo")
+    assert cache.claim(job, spec, value).owned == [0]
+    again = cache.claim(job, spec, value)
+    assert (again.owned, again.waiting) == ([0], 0), "a resubmission redone: the item is sent again"
+    assert cache.claim(other, spec, value).waiting == 1, "another item still waits"
+    waiters = store.redis.lrange(keys.cache_waiters(cache_key(spec, value[0])), 0, -1)
+    assert waiters == [f"{other}|0".encode()]
+
+
+def test_a_resubmission_whose_first_run_died_after_claiming_sends_its_items(settings, store, spec, echo_worker):
+    """A janitor that claimed waiters' items anew and died before sending them (a SIGKILL between the two)
+    leaves their claims held by the items themselves; the handoff is redone, and the items must be sent,
+    not left waiting on claims nobody computes."""
+    enqueuer = Enqueuer(create_celery(settings), store, settings, load_registry(settings.models_file))
+    inputs = unique(300)
+    job_id = new_job(store, 300, "echo")
+    assert len(enqueuer.cache.claim(job_id, spec, inputs).owned) == 300  # the first run, dead before its send
+    assert enqueuer.resubmit(job_id, list(enumerate(inputs))) == 300
+    deadline = time.monotonic() + 30
+    while (job := store.get(job_id))["status"] != "completed":
+        assert time.monotonic() < deadline, f"the job is wedged: {job}"
+        time.sleep(0.05)
+    assert job["succeeded"] == 300 and [v for _, v in store.outputs(job_id, 0, 300)] == [encode_output(v) for v in inputs]
+
+
 def test_abandon_leaves_a_claim_taken_afresh_since_alone(store, spec):
     cache = ResultCache(store)
     value = unique(1)
