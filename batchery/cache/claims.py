@@ -9,10 +9,11 @@ One Lua call per page of items decides, atomically per item, between three outco
 - **wait**: another item (of this job or another) is computing it; this item's address joins the waiters,
   and the owner's record script hands the output to every waiter when it lands (see :mod:`batchery.store.jobs`).
 
-An item that finds the claim held by itself owns it again rather than waiting on itself: a resubmission of
-waiters (:meth:`batchery.tasks.enqueue.Enqueuer.resubmit`) is redone whenever its first run did not finish, and
-a first run that died between claiming and sending would otherwise leave the item waiting for ever on a
-computation nobody sent. Sent twice, an item is stored once.
+An item that finds the claim held by itself is **again** its owner rather than a waiter on itself: a
+resubmission of waiters (:meth:`batchery.tasks.enqueue.Enqueuer.resubmit`) is redone whenever its first run did
+not finish, and a first run that died between claiming and sending would otherwise leave the item waiting for
+ever on a computation nobody sent. It is sent again (stored once, however often it is computed), but not
+counted into the model's backlog again: the first run counted it if it sent it.
 
 A claim that will not be computed after all (its job could not be sent, was cancelled, failed part-way) is
 *abandoned*: the in-flight key goes, and items that joined it as waiters are handed off to be computed anew
@@ -42,7 +43,7 @@ CALLS_PER_TRIP = 16
 _CLAIM = lua.script("""
 -- ARGV after the head: job, then (index, cache key, input JSON) per item.
 local job = ARGV[FIRST]
-local owned, hits, waits = {}, 0, 0
+local owned, hits, waits, again = {}, 0, 0, {}
 for i = FIRST + 1, #ARGV, 3 do
   local index, key, input = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local entry = C.cache_prefix .. key
@@ -60,15 +61,15 @@ for i = FIRST + 1, #ARGV, 3 do
     end
     owned[#owned + 1] = index
   elseif string.sub(redis.call('GET', entry .. ':inflight'), 1, #me + 1) == me .. '\\n' then
-    -- this very item holds the claim: a resubmission redone, whose first run died before it sent the item
-    owned[#owned + 1] = index
+    -- this very item holds the claim: a resubmission redone, whose first run may have died before it sent it
+    again[#again + 1] = index
   else
     redis.call('RPUSH', entry .. ':waiters', me)
     redis.call('EXPIRE', entry .. ':waiters', C.keep)
     waits = waits + 1
   end
 end
-return {{settle(), C.handoffs}, owned, hits, waits}
+return {{settle(), C.handoffs}, owned, hits, waits, again}
 """)
 
 _ABANDON = lua.script("""
@@ -109,11 +110,13 @@ return {{settle(), C.handoffs}, dropped}
 
 @dataclass
 class Claim:
-    """The outcome for one job's items: the indices to compute, how many were hits and how many wait."""
+    """The outcome for one job's items: the indices to compute (``owned`` newly claimed, ``again`` claimed by
+    the same items before), how many were hits and how many wait."""
 
     owned: list[int] = field(default_factory=list)
     hits: int = 0
     waiting: int = 0
+    again: list[int] = field(default_factory=list)
 
 
 class ResultCache:
@@ -140,11 +143,12 @@ class ResultCache:
                 for index, value in zip(indices[start : start + PAGE], inputs[start : start + PAGE]):
                     args.extend((index, keyed(ref, value), orjson.dumps(value)))
                 self._claim(keys=[], args=args, client=pipe)
-            for stored, owned, hits, waits in pipe.execute():
+            for stored, owned, hits, waits, again in pipe.execute():
                 self.store.landed(stored, now)
                 claim.owned += [int(i) for i in owned]
                 claim.hits += int(hits)
                 claim.waiting += int(waits)
+                claim.again += [int(i) for i in again]
         return claim
 
     def abandon(self, job_id: str, total: int) -> int:

@@ -254,17 +254,18 @@ class Enqueuer:
             return 0
         spec = self.registry.get(f"{job['model']}@{job['version']}")
         claim = self.cache.claim(job_id, spec, [values[i] for i in indices], indices)
-        if not claim.owned:
+        sending = sorted(claim.owned + claim.again)  # again: claimed by a run of this that may not have sent them
+        if not sending:
             return 0
         self.backlog.reserve(spec.key, len(claim.owned), bound=0)
         try:
-            items = [(i, values[i]) for i in claim.owned]
+            items = [(i, values[i]) for i in sending]
             self.dispatcher.send(spec, job_id, items, int(job["expires_at"] or 0), job_tier(job))
         except Exception:
             self.backlog.release(spec.key, len(claim.owned))
-            self.cache.abandon_items(job_id, claim.owned)
+            self.cache.abandon_items(job_id, sending)
             raise
-        return len(claim.owned)
+        return len(sending)
 
     def _reserve(self, spec: ModelSpec, items: int) -> None:
         taken, queued = self.backlog.reserve(spec.key, items, self.settings.max_queued_items)

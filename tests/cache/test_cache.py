@@ -201,7 +201,7 @@ def test_an_item_that_holds_its_claim_already_owns_it_again_and_never_waits_on_i
     job, other = new_job(store, 1, "echo"), new_job(store, 1, "echo")
     assert cache.claim(job, spec, value).owned == [0]
     again = cache.claim(job, spec, value)
-    assert (again.owned, again.waiting) == ([0], 0), "a resubmission redone: the item is sent again"
+    assert (again.owned, again.again, again.waiting) == ([], [0], 0), "a resubmission redone: it is sent again"
     assert cache.claim(other, spec, value).waiting == 1, "another item still waits"
     waiters = store.redis.lrange(keys.cache_waiters(cache_key(spec, value[0])), 0, -1)
     assert waiters == [f"{other}|0".encode()]
@@ -221,6 +221,24 @@ def test_a_resubmission_whose_first_run_died_after_claiming_sends_its_items(sett
         assert time.monotonic() < deadline, f"the job is wedged: {job}"
         time.sleep(0.05)
     assert job["succeeded"] == 300 and [v for _, v in store.outputs(job_id, 0, 300)] == [encode_output(v) for v in inputs]
+
+
+def test_a_resubmission_redone_after_it_sent_computes_again_and_counts_the_backlog_once(settings, store, spec, echo_worker):
+    """A janitor's fault after its send redoes the handoff: the items, sent already, are sent again (stored
+    once), and the model's backlog, counted in once, is counted out once."""
+    enqueuer = Enqueuer(create_celery(settings), store, settings, load_registry(settings.models_file))
+    queues = spec.queues
+    inputs = unique(300)
+    before = enqueuer.backlog.queued(spec.key)
+    job_id = new_job(store, 300, "echo")
+    assert enqueuer.resubmit(job_id, list(enumerate(inputs))) == 300
+    assert enqueuer.resubmit(job_id, list(enumerate(inputs))) == 300
+    deadline = time.monotonic() + 30
+    while store.get(job_id)["status"] != "completed" or any(enqueuer.dispatcher.chunks.open_count(q) for q in queues):
+        assert time.monotonic() < deadline, f"the job is wedged: {store.get(job_id)}"
+        time.sleep(0.05)
+    assert store.get(job_id)["succeeded"] == 300
+    assert enqueuer.backlog.queued(spec.key) == before
 
 
 def test_abandon_leaves_a_claim_taken_afresh_since_alone(store, spec):
