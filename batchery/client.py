@@ -177,12 +177,7 @@ class Client:
 
     def results(self, job: Job | str) -> Iterator[Result]:
         """Every finished item of the job, in index order, streamed as binary frames."""
-        url = job.results_url if isinstance(job, Job) else f"{self._job_url(job)}/results"
-        with self.session.get(url, headers={"Accept": FRAMES}, stream=True, timeout=self.timeout_s) as response:
-            _raise_for_error(response)
-            for index, raw in frames(response.iter_content(STREAM_READ)):
-                kind, value = decode(raw)
-                yield Result(index, value) if kind == "output" else Result(index, None, value)
+        return self._stream(self._results_url(job), 0, 0.0)
 
     def follow(self, job: Job | str, timeout_s: float | None = None, wait_s: float = 30.0) -> Iterator[Result]:
         """Every item of a running job as it finishes, in index order, with no status polls: streams of up to
@@ -193,7 +188,7 @@ class Client:
         A stream cut short (the connection lost, the API or Redis restarting: a 503) is resumed at the next
         index after a pause, up to :data:`FOLLOW_RETRIES` times in a row without an item coming."""
         total = job.total if isinstance(job, Job) else int(self.get(job)["total"])
-        url = job.results_url if isinstance(job, Job) else f"{self._job_url(job)}/results"
+        url = self._results_url(job)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         offset, pause, failures = 0, FOLLOW_PAUSE_S, 0
         while offset < total:
@@ -277,6 +272,9 @@ class Client:
 
     def _job_url(self, job: Job | str) -> str:
         return job.url if isinstance(job, Job) else f"{self.url}/v1/jobs/{job}"
+
+    def _results_url(self, job: Job | str) -> str:
+        return job.results_url if isinstance(job, Job) else f"{self._job_url(job)}/results"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         url = path if path.startswith(("http://", "https://")) else f"{self.url}{path}"

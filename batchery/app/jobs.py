@@ -141,17 +141,17 @@ def get_results(job_id: str) -> Response:
         files = [f["url"] for f in job_document(job).get("result_files", {}).get("files", [])]
         where = ", ".join(files) if files else "its batch's output and error files (GET /v1/batches/<id>)"
         raise ResultsInFiles(f"job {job_id}'s results were written to files and have left Redis: {where}")
-    store, settings = services().store, services().settings
+    svc = services()
     offset = int_arg("offset", 0, 0, MAX_OFFSET)
-    wait_s = float_arg("wait", 0.0, 0.0, settings.results_wait_max_s)
+    wait_s = float_arg("wait", 0.0, 0.0, svc.settings.results_wait_max_s)
     accept = request.headers.get("Accept", "")
     for mimetype, render in STREAMS.items():
         if mimetype in accept:
-            body = follow.stream(store, job_id, job["total"], offset, wait_s, render, services().waiters)
+            body = follow.stream(svc.store, job_id, job["total"], offset, wait_s, render, svc.waiters)
             return Response(stream_with_context(body), mimetype=mimetype)
-    limit = int_arg("limit", settings.results_page_limit, 1, settings.results_page_max)
+    limit = int_arg("limit", svc.settings.results_page_limit, 1, svc.settings.results_page_max)
     stop = min(offset + limit, job["total"])
-    results = [result_record(i, raw) for i, raw in follow.page(store, job_id, offset, stop, wait_s, services().waiters)]
+    results = [result_record(i, raw) for i, raw in follow.page(svc.store, job_id, offset, stop, wait_s, svc.waiters)]
     next_url = external_url("jobs.get_results", job_id=job_id, offset=stop, limit=limit) if stop < job["total"] else None
     return json_response({"results": results, "next": next_url})
 
