@@ -126,6 +126,16 @@ def refuse_names_in_use(client: redis.Redis, names: Sequence[str]) -> None:
         )
 
 
+def check_names_free(redis_url: str, names: Sequence[str]) -> None:
+    """:func:`refuse_names_in_use`, when Redis answers: a pool started before its Redis is up (compose, systemd)
+    starts as it always did, its processes waiting for Redis, with a warning that the names went unchecked."""
+    try:
+        with redis_client(redis_url, socket_timeout=SCALER_TIMEOUT_S, socket_connect_timeout=SCALER_TIMEOUT_S) as client:
+            refuse_names_in_use(client, names)
+    except redis.RedisError as exc:
+        log.warning("could not check that no other pool of this host runs as %s (%s): starting anyway", names, exc)
+
+
 def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -198,8 +208,7 @@ def start_pool(supervisor: Supervisor, settings: Settings, models: Sequence[str]
         log.info("GPU %d: %s, %.1f GiB, %s", gpu.index, gpu.name, gpu.memory_bytes / 2**30, gpu.uuid)
     policy = ScalePolicy.from_settings(settings, cores)
     slots = plan_pool(registry, pool_devices(settings.worker_devices, gpus, policy.max_processes, settings.worker_prefix), models)
-    with redis_client(settings.effective_redis_url, socket_timeout=SCALER_TIMEOUT_S) as client:
-        refuse_names_in_use(client, [slot.name for slot in slots])
+    check_names_free(settings.effective_redis_url, [slot.name for slot in slots])
     threads = threads_per_process(cores, len(slots))
     recover = dead_worker_recovery(settings)
 

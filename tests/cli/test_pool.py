@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from batchery.cli.pool import names_in_use, plan_pool, pool_devices, refuse_names_in_use, single_slot, threads_per_process
+from batchery.cli.pool import (
+    check_names_free, names_in_use, plan_pool, pool_devices, refuse_names_in_use, single_slot, threads_per_process,
+)
+from batchery.cli.redis_server import free_port
 from batchery.store import heartbeats
 from batchery.errors import ConfigError
 from batchery.models.registry import load_registry
@@ -125,6 +128,19 @@ def test_names_a_running_process_of_this_host_holds_are_refused_and_a_dead_ones_
     finally:
         for name in beats:
             heartbeats.withdraw(redis_client, f"{name}@{host}")
+
+
+def test_names_are_checked_when_redis_answers_and_a_pool_without_redis_yet_still_starts(settings, redis_client, caplog):
+    host = socket.gethostname()
+    name = f"t{uuid.uuid4().hex[:6]}-cpu0"
+    heartbeats.publish(redis_client, f"{name}@{host}", {"hostname": f"{name}@{host}", "pid": os.getpid()}, 30)
+    try:
+        with pytest.raises(ConfigError, match=name):
+            check_names_free(settings.effective_redis_url, [name])
+        check_names_free(f"redis://127.0.0.1:{free_port()}/0", [name])  # nothing listens there
+        assert "could not check" in caplog.text
+    finally:
+        heartbeats.withdraw(redis_client, f"{name}@{host}")
 
 
 def start_pool_process(settings: Settings, prefix: str, log: Path) -> subprocess.Popen[bytes]:
