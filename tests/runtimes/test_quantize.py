@@ -212,15 +212,7 @@ def mlp(path: Path, hidden: int = 64) -> Path:
         helper.make_node("Relu", ["h"], ["r"]),
         helper.make_node("MatMul", ["r", "w2"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
-        [w1, w2],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
-    return path
+    return save_graph(path, "mlp", nodes, [w1, w2], outputs=8)
 
 
 def outlier_graph(path: Path) -> Path:
@@ -243,12 +235,18 @@ def outlier_graph(path: Path) -> Path:
         helper.make_node("MatMul", ["n", "u"], ["m"], name="after_norm"),
         helper.make_node("Add", ["n", "m"], ["y"]),
     ]
+    weights = [numpy_helper.from_array(value.astype(np.float32), name) for name, value in arrays.items()]
+    return save_graph(path, "outliers", nodes, weights, outputs=16)
+
+
+def save_graph(path: Path, name: str, nodes: list, initializers: list, outputs: int) -> Path:
+    """A graph from ``x`` (16 floats an item) to ``y`` (``outputs`` floats), saved at opset 17."""
     graph = helper.make_graph(
         nodes,
-        "outliers",
+        name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])],
-        [numpy_helper.from_array(value.astype(np.float32), name) for name, value in arrays.items()],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", outputs])],
+        initializers,
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     return path
