@@ -121,7 +121,8 @@ def positive_data_accepted(ctx, response, case) -> None:
     """schemathesis's own check, less the rejections that tie two parts of a request, which OpenAPI 3.1 cannot describe.
 
     A predict body's inputs must fit the model named in the path (422); an NDJSON body is a string that must hold
-    one JSON value per line, with ?model= beside it (400); a ?model= or ?cache= beside a JSON body must agree with it (400).
+    one JSON value per line, with ?model= beside it (400); a ?model=, ?cache= or ?tier= beside a JSON body must agree with it
+    (400), as the operation's parameters say.
     An input nested past the depth limit or holding an integer beyond 64 bits is 422, and its metadata 400: a schema
     cannot bound the depth of any JSON value, nor tell ``100000000000000000000`` from ``1e20``. New weights must name
     the versions of the model in the path, one of them above 0 (400).
@@ -133,7 +134,7 @@ def positive_data_accepted(ctx, response, case) -> None:
         return
     if response.status_code in (400, 422) and any(s in response.text for s in ("64 bits", "levels of lists")):
         return
-    if response.status_code == 400 and (case.media_type == NDJSON or {"model", "cache"} & set(case.query or {})):
+    if response.status_code == 400 and (case.media_type == NDJSON or {"model", "cache", "tier"} & set(case.query or {})):
         return
     positive_data_acceptance(ctx, response, case)
 
