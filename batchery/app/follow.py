@@ -58,7 +58,12 @@ def stream(
 
 def follow_stream(store: JobStore, job_id: str, total: int, start: int, wait_s: float, render: Render) -> Iterator[bytes]:
     """Every finished item from ``start`` on, a page per write: at once (``wait_s`` 0, gaps skipped) or, in
-    index order, as the job finishes them, until all are sent, the job ends or ``wait_s`` passes."""
+    index order, as the job finishes them, until all are sent, the job ends or ``wait_s`` passes.
+
+    While it waits on an item, a follower reads that item alone, and a page from it once it has finished: a
+    page read while the item is missing would fetch, and throw away, every later item already finished (the
+    other chunks of the job), once per pause.
+    """
     if wait_s <= 0:
         for first in range(start, total, PAGE):
             found = store.outputs(job_id, first, min(first + PAGE, total))
@@ -66,13 +71,17 @@ def follow_stream(store: JobStore, job_id: str, total: int, start: int, wait_s: 
                 yield b"".join(render(index, raw) for index, raw in found)
         return
     deadline = time.monotonic() + wait_s
-    cursor, pause = start, FIRST_PAUSE_S
+    cursor, pause, span = start, FIRST_PAUSE_S, PAGE
     while cursor < total:
-        found = store.outputs(job_id, cursor, min(cursor + PAGE, total))
-        run = _leading_run(found, cursor)
+        stop = min(cursor + span, total)
+        run = _leading_run(store.outputs(job_id, cursor, stop), cursor)
+        if run and span < PAGE:  # the item waited on has finished: read on from it a page at a time
+            span = PAGE
+            continue
         if run:
             yield b"".join(render(index, raw) for index, raw in run)
             cursor, pause = cursor + len(run), FIRST_PAUSE_S
+            span = PAGE if cursor == stop else 1  # stopped short of the page: at an item not finished yet
             continue
         if _ended(store, job_id):  # what a job that has ended lacks will not come: send the rest as it is
             yield from follow_stream(store, job_id, total, cursor, 0.0, render)
@@ -80,7 +89,7 @@ def follow_stream(store: JobStore, job_id: str, total: int, start: int, wait_s: 
         if time.monotonic() + pause > deadline:
             return
         time.sleep(pause)
-        pause = min(pause * 2, MAX_PAUSE_S)
+        pause, span = min(pause * 2, MAX_PAUSE_S), 1
 
 
 def page(store: JobStore, job_id: str, start: int, stop: int, wait_s: float, waiters: Waiters) -> list[tuple[int, bytes]]:

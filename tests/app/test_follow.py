@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import uuid
 
 import orjson
 import pytest
 import requests
 
 from batchery.app import follow
-from batchery.store.codec import FRAMES, decode, read_frames
+from batchery.store import ItemResult
+from batchery.store.codec import FRAMES, decode, encode_output, read_frames
 from tests.conftest import ApiServer
 from tests.helpers import error_of, wait_for_job
 
@@ -129,3 +131,40 @@ def test_readers_past_half_the_api_threads_are_answered_at_once(settings):
         assert http.get(f"{api.url}/healthz", timeout=2).status_code == 200
         reader.join(30)
         assert [r["index"] for r in got] == list(range(400))
+
+
+class CountingStore:
+    """The real job store, with the item spans each read of outputs asked for."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.spans: list[int] = []
+
+    def outputs(self, job_id: str, start: int, stop: int):
+        self.spans.append(stop - start)
+        return self.store.outputs(job_id, start, stop)
+
+    def get(self, job_id: str):
+        return self.store.get(job_id)
+
+
+def test_a_follower_waiting_on_an_item_reads_that_item_alone(store):
+    """Items 0-99 and 200-2999 have finished, 100-199 not yet: while the follower waits on item 100 it reads
+    that item alone, not a page of 1,000 whose later items it already has no use for; once 100-199 finish, it
+    reads on a page at a time and sends every item in order."""
+    job_id = uuid.uuid4().hex
+    store.create(job_id, {"model": "echo", "version": "1", "total": 3000, "status": "running"})
+    store.record(ItemResult(job_id, i, encode_output(i), True) for i in [*range(100), *range(200, 3000)])
+    counting = CountingStore(store)
+    render = lambda index, raw: b"%d " % index  # noqa: E731
+    sent: list[bytes] = []
+    follower = threading.Thread(target=lambda: sent.extend(follow.follow_stream(counting, job_id, 3000, 0, 10.0, render)))
+    follower.start()
+    time.sleep(0.3)
+    waiting = list(counting.spans)
+    store.record(ItemResult(job_id, i, encode_output(i), True) for i in range(100, 200))
+    follower.join(10)
+    assert not follower.is_alive()
+    assert [int(i) for i in b"".join(sent).split()] == list(range(3000))
+    assert waiting[0] == 1000 and len(waiting) > 5, "a page first, then a read per pause while item 100 is missing"
+    assert set(waiting[1:]) == {1}, "while it waits, it reads item 100 alone"
