@@ -56,7 +56,8 @@
     batchery:batch:<id>:finalizing    string  who writes the batch's files now    FINALIZE_LEASE_S, renewed while writing
 
 Bounds: a job's outputs and cache claims are split into shards of SHARD_ITEMS items, so no key grows with the
-size of a job; a chunk holds at most ``settings.chunk_size`` items; the cache index is split in 16.
+size of a job; a chunk holds at most its model's ``chunk_size`` items (``settings.chunk_size`` unless the model sets
+one); the cache index is split in 16.
 
 A cache key is ``<model>@<version>:<digest>`` (:func:`batchery.cache.cache_key`). The Lua scripts derive job,
 shard, cache, in-flight and waiter keys from the ids they are given, so those keys are not declared to Redis

@@ -30,9 +30,10 @@ log = logging.getLogger("benchmarks")
 #: The warm-up inputs come from another seed than the timed ones, so that nothing a warm-up computed can be
 #: reused by a timed run, whatever cache sits in the way.
 WARM_SEED = corpus.SEED + 1
-#: Echo items sent to each side before its timed runs: four batchery chunks, four 256-item Celery tasks, and
-#: enough single-item tasks to reach every prefork child.
-WARM_ECHO_ITEMS = 1024
+#: Echo items sent to each side before its timed runs: four chunks of echo's 1,024 items (so that every process
+#: of a pool of up to four has run one), sixteen 256-item Celery tasks, and enough single-item tasks to reach
+#: every prefork child.
+WARM_ECHO_ITEMS = 4096
 WARM_MINILM_ITEMS = 256
 
 

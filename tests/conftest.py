@@ -36,6 +36,12 @@ from batchery.store.heartbeats import live_workers
 
 MODELS_TOML = textwrap.dedent(
     """
+    # echo as it was built in before it had a chunk size of its own: the tests' jobs of a few hundred items
+    # then run as several chunks of the settings' 128, which the recovery and fairness tests need
+    [models.echo]
+    max_batch_size = 64
+    chunk_size = 0
+
     [models.echo-slow]
     runtime = "echo"
     input = "json"

@@ -298,6 +298,8 @@ def schemas(settings: Settings, registry: Registry) -> dict[str, Schema]:
                 "task": {"enum": [*TASKS, None], "description": "What a text model answers: a vector, label scores "
                          "(`{label, scores}`) or a score per pair; null for other models."},
                 "max_batch_size": {"type": "integer", "minimum": 1}, "max_wait_ms": {"type": "number", "minimum": 0},
+                "chunk_size": nullable({"type": "integer", "minimum": 1, "description": "Items per chunk (one Celery "
+                               "task) of this model's jobs; null: the deployment's `BATCHERY_CHUNK_SIZE`."}),
                 "devices": {"type": "array", "items": {"type": "string"}}, "synthetic": {"type": "boolean"},
                 "description": {"type": "string"},
                 "queues": {"type": "array", "items": {"type": "string"},

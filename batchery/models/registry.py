@@ -11,6 +11,7 @@ fields it gives (for example ``[models.minilm] runtime = "torch"`` on a GPU box)
     max_batch_size = 128
     max_wait_ms = 10
     max_batch_tokens = 8192     # padded tokens (items x longest) per batch; 0: no budget
+    chunk_size = 512            # items per chunk (one Celery task); 0: BATCHERY_CHUNK_SIZE
     [models.sentiment.options]  # read by the runtime
     tokenizer = "/models/tokenizer.json"
     pooling = "cls"
@@ -79,6 +80,9 @@ VERSION_FIXED = ("version", "input", "aliases", "primary")
 #: Version names go into queue names and Redis keys.
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
+#: The most items one chunk may hold: its record (inputs and indices) is one Redis value, read whole by a worker.
+MAX_CHUNK_SIZE = 10_000
+
 #: Options that name a file a runtime reads.
 FILE_OPTIONS = ("tokenizer", "weights")
 
@@ -103,6 +107,12 @@ class ModelSpec:
     max_batch_tokens: int = 0
     #: Group texts of like length into a batch, so that short ones are not padded to a long one.
     bucket_by_length: bool = True
+    #: Items per chunk, the unit of one Celery task; 0: the deployment's ``BATCHERY_CHUNK_SIZE``. A chunk costs
+    #: a few milliseconds of CPU whatever its size (its message, record, take and finish, in the worker, the API
+    #: and Redis), so a model whose items take microseconds wants chunks of many of them; one whose items take
+    #: milliseconds, small chunks that let other jobs' chunks in sooner. The API cuts a job into chunks before
+    #: any device is chosen, so the size is one per model, not per device.
+    chunk_size: int = 0
     devices: tuple[str, ...] = ()
     #: Other names clients may call it by (``all-MiniLM-L6-v2``, or the name of a hosted model it stands in for).
     aliases: tuple[str, ...] = ()
@@ -182,6 +192,7 @@ class ModelSpec:
             "max_wait_ms": self.max_wait_ms,
             "max_batch_tokens": self.max_batch_tokens,
             "bucket_by_length": self.bucket_by_length,
+            "chunk_size": self.chunk_size or None,
             "devices": list(self.devices) or ["all"],
             "aliases": list(self.aliases),
             "dimensions": self.dimensions,
@@ -213,8 +224,12 @@ BUILTINS: dict[str, ModelSpec] = {
         runtime="echo",
         version="1",
         input="json",
-        max_batch_size=64,
+        # Its items cost nothing, so a chunk's Celery and store work is all there is: a chunk four times
+        # the deployment default and batches of 256 (what a hand-written Celery echo of 256-item tasks
+        # hands its function at once) keep that overhead per item small.
+        max_batch_size=256,
         max_wait_ms=2.0,
+        chunk_size=1024,
         description="synthetic: returns its inputs, with optional batch_latency_ms and item_latency_ms",
     ),
 }
@@ -457,6 +472,11 @@ def _check(spec: ModelSpec) -> None:
             raise ConfigError(
                 f"model {spec.name!r}: max_batch_size must be >= 1, max_wait_ms and max_batch_tokens >= 0"
             )
+    if isinstance(spec.chunk_size, bool) or not isinstance(spec.chunk_size, int) or not 0 <= spec.chunk_size <= MAX_CHUNK_SIZE:
+        raise ConfigError(
+            f"model {spec.name!r}: chunk_size must be a whole number from 1 to {MAX_CHUNK_SIZE}, "
+            f"or 0 for BATCHERY_CHUNK_SIZE, not {spec.chunk_size!r}"
+        )
 
 
 def _check_task(spec: ModelSpec) -> None:

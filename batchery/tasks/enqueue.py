@@ -58,6 +58,7 @@ def new_job_id() -> str:
 class Dispatcher:
     """Sends chunks: each one's record first, then, as its lane's budget allows, its message.
 
+    ``chunk_size`` is the deployment's (``BATCHERY_CHUNK_SIZE``), for models that set none of their own.
     ``budget`` says how many chunks a queue may have in flight (:mod:`batchery.tasks.budget`); the chunks over
     it are held back in Redis and released round-robin across the lane's jobs as chunks finish.
     """
@@ -81,7 +82,7 @@ class Dispatcher:
         """
         queue = spec.queue_for(tier)
         held = self.budget(queue) < UNBOUNDED
-        bounds = chunk_bounds(len(items), self.chunk_size)
+        bounds = chunk_bounds(len(items), spec.chunk_size or self.chunk_size)
         numbers = list(self.store.next_chunks(job_id, len(bounds)))
         sent_at = time.time()
         trace = tracing.carrier()

@@ -26,6 +26,17 @@ def test_toml_adds_models_and_overrides_builtin_fields(tmp_path):
     assert (scorer.input, scorer.devices, scorer.path) == ("tensor", ("0", "1"), "/m/scorer.onnx")
 
 
+def test_a_model_has_its_own_chunk_size_or_the_deployments(tmp_path):
+    echo = load_registry().get("echo")
+    assert (echo.chunk_size, echo.max_batch_size) == (1024, 256), "echo's items cost nothing: big chunks"
+    assert load_registry().get("minilm").chunk_size == 0 and load_registry().get("minilm").describe()["chunk_size"] is None
+    path = tmp_path / "models.toml"
+    path.write_text('[models.minilm]\nchunk_size = 512\n[models.echo]\nchunk_size = 0\n')
+    registry = load_registry(str(path))
+    assert registry.get("minilm").describe()["chunk_size"] == 512
+    assert registry.get("echo").chunk_size == 0, "0: the deployment's BATCHERY_CHUNK_SIZE"
+
+
 def test_yaml_works_too(tmp_path):
     path = tmp_path / "models.yaml"
     path.write_text("models:\n  slow:\n    runtime: echo\n    input: json\n    options: {batch_latency_ms: 5}\n")
@@ -44,6 +55,10 @@ def test_yaml_works_too(tmp_path):
         ('[models.x]\nruntime = "onnx"\ninput = "text"\noptions = {task = "cross-encoder"}\n', "takes input pair"),
         ('[models.x]\nruntime = "onnx"\noptions = {source = "hub"}\n', "source must be one of"),
         ('[models.x]\nruntime = "onnx"\noptions = {source = "hf"}\n', "needs path = the model's folder"),
+        ('[models.x]\nruntime = "echo"\nchunk_size = -1\n', "chunk_size must be a whole number from 1 to 10000"),
+        ('[models.x]\nruntime = "echo"\nchunk_size = 10001\n', "chunk_size must be"),
+        ('[models.x]\nruntime = "echo"\nchunk_size = 2.5\n', "chunk_size must be"),
+        ('[models.x]\nruntime = "echo"\nchunk_size = true\n', "chunk_size must be"),
         ("[models.x\n", "not valid"),
     ],
 )

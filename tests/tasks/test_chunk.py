@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 
@@ -57,3 +58,14 @@ def test_a_job_becomes_one_task_per_chunk(celery, store, settings, echo_worker, 
             break
         time.sleep(0.05)
     assert received == 2 * 8, "1000 items in chunks of 128 are 8 tasks (logged as received and as succeeded)"
+
+
+@pytest.mark.parametrize("model_chunk, chunks", [(300, 4), (0, 8)])
+def test_a_model_with_a_chunk_size_of_its_own_is_sent_in_chunks_of_that_size(celery, store, settings, echo_worker, model_chunk, chunks):
+    spec = dataclasses.replace(load_registry(settings.models_file).get("echo"), chunk_size=model_chunk)
+    job_id = uuid.uuid4().hex
+    store.create(job_id, {"model": "echo", "version": "1", "total": 1000})
+    numbers = Dispatcher(celery, store, 128).send(spec, job_id, list(enumerate(range(1000))), int(time.time()) + 3600)
+    assert len(numbers) == chunks, "1000 items: chunks of the model's size, or of the deployment's 128 when it has none"
+    wait_completed(store, job_id)
+    assert [decode(raw)[1] for _, raw in store.outputs(job_id, 0, 1000)] == list(range(1000))
