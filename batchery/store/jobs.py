@@ -67,10 +67,57 @@ local function resolve_claim(job, index, value, flag)
     share(key, waiters, value, flag == '1')
   end
 end
-for i = FIRST, #ARGV, 4 do
-  local job, index, value, flag = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if put(job, index, value, flag == '1', false) then resolve_claim(job, index, value, flag) end
+-- The items go in by output shard: one HMGET says which have no result yet, one HSET stores those, where a
+-- call per item (HSETNX) cost Redis more than all the rest of the script. An item twice in one call counts
+-- once, the first time; the groups are stored one after another, each reading what the last one left.
+local SLICE = 1000 -- fields per HMGET, items per HSET: well inside Lua's limit on unpack
+local function store_group(g)
+  local s, fields = g.s, {}
+  for k, i in ipairs(g.at) do fields[k] = ARGV[i + 1] end
+  local have = {}
+  for first = 1, #fields, SLICE do
+    local last = math.min(first + SLICE - 1, #fields)
+    local part = redis.call('HMGET', g.key, unpack(fields, first, last))
+    for k = 1, #part do have[first + k - 1] = part[k] end
+  end
+  local seen, pairs_, stored = {}, {}, {}
+  for k, i in ipairs(g.at) do
+    local index = fields[k]
+    if not have[k] and not seen[index] then
+      seen[index] = true
+      pairs_[#pairs_ + 1] = index
+      pairs_[#pairs_ + 1] = ARGV[i + 2]
+      stored[#stored + 1] = i
+    end
+  end
+  if #stored == 0 then return end
+  for first = 1, #pairs_, 2 * SLICE do
+    redis.call('HSET', g.key, unpack(pairs_, first, math.min(first + 2 * SLICE - 1, #pairs_)))
+  end
+  expire_with_job(s, g.key)
+  for _, i in ipairs(stored) do
+    if ARGV[i + 3] == '1' then s.ok = s.ok + 1 else s.err = s.err + 1 end
+  end
+  s.computed = s.computed + #stored
+  for _, i in ipairs(stored) do resolve_claim(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
 end
+
+local groups, grouped = {}, {}
+for i = FIRST, #ARGV, 4 do
+  local job = ARGV[i]
+  local s = job_state(job)
+  if s then
+    local key = s.key .. ':out:' .. shard_of(ARGV[i + 1])
+    local g = groups[key]
+    if not g then
+      g = {s = s, key = key, at = {}}
+      groups[key] = g
+      grouped[#grouped + 1] = g
+    end
+    g.at[#g.at + 1] = i
+  end
+end
+for _, g in ipairs(grouped) do store_group(g) end
 return {settle(), C.handoffs}
 """)
 

@@ -174,3 +174,26 @@ def test_the_storing_script_looks_up_claims_only_for_jobs_that_may_own_some(stor
     store.redis.hset(owns, "0", "echo@1:digest")
     assert store.record([ok(job_id, 0)]) == {job_id: (1, 0)}
     assert (store.redis.hget(owns, "0") is None) is looked_up
+
+
+def calls(client, *commands: str) -> int:
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in commands)
+
+
+def test_a_batch_is_stored_a_shard_at_a_time_each_item_once(own_redis):
+    """1,000 items across two output shards, some twice in the batch, some stored before, one of a job that is
+    gone: each item counts once with its first value, and Redis is called per shard, not per item."""
+    store = JobStore(own_redis, 60)
+    job_id, gone = uuid.uuid4().hex, uuid.uuid4().hex
+    store.create(job_id, {"model": "echo", "version": "1", "total": 1100})
+    first = keys.SHARD_ITEMS - 500
+    indices = range(first, first + 1000)
+    store.record([ok(job_id, i) for i in indices[:10]])  # stored before
+    twice = [ItemResult(job_id, i, encode_output("second"), True) for i in indices[20:30]]
+    batch = [ok(job_id, i) for i in indices] + twice + [ok(gone, 0)]
+    before = calls(own_redis, "hsetnx", "hset", "hmget")
+    assert store.record(batch) == {job_id: (990, 0), gone: (-1, -1)}
+    assert calls(own_redis, "hsetnx", "hset", "hmget") - before <= 6, "an HMGET and an HSET per shard, not a call per item"
+    assert [decode(raw)[1] for _, raw in store.outputs(job_id, first, first + 1000)] == [i * 10 for i in indices]
+    assert store.get(job_id)["succeeded"] == 1000
