@@ -6,12 +6,14 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 import redis
 
 from batchery import keys
 from batchery.errors import ModelError
 from batchery.store import ItemResult, JobStore
+from batchery.store.jobs import record_args
 from batchery.store.codec import decode, encode_error, encode_output
 
 
@@ -197,3 +199,19 @@ def test_a_batch_is_stored_a_shard_at_a_time_each_item_once(own_redis):
     assert calls(own_redis, "hsetnx", "hset", "hmget") - before <= 6, "an HMGET and an HSET per shard, not a call per item"
     assert [decode(raw)[1] for _, raw in store.outputs(job_id, first, first + 1000)] == [i * 10 for i in indices]
     assert store.get(job_id)["succeeded"] == 1000
+
+
+def test_a_batch_goes_to_redis_as_one_argument_an_item_and_binary_values_come_back_whole(store):
+    """A job's items travel as its id, their indices, their flags and one value each; a value is any bytes
+    (a float32 vector's, here holding ',' and digits), an error's flag travels with it."""
+    job_id = uuid.uuid4().hex
+    store.create(job_id, {"model": "echo", "version": "1", "total": 256})
+    vector = np.frombuffer(b"1,2,3,4," * 4, dtype=np.float32)
+    batch = [ItemResult(job_id, i, encode_output(vector), True) for i in range(255)]
+    batch.append(ItemResult(job_id, 255, encode_error(ModelError("boom")), False))
+    assert len(record_args(batch)) == 256 + 3
+    assert store.record(batch) == {job_id: (255, 1)}
+    stored = dict(store.outputs(job_id, 0, 256))
+    kind, value = decode(stored[7])
+    assert kind == "output" and value.tobytes() == vector.tobytes()
+    assert decode(stored[255]) == ("error", {"code": "model_error", "message": "boom"})
