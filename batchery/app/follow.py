@@ -25,8 +25,10 @@ from batchery.store import FINAL_STATUSES, JobStore
 
 FIRST_PAUSE_S = 0.005
 MAX_PAUSE_S = 0.1
-#: Items read (and sent) at a time: one round trip each.
+#: Items read (and sent) at a time, at most: one round trip each.
 PAGE = 1000
+#: The shortest span a follower reads once the item it waited on has finished.
+MIN_SPAN = 64
 
 Render = Callable[[int, bytes], bytes]
 
@@ -60,9 +62,11 @@ def follow_stream(store: JobStore, job_id: str, total: int, start: int, wait_s: 
     """Every finished item from ``start`` on, a page per write: at once (``wait_s`` 0, gaps skipped) or, in
     index order, as the job finishes them, until all are sent, the job ends or ``wait_s`` passes.
 
-    While it waits on an item, a follower reads that item alone, and a page from it once it has finished: a
-    page read while the item is missing would fetch, and throw away, every later item already finished (the
-    other chunks of the job), once per pause.
+    While it waits on an item, a follower reads that item alone; once it has finished, a span from it twice as
+    long as the last run of finished items, up to a page, growing while whole spans come back. Every index
+    asked for costs the API and Redis about as much whether its item has finished or not, so a page read while
+    the item is missing, or a page read where one batch has just finished, would mostly fetch nothing, or
+    fetch and throw away later items (the job's other chunks) once per pause.
     """
     if wait_s <= 0:
         for first in range(start, total, PAGE):
@@ -71,17 +75,18 @@ def follow_stream(store: JobStore, job_id: str, total: int, start: int, wait_s: 
                 yield b"".join(render(index, raw) for index, raw in found)
         return
     deadline = time.monotonic() + wait_s
-    cursor, pause, span = start, FIRST_PAUSE_S, PAGE
+    cursor, pause, span, last_run = start, FIRST_PAUSE_S, PAGE, PAGE
     while cursor < total:
         stop = min(cursor + span, total)
         run = _leading_run(store.outputs(job_id, cursor, stop), cursor)
-        if run and span < PAGE:  # the item waited on has finished: read on from it a page at a time
-            span = PAGE
+        if run and span == 1:  # the item waited on has finished: read on from it
+            span = min(PAGE, max(MIN_SPAN, 2 * last_run))
             continue
         if run:
             yield b"".join(render(index, raw) for index, raw in run)
-            cursor, pause = cursor + len(run), FIRST_PAUSE_S
-            span = PAGE if cursor == stop else 1  # stopped short of the page: at an item not finished yet
+            cursor, pause, last_run = cursor + len(run), FIRST_PAUSE_S, len(run)
+            # a whole span came: read a longer one; else it stopped at an item not finished yet: wait on that one
+            span = min(PAGE, 2 * span) if cursor == stop else 1
             continue
         if _ended(store, job_id):  # what a job that has ended lacks will not come: send the rest as it is
             yield from follow_stream(store, job_id, total, cursor, 0.0, render)

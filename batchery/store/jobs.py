@@ -465,11 +465,12 @@ class JobStore:
             return []
         pipe = self.redis.pipeline(transaction=False)
         spans = []
-        for first in range(start, stop):
-            if first == start or first % keys.SHARD_ITEMS == 0:
-                last = min(stop, (keys.shard(first) + 1) * keys.SHARD_ITEMS)
-                spans.append(first)
-                pipe.hmget(keys.job_outputs(job_id, keys.shard(first)), list(range(first, last)))
+        first = start
+        while first < stop:
+            last = min(stop, (keys.shard(first) + 1) * keys.SHARD_ITEMS)
+            spans.append(first)
+            pipe.hmget(keys.job_outputs(job_id, keys.shard(first)), list(range(first, last)))
+            first = last
         found = []
         for first, values in zip(spans, pipe.execute()):
             found += [(first + i, v) for i, v in enumerate(values) if v is not None]

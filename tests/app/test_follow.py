@@ -151,7 +151,7 @@ class CountingStore:
 def test_a_follower_waiting_on_an_item_reads_that_item_alone(store):
     """Items 0-99 and 200-2999 have finished, 100-199 not yet: while the follower waits on item 100 it reads
     that item alone, not a page of 1,000 whose later items it already has no use for; once 100-199 finish, it
-    reads on a page at a time and sends every item in order."""
+    reads on in spans that grow, and sends every item in order."""
     job_id = uuid.uuid4().hex
     store.create(job_id, {"model": "echo", "version": "1", "total": 3000, "status": "running"})
     store.record(ItemResult(job_id, i, encode_output(i), True) for i in [*range(100), *range(200, 3000)])
@@ -168,3 +168,8 @@ def test_a_follower_waiting_on_an_item_reads_that_item_alone(store):
     assert [int(i) for i in b"".join(sent).split()] == list(range(3000))
     assert waiting[0] == 1000 and len(waiting) > 5, "a page first, then a read per pause while item 100 is missing"
     assert set(waiting[1:]) == {1}, "while it waits, it reads item 100 alone"
+    after = counting.spans[len(waiting):]
+    hit = after.index(200)
+    assert set(after[:hit]) == {1} and after[hit:hit + 4] == [200, 400, 800, 1000], (
+        "once item 100 has come: twice the last run (100), growing while whole spans come, up to a page"
+    )
