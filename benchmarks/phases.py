@@ -11,11 +11,12 @@ anyway is an error: it would time Redis lookups, not the pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -55,10 +56,6 @@ def warm_inputs(count: int) -> list[str]:
     return corpus.texts(count, seed=WARM_SEED)
 
 
-def repeated(times: int, once: Callable[[], measure.Run]) -> list[measure.Run]:
-    return [once() for _ in range(times)]
-
-
 def median_run(runs: list[measure.Run]) -> measure.Run:
     """The run with the median time (the lower middle one of an even count): robust to one noisy run."""
     ordered = sorted(runs, key=lambda r: r.seconds)
@@ -79,18 +76,6 @@ def summary(runs: list[measure.Run], cpu: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def metered(
-    groups: dict[str, Child | int], body: Callable[[], list[measure.Run]]
-) -> tuple[list[measure.Run], dict[str, float]]:
-    """Run ``body`` while counting the CPU seconds of the named process groups and of this process.
-
-    Includes the untimed gaps between repeated runs (a second each at most), so it is an upper bound.
-    """
-    meter = CpuMeter(_pids(groups)).start()
-    runs = body()
-    return runs, meter.stop()
-
-
 def computed(run: measure.Run) -> measure.Run:
     """The run, once its job's counts show that no item came from the result cache."""
     cached = run.details["counts"]["cached"]
@@ -99,12 +84,35 @@ def computed(run: measure.Run) -> measure.Run:
     return run
 
 
-def bench_echo(stack: Stack, api: Child, sizes: Sizes, processes: int = 1) -> dict[str, Any]:
-    """batchery's echo on a CPU pool of ``processes`` worker processes, as ``batchery worker`` runs one."""
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One side of a comparison: its name, the process groups whose CPU it uses, and one timed run of it."""
+
+    name: str
+    groups: dict[str, Child | int]
+    once: Callable[[], measure.Run]
+
+
+def alternated(sides: Sequence[Side], repeat: int) -> dict[str, tuple[list[measure.Run], dict[str, float]]]:
+    """``repeat`` runs of each side, taken in turn (a, b, a, b, ...) so that drift in the machine hits every
+    side alike; each side's runs, and the CPU seconds of its process groups over its own runs."""
+    runs: dict[str, list[measure.Run]] = {side.name: [] for side in sides}
+    cpu: dict[str, dict[str, float]] = {side.name: {} for side in sides}
+    for _ in range(repeat):
+        for side in sides:
+            meter = CpuMeter(_pids(side.groups)).start()
+            runs[side.name].append(side.once())
+            cpu[side.name] = _add(cpu[side.name], meter.stop())
+    return {name: (runs[name], cpu[name]) for name in runs}
+
+
+@contextlib.contextmanager
+def echo_side(stack: Stack, api: Child, sizes: Sizes, processes: int) -> Iterator[Side]:
+    """batchery's echo on a CPU pool of ``processes`` worker processes, as ``batchery worker`` runs one, warmed."""
     inputs = corpus.texts(sizes.echo)
     worker = stack.start_pool("bench-echo", ["echo"], processes)
     try:
-        # warm: connections, gunicorn workers, the worker's batcher
+        # warm: connections, gunicorn workers, every pool process's batcher
         computed(measure.pipeline(stack.api_url, "echo", warm_inputs(WARM_ECHO_ITEMS))[0])
 
         def once() -> measure.Run:
@@ -117,16 +125,14 @@ def bench_echo(stack: Stack, api: Child, sizes: Sizes, processes: int = 1) -> di
             )
             return run
 
-        runs, cpu = metered(
-            {"api": api, "worker": worker, "redis": stack.redis_pid}, lambda: repeated(sizes.repeat, once)
-        )
+        yield Side("echo", {"api": api, "worker": worker, "redis": stack.redis_pid}, once)
     finally:
         stack.stop(worker.name)
-    return {"processes": processes, **summary(runs, cpu)}
 
 
-def bench_plain(stack: Stack, pool: str, concurrency: int, sizes: Sizes, task_items: int = 1) -> dict[str, Any]:
-    """Plain Celery echo on the same items as batchery's echo, ``task_items`` items to a task."""
+@contextlib.contextmanager
+def plain_side(stack: Stack, pool: str, concurrency: int, sizes: Sizes, task_items: int) -> Iterator[Side]:
+    """Plain Celery echo on the same items as batchery's echo, ``task_items`` items to a task, warmed."""
     inputs = corpus.texts(sizes.echo)
     redis_url = stack.settings.effective_redis_url
     worker = stack.start_plain_worker(pool, concurrency)
@@ -139,18 +145,43 @@ def bench_plain(stack: Stack, pool: str, concurrency: int, sizes: Sizes, task_it
                 raise RuntimeError("the plain Celery echo returned outputs that differ from its inputs")
             log.info(
                 "plain celery %s, %d items a task: %d items in %.2fs (%.0f/s)",
-                pool,
-                task_items,
-                run.items,
-                run.seconds,
-                run.items_per_s,
+                pool, task_items, run.items, run.seconds, run.items_per_s,
             )
             return run
 
-        runs, cpu = metered({"worker": worker, "redis": stack.redis_pid}, lambda: repeated(sizes.repeat, once))
+        yield Side(f"plain-{pool}-{task_items}", {"worker": worker, "redis": stack.redis_pid}, once)
     finally:
         stack.stop(worker.name)
+
+
+def bench_echo(stack: Stack, api: Child, sizes: Sizes, processes: int = 1) -> dict[str, Any]:
+    """batchery's echo alone."""
+    with echo_side(stack, api, sizes, processes) as echo:
+        runs, cpu = alternated([echo], sizes.repeat)[echo.name]
+    return {"processes": processes, **summary(runs, cpu)}
+
+
+def bench_plain(stack: Stack, pool: str, concurrency: int, sizes: Sizes, task_items: int = 1) -> dict[str, Any]:
+    """Plain Celery's echo alone."""
+    with plain_side(stack, pool, concurrency, sizes, task_items) as plain:
+        runs, cpu = alternated([plain], sizes.repeat)[plain.name]
     return {"pool": pool, "concurrency": concurrency, "task_items": task_items, **summary(runs, cpu)}
+
+
+def bench_echo_against_plain(
+    stack: Stack, api: Child, sizes: Sizes, processes: int, pool: str, concurrency: int, task_items: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """batchery's echo and plain Celery's, both running at once and idle in turn, their runs alternated: the
+    ratio of two sides measured seconds apart on this shared machine moved by as much as a third between
+    runs of one command, and alternating puts both under the same drift. Each side's CPU is counted over its
+    own runs; the other side's idle processes show under ``others``."""
+    with echo_side(stack, api, sizes, processes) as echo, plain_side(stack, pool, concurrency, sizes, task_items) as plain:
+        measured = alternated([echo, plain], sizes.repeat)
+    (echo_runs, echo_cpu), (plain_runs, plain_cpu) = measured[echo.name], measured[plain.name]
+    return (
+        {"processes": processes, **summary(echo_runs, echo_cpu)},
+        {"pool": pool, "concurrency": concurrency, "task_items": task_items, **summary(plain_runs, plain_cpu)},
+    )
 
 
 #: ``minilm`` as an int8 model of its own (see docs/int8.md), for :func:`bench_int8`.

@@ -49,17 +49,19 @@ def jobs_sent(stack: Stack) -> list[dict[str, Any]]:
     return store.get_many(store.recent(1000))
 
 
-def test_echo_phase_computes_every_item_it_times(echo_stack):
+def test_echo_phase_computes_every_item_it_times_beside_plain_celery(echo_stack):
     api = echo_stack.start_api()
     sizes = dataclasses.replace(phases.Sizes.of(quick=True, repeat=2), echo=600)
 
-    echo = phases.bench_echo(echo_stack, api, sizes, processes=2)
+    echo, plain = phases.bench_echo_against_plain(echo_stack, api, sizes, 2, "prefork", 2, 256)
 
     jobs = jobs_sent(echo_stack)
     assert len(jobs) == 3  # the warm-up and two timed runs
     assert all(job["status"] == "completed" and job["succeeded"] == job["total"] for job in jobs)
     assert [job["cached"] for job in jobs] == [0, 0, 0]
-    assert echo["items"] == 600 and echo["processes"] == 2
+    assert echo["items"] == plain["items"] == 600 and echo["processes"] == 2
+    assert len(echo["runs"]) == len(plain["runs"]) == 2 and plain["runs"][0]["tasks"] == 3
+    assert echo["cpu_s"]["worker"] > 0 and plain["cpu_s"]["worker"] > 0, "each side's CPU over its own runs"
 
 
 def test_minilm_phase_computes_every_item_it_times(minilm_stack):
