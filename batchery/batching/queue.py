@@ -17,7 +17,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from itertools import islice
+from itertools import groupby, islice
+from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -64,13 +65,21 @@ class ItemQueue:
         return self._count
 
     def put_many(self, items: Iterable[Item]) -> None:
+        """Queue items; a chunk's items (one job, one tier) join their job's queue in one step."""
+        items = list(items)
         now = self.clock()
+        for item in items:
+            item.enqueued_at = now
         with self._cond:
             if self._closed:
                 raise QueueClosed("the batcher is shutting down")
-            for item in items:
-                item.enqueued_at = now
-                self._append(item)
+            for (tier, job_id), run in groupby(items, key=_lane):
+                jobs = self._tiers[tier]
+                waiting = jobs.get(job_id)
+                if waiting is None:
+                    waiting = jobs[job_id] = deque()
+                waiting.extend(run)
+            self._count += len(items)
             self._cond.notify_all()
 
     def put_back(self, items: Iterable[Item]) -> None:
@@ -172,6 +181,8 @@ class ItemQueue:
     def _remove(self, batch: list[Item]) -> None:
         """Take the batch's items out (they are at the heads of their jobs' queues, in schedule order), rotate
         each served job to the back of its tier, and count which waiting tiers got nothing."""
+        if self._take_prefix(batch):
+            return
         touched: dict[tuple[int, str], deque[Item]] = {}
         for item in batch:
             items = self._tiers[item.tier][item.job_id]
@@ -190,6 +201,25 @@ class ItemQueue:
         for rank, jobs in enumerate(self._tiers):
             self._skipped[rank] = 0 if rank in served_tiers or not jobs else self._skipped[rank] + 1
 
-    def _append(self, item: Item) -> None:
-        self._tiers[item.tier].setdefault(item.job_id, deque()).append(item)
-        self._count += 1
+    def _take_prefix(self, batch: list[Item]) -> bool:
+        """The common case, in one step: one job waits, and the batch is the head of its queue (the batch's
+        items are in queue order, so its first and last items at the head's ends say so)."""
+        tier = batch[0].tier
+        jobs = self._tiers[tier]
+        if len(jobs) != 1 or sum(map(bool, self._tiers)) != 1:
+            return False
+        job_id, items = next(iter(jobs.items()))
+        n = len(batch)
+        if len(items) < n or items[0] is not batch[0] or items[n - 1] is not batch[-1]:
+            return False
+        for _ in range(n):
+            items.popleft()
+        if not items:
+            del jobs[job_id]
+        self._count -= n
+        self._skipped = [0] * len(self._tiers)  # the one tier waiting was served; the others wait for nothing
+        return True
+
+
+#: Which of a tier's job queues an item waits in.
+_lane = attrgetter("tier", "job_id")

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import redis
@@ -14,6 +15,8 @@ from batchery import keys
 from batchery.batching.hooks import BatchHook, BatchShape
 from batchery.errors import BatcheryError
 from batchery.store.activity import ERRORS, FIELDS, NOT_THE_MODELS, SERVED, latency_bucket, latency_field
+
+_ENQUEUED_AT = attrgetter("enqueued_at")
 
 if TYPE_CHECKING:
     from batchery.batching.queue import Item
@@ -87,14 +90,17 @@ class ActivityHook(BatchHook):
     def after_store(self, spec: "ModelSpec", items: Sequence["Item"], results: Sequence[Any]) -> None:
         """Latencies are bucketed once per run of items that arrived together (a chunk's items do)."""
         now, ended = self.clock(), self.monotonic()
-        arrivals: Counter[float] = Counter()
         errors = 0
-        for item, result in zip(items, results):
-            if isinstance(result, BatcheryError):
-                if result.code in NOT_THE_MODELS:
-                    continue
-                errors += 1
-            arrivals[item.enqueued_at] += 1
+        if any(isinstance(result, BatcheryError) for result in results):
+            arrivals: Counter[float] = Counter()
+            for item, result in zip(items, results):
+                if isinstance(result, BatcheryError):
+                    if result.code in NOT_THE_MODELS:
+                        continue
+                    errors += 1
+                arrivals[item.enqueued_at] += 1
+        else:  # the common batch, every item served: counted in C
+            arrivals = Counter(map(_ENQUEUED_AT, items))
         if not arrivals:
             return
         with self._lock:

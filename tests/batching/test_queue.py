@@ -187,3 +187,22 @@ def test_a_batch_put_back_keeps_its_place_at_the_head():
     assert queue.highest_waiting() == 0
     first = queue.take(8, 0.0)
     assert [(i.job_id, i.index) for i in first] == [("online", 0)] + [("backfill", n) for n in range(6)]
+
+
+def test_one_jobs_batches_and_a_by_length_pick_leave_the_rest_in_place():
+    """One job waiting: a batch from the head of its queue leaves in one step; a by-length batch picks items
+    from the middle of it, and either way what is left waits in order, counted right."""
+    queue = ItemQueue(Clock())
+    ticket = Ticket(12)
+    lengths = [1, 1, 9, 1, 9, 9, 9, 1, 1, 1, 1, 1]
+    queue.put_many(Item("j", i, i, ticket, length=n) for i, n in enumerate(lengths))
+    head = queue.take(2, max_wait_s=0.0)
+    assert [item.index for item in head] == [0, 1] and len(queue) == 10
+    long_ones = queue.take(4, max_wait_s=10.0, by_length=True)  # not due: the full group of long ones leaves
+    assert sorted(item.index for item in long_ones) == [2, 4, 5, 6] and len(queue) == 6, "from the head, then past item 3"
+    queue.put_many(items(2, job="k"))
+    rest = []
+    while len(queue):
+        rest += [(item.job_id, item.index) for item in queue.take(3, max_wait_s=0.0)]
+    assert sorted(rest) == [("j", i) for i in (3, *range(7, 12))] + [("k", 0), ("k", 1)]
+    assert [index for job, index in rest if job == "j"] == [3, *range(7, 12)], "the job's items in order"
