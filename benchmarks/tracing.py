@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     off_cpu = sides["off"]["cpu_us_per_item"]
     cpu_ratios = {mode: round(side["cpu_us_per_item"] / off_cpu, 4) for mode, side in sides.items()}
     costs = disabled_costs()
-    chunk_size = Settings().chunk_size  # what both stacks run with
+    chunk_size = load_registry().get("echo").chunk_size or Settings().chunk_size  # what both stacks run echo with
     per_item_ns = costs["chunk_ns"] / chunk_size + costs["job_ns"] / args.items
     item_ns = 1e9 / off_rate
     off_share = per_item_ns / item_ns
