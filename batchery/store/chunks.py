@@ -133,8 +133,8 @@ class Taken:
 
     ``first`` is True when no worker took it before: none of its items can have a result of its computing,
     so the worker need not ask Redis which are still missing (one ``HEXISTS`` an item). Items another path
-    ended meanwhile (a cancel, a deadline) are still ended, not computed, by the job's status, and storing is
-    ``HSETNX``: an item is never counted twice either way.
+    ended meanwhile (a cancel, a deadline) are still ended, not computed, by the job's status, and the storing
+    script writes only items without a result: an item is never counted twice either way.
     """
 
     indices: list[int]
