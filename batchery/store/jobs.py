@@ -2,10 +2,11 @@
 
 Every write a batch makes is one round trip and one atomic script (:mod:`batchery.store.lua`). The script
 stores each output only where its item has none (one HMGET, then one HSET, per output shard) and counts
-only the fields it created, so a chunk that runs twice (redelivered after a crash, or a duplicate) can neither double-count nor lose an item; it flips the job to
-``completed`` in the same step in which the last item is accounted for, and in that same step hands the
-result to every item that waited on it (see :mod:`batchery.cache`), or records a durable handoff for them
-(:mod:`batchery.store.handoff`). Nothing about an item is left for a second round trip that could fail.
+only the fields it created, so a chunk that runs twice (redelivered after a crash, or a duplicate) can
+neither double-count nor lose an item; it flips the job to ``completed`` in the same step in which the last
+item is accounted for, and in that same step hands the result to every item that waited on it (see
+:mod:`batchery.cache`), or records a durable handoff for them (:mod:`batchery.store.handoff`). Nothing about
+an item is left for a second round trip that could fail.
 
 A job's outputs live in shards of :data:`batchery.keys.SHARD_ITEMS` items, so no key grows with the job.
 """
