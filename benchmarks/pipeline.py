@@ -61,7 +61,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="fewer items and one repetition")
     parser.add_argument(
-        "--repeat", type=int, help="runs per measurement; the median is reported (default 3, --quick 1)"
+        "--repeat", type=int,
+        help="runs per measurement; the median is reported (default 3, and 7 for echo against 256-item tasks; --quick 1)"
     )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="BATCHERY_DATA_DIR (ONNX export cache)")
     parser.add_argument(
