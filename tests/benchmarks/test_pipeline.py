@@ -110,6 +110,7 @@ def test_quick_run_compares_equal_item_counts_with_both_plain_baselines(tmp_path
     assert all(run["counts"]["cached"] == 0 for run in echo["runs"])
     ratios = [row for row in document["table"] if row["ratio"] is not None]
     assert len(ratios) == 2 and all(row["items"] == echo["items"] for row in ratios)
+    assert [row["target"] for row in ratios] == ["batchery ≥ 20× this", "batchery ≥ 0.6× this"]
     printed = capsys.readouterr().out
     assert "1 item a task" in printed and "256 items a task" in printed
 
