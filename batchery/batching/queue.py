@@ -179,25 +179,28 @@ class ItemQueue:
         return starved[:1] + [rank for rank in waiting if rank not in starved[:1]]
 
     def _remove(self, batch: list[Item]) -> None:
-        """Take the batch's items out (they are at the heads of their jobs' queues, in schedule order), rotate
-        each served job to the back of its tier, and count which waiting tiers got nothing."""
+        """Take the batch's items out, rotate each served job to the back of its tier, and count which waiting
+        tiers got nothing. A job's chosen items are taken from the head of its queue while they are there; the
+        rest (a by-length pick from further back) in one pass over the queue, by identity: removing them one by
+        one scanned the queue for each, comparing every item field by field."""
         if self._take_prefix(batch):
             return
-        touched: dict[tuple[int, str], deque[Item]] = {}
+        chosen: dict[tuple[int, str], set[int]] = {}
         for item in batch:
-            items = self._tiers[item.tier][item.job_id]
-            if items[0] is item:
-                items.popleft()
-            else:
-                items.remove(item)
-            touched[(item.tier, item.job_id)] = items
+            chosen.setdefault((item.tier, item.job_id), set()).add(id(item))
         self._count -= len(batch)
-        served_tiers = {tier for tier, _ in touched}
-        for (tier, job_id), items in touched.items():
+        for (tier, job_id), ids in chosen.items():
+            jobs = self._tiers[tier]
+            items = jobs[job_id]
+            while items and id(items[0]) in ids:
+                ids.discard(id(items.popleft()))
+            if ids:
+                items = jobs[job_id] = deque(item for item in items if id(item) not in ids)
             if items:
-                self._tiers[tier].move_to_end(job_id)
+                jobs.move_to_end(job_id)
             else:
-                del self._tiers[tier][job_id]
+                del jobs[job_id]
+        served_tiers = {tier for tier, _ in chosen}
         for rank, jobs in enumerate(self._tiers):
             self._skipped[rank] = 0 if rank in served_tiers or not jobs else self._skipped[rank] + 1
 

@@ -206,3 +206,21 @@ def test_one_jobs_batches_and_a_by_length_pick_leave_the_rest_in_place():
         rest += [(item.job_id, item.index) for item in queue.take(3, max_wait_s=0.0)]
     assert sorted(rest) == [("j", i) for i in (3, *range(7, 12))] + [("k", 0), ("k", 1)]
     assert [index for job, index in rest if job == "j"] == [3, *range(7, 12)], "the job's items in order"
+
+
+def test_a_by_length_pick_is_taken_out_without_comparing_items(monkeypatch):
+    """Items picked from further back in their jobs' queues are taken out by identity, in one pass: removing
+    them one by one scanned the queue for each, comparing every item field by field (the items' features
+    included), which made the by-length path quadratic in the queue's length."""
+    def refuse(self, other):
+        raise AssertionError("items were compared field by field")
+
+    monkeypatch.setattr(Item, "__eq__", refuse)
+    queue = ItemQueue(Clock())
+    for job in ("a", "b", "c"):
+        ticket = Ticket(300)
+        queue.put_many(Item(job, i, i, ticket, length=1 + (i * 7) % 40) for i in range(300))
+    taken = []
+    while len(queue):
+        taken += [(item.job_id, item.index) for item in queue.take(64, max_wait_s=0.0, max_tokens=2048, by_length=True)]
+    assert sorted(taken) == sorted((job, i) for job in ("a", "b", "c") for i in range(300))
