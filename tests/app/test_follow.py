@@ -49,17 +49,19 @@ def test_a_stream_with_wait_sends_every_item_in_index_order_while_the_job_runs(h
 
 
 def test_a_stream_cut_short_by_its_wait_resumes_at_its_offset(http, api):
-    job = submit(http, api, 400)
+    """A wait of 1 s on a job of at least 2 s (100 batches of 20 ms): long enough for its first items even when
+    the worker is slow to start (0.3 s was not, once, in a slow spell of a shared machine), short of the end."""
+    job = submit(http, api, 800)
     started = time.monotonic()
-    with http.get(job["links"]["results"], params={"wait": 0.3}, headers=NDJSON, stream=True) as response:
+    with http.get(job["links"]["results"], params={"wait": 1.0}, headers=NDJSON, stream=True) as response:
         first = [record for _, record in read_lines(response)]
-    assert time.monotonic() - started < 3
-    assert 0 < len(first) < 400, "some items in 0.3 s, not all of 50 batches of 20 ms"
+    assert time.monotonic() - started < 4
+    assert 0 < len(first) < 800, "some items in 1 s, not all of 100 batches of 20 ms"
     assert [r["index"] for r in first] == list(range(len(first)))
     params = {"wait": 30, "offset": len(first)}
     with http.get(job["links"]["results"], params=params, headers={"Accept": FRAMES}, stream=True) as response:
         rest = list(read_frames(response.content))
-    assert [index for index, _ in rest] == list(range(len(first), 400))
+    assert [index for index, _ in rest] == list(range(len(first), 800))
     assert all(decode(raw) == ("output", f"item {index}") for index, raw in rest)
 
 

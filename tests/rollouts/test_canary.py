@@ -220,7 +220,9 @@ def test_a_failing_canary_is_rolled_back_within_its_window_and_no_item_is_lost(s
             assert {r["error"]["code"] for r in results} == {"transient_error"}
         else:
             assert counts["succeeded"] == done["total"] and all(len(r["output"]) == 8 for r in results)
-    assert on_canary >= 5
+    # The canary's window (10 s) may still hold the items this module's earlier tests sent to v2, which count
+    # toward its minimum of 20 served, so as few as one of this test's jobs may reach it before the rollback.
+    assert on_canary >= 1
     letters = stack.http.get(f"{stack.api.url}/v1/dead-letters", params={"model": "minilm@v2", "limit": 1000}).json()
     assert {e["attempts"] for e in letters["dead_letters"]} == {2}, "each retried once, as the policy says"
     assert rollbacks_counted(stack) == 1, "two watchers, one rollback counted"
