@@ -142,7 +142,10 @@ def test_the_pool_grows_under_a_burst_and_shrinks_when_idle_and_every_item_ends_
             assert_exactly_once(http, *late)
             assert live(redis_client) == {"cpu0"}, "the lowest slot stays; the others withdrew their heartbeats"
             text = http.get(f"{api.url}/metrics").text
-            assert f'batchery_pool_scaling_events_total{{direction="up",pool="{POOL}"}} 1.0' in text
+            # at least the one 1 -> 3; the late job's backlog, if the scaler sees it before cpu0 has run it (as
+            # on a slow machine), rightly grows the pool again
+            ups = re.search(rf'batchery_pool_scaling_events_total{{direction="up",pool="{POOL}"}} ([\d.]+)', text)
+            assert ups is not None and float(ups.group(1)) >= 1.0, text[-2000:]
             assert f'batchery_pool_max_processes{{pool="{POOL}"}} 3.0' in text
     finally:
         os.killpg(pool.pid, signal.SIGTERM)
@@ -152,7 +155,7 @@ def test_the_pool_grows_under_a_burst_and_shrinks_when_idle_and_every_item_ends_
         -3000:
     ]
     assert re.search(r"scales down 3 -> [12] processes, draining cpu2 ", log), log[-3000:]
-    assert len(re.findall(r"cpu[12] \(pid \d+\) retired: exit code 0", log)) == 2, "both drained and exited cleanly"
+    assert len(re.findall(r"cpu[12] \(pid \d+\) retired: exit code 0", log)) >= 2, "both drained and exited cleanly"
     assert "restarting" not in log and "did not stop in time" not in log
     assert pool.returncode == 0
     assert not redis_client.exists(keys.pool(POOL)), "a stopped pool withdraws its size"
