@@ -51,6 +51,15 @@ MODELS_TOML = textwrap.dedent(
     [models.echo-slow.options]
     batch_latency_ms = 20
 
+    [models.echo-tiers]
+    runtime = "echo"
+    input = "json"
+    max_batch_size = 8
+    max_wait_ms = 1
+    description = "synthetic: echo at 20 ms a batch, served only by the tier tests' own workers"
+    [models.echo-tiers.options]
+    batch_latency_ms = 20
+
     [models.echo-chaos]
     runtime = "echo"
     input = "json"
