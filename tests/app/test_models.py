@@ -49,7 +49,7 @@ def test_readyz_names_models_without_a_live_worker(http, api, echo_worker):
 
 
 def test_readyz_is_200_when_every_model_is_served(http, settings, session_dir, echo_worker, minilm_worker):
-    orphan = WorkerProcess(settings, ["echo-orphan", "echo-chaos", "echo-flaky", "echo-store", "echo-oom"], "orphan", session_dir / "orphan-worker.log").start()
+    orphan = WorkerProcess(settings, ["echo-orphan", "echo-tiers", "echo-chaos", "echo-flaky", "echo-store", "echo-oom"], "orphan", session_dir / "orphan-worker.log").start()
     try:
         with ApiServer(settings) as server:
             response = http.get(f"{server.url}/readyz")
