@@ -97,10 +97,9 @@ local function store_group(g)
   end
   expire_with_job(s, g.key)
   for _, k in ipairs(stored) do
-    if g.flag[k] == '1' then s.ok = s.ok + 1 else s.err = s.err + 1 end
+    count(s, g.flag[k] == '1', false)
+    resolve_claim(g.job, fields[k], ARGV[g.at[k]], g.flag[k])
   end
-  s.computed = s.computed + #stored
-  for _, k in ipairs(stored) do resolve_claim(g.job, fields[k], ARGV[g.at[k]], g.flag[k]) end
 end
 
 local grouped = {}
@@ -116,7 +115,7 @@ while i <= #ARGV do
       s.groups = s.groups or {}
       local g = s.groups[shard]
       if not g then
-        g = {s = s, job = job, key = s.key .. ':out:' .. shard, index = {}, at = {}, flag = {}}
+        g = {s = s, job = job, key = out_key(s, shard), index = {}, at = {}, flag = {}}
         s.groups[shard] = g
         grouped[#grouped + 1] = g
       end

@@ -64,15 +64,23 @@ local function expire_with_job(s, key)
   end
 end
 
+-- The hash that holds a job's outputs for one shard of its indices.
+local function out_key(s, shard) return s.key .. ':out:' .. shard end
+
+-- Count one item newly stored in its job: an output or an error, from the cache or computed.
+local function count(s, ok, cached)
+  if ok then s.ok = s.ok + 1 else s.err = s.err + 1 end
+  if cached then s.cached = s.cached + 1 else s.computed = s.computed + 1 end
+end
+
 -- Store one item's result unless it has one: true when this call stored it.
 local function put(job, index, value, ok, cached)
   local s = job_state(job)
   if not s then return false end
-  local key = s.key .. ':out:' .. shard_of(index)
+  local key = out_key(s, shard_of(index))
   if redis.call('HSETNX', key, index, value) == 0 then return false end
   expire_with_job(s, key)
-  if ok then s.ok = s.ok + 1 else s.err = s.err + 1 end
-  if cached then s.cached = s.cached + 1 else s.computed = s.computed + 1 end
+  count(s, ok, cached)
   return true
 end
 
