@@ -43,12 +43,17 @@ def celery_argv(*args: str) -> list[str]:
 
 def worker_argv(settings: Settings, queues: Sequence[str], name: str) -> list[str]:
     """A Celery worker named ``name@host`` consuming ``queues``, on the threads pool: a worker process never
-    forks, so a CUDA context made in it is never inherited by a child that cannot use it."""
+    forks, so a CUDA context made in it is never inherited by a child that cannot use it.
+
+    Without mingle: at start it asks every other worker for its revoked task ids and waits a full second for
+    their answers, and batchery revokes no tasks (a job is cancelled in Redis); the second is a second more
+    that a new worker, or a scaled-up one, takes to serve."""
     quiet = ("--quiet",) if settings.log_format == "text" else ()
     return celery_argv(
         *quiet,
         "worker",
         "--pool=threads",
+        "--without-mingle",
         f"--concurrency={settings.worker_concurrency}",
         f"--queues={','.join(queues)}",
         f"--hostname={name}@%h",

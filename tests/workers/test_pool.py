@@ -181,7 +181,8 @@ def test_one_threads_pool_process_per_gpu_each_pinned_to_its_own(pool: Pool, poo
         assert environ["CUDA_VISIBLE_DEVICES"] == worker["cuda_visible_devices"] == str(index)
         assert worker["device"] == f"cuda:{index}" and worker["runtime_device"] == "cuda:0"
         assert worker["metrics_port"] == pool_settings.worker_metrics_port + index
-        assert "--pool=threads" in Path(f"/proc/{worker['pid']}/cmdline").read_bytes().decode()
+        argv = Path(f"/proc/{worker['pid']}/cmdline").read_bytes().decode().split("\0")
+        assert "--pool=threads" in argv and "--without-mingle" in argv, "no second spent asking for revoked ids"
     assert set(workers["gpu0"]["queues"]) == tier_queues("echo-gpu0", "echo-pool")
     assert set(workers["gpu1"]["queues"]) == tier_queues("echo-gpu1", "echo-pool")
     assert workers["gpu1"]["warm_batch_sizes"] == {"echo-gpu1": [8], "echo-pool": [4, 32]}, "the on.cuda table applies"
