@@ -27,6 +27,9 @@ from batchery.tasks import transport
 from batchery.tiers import STANDARD
 
 
+#: How long one BRPOP of a worker's consumer blocks on Redis (see ``polling_interval`` below).
+BRPOP_TIMEOUT_S = 0.25
+
 #: Where a message that names no queue of a model would go (batchery sends none such).
 EXCHANGE = "batchery"
 
@@ -52,6 +55,9 @@ def create_celery(settings: Settings) -> Celery:
         # chunk is always taken before a standard or bulk one (RabbitMQ has no order across queues; there the
         # lanes' small budgets and the batcher's tiers keep interactive work first).
         "queue_order_strategy": "priority",
+        # BRPOP's own timeout, in seconds (kombu's default is 1): closing a channel waits for the BRPOP in flight,
+        # so this bounds how long a worker takes to begin a warm shutdown; an idle worker asks 4 times a second.
+        "polling_interval": BRPOP_TIMEOUT_S,
     }
     if settings.effective_broker_url.split("://", 1)[0] in ("redis", "rediss"):
         app.conf.broker_transport = transport.PATH

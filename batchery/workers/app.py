@@ -13,11 +13,14 @@ from batchery.settings import Settings
 from batchery.tasks.celery_app import create_celery
 from batchery.workers import chunk_task
 from batchery.workers.bootstep import ModelHostStep
+from batchery.workers.wakeup import SignalWakeup
 
 
 def create_worker_app(settings: Settings) -> Celery:
-    """The app with the model host's bootstep; the chunk task (a ``shared_task``) joins it when it finalizes."""
+    """The app with the model host's bootstep and the consumer's signal wakeup; the chunk task (a
+    ``shared_task``) joins it when it finalizes."""
     app = create_celery(settings)
     app.steps["worker"].add(ModelHostStep)
+    app.steps["consumer"].add(SignalWakeup)
     assert chunk_task.run_chunk.name == chunk_task.CHUNK_TASK
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from kombu import Connection, Queue
 
 from batchery.settings import Settings
 from batchery.tasks import transport
+from batchery.tasks.celery_app import BRPOP_TIMEOUT_S, create_celery
 
 
 @pytest.fixture
@@ -60,3 +62,22 @@ def test_a_new_pool_gets_a_new_client(settings: Settings, created: list[Any]) ->
         bound = queue(channel)
         assert [bound.get(no_ack=True).payload["n"] for _ in range(2)] == [1, 2]
         bound.delete()
+
+
+def test_a_consumer_channel_closes_within_its_short_brpop(settings: Settings) -> None:
+    """Closing a channel waits for its BRPOP in flight: the app's polling interval bounds that wait, and with
+    it how long a worker takes to begin its warm shutdown (kombu's default BRPOP blocks for a second)."""
+    app = create_celery(settings)
+    queue = Queue("batchery.test.transport.brpop")
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        assert channel.brpop_timeout == BRPOP_TIMEOUT_S < 1
+        queue(channel).declare()
+        channel.basic_consume(queue.name, False, lambda message: None, "brpop-test")
+        conn.transport.cycle._register_BRPOP(channel)  # what the worker's event loop does on each turn
+        assert channel._in_poll, "a BRPOP is in flight"
+        started = time.monotonic()
+        channel.close()
+        waited = time.monotonic() - started
+    app.close()
+    assert waited < 0.9, f"closing waited {waited:.2f} s for the BRPOP"
