@@ -236,7 +236,8 @@ class ApiServer:
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
         self.server = make_server("127.0.0.1", self.port, create_app(settings), threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a short poll: shutdown() waits for the serving loop's next look at its flag (werkzeug's is 0.5 s)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "ApiServer":
