@@ -170,15 +170,19 @@ class SmallDevice(Runtime):
 
 
 def test_a_batch_too_big_for_the_device_is_split_and_the_batch_size_drops(store, seen):
+    """The rest of the job is sent once the first batch has run: sent at once, its next batches would be
+    formed while the first one was still being split, at whatever size the cap had dropped to by then."""
     spec = ModelSpec("t", "echo", input="json", max_batch_size=32, max_wait_ms=1, options={"oom_above": 8})
     batcher = Batcher(EchoRuntime(spec, "cpu"), store, oom_cooldown_s=60).start()
     job_id = new_job(store, 100)
-    ticket = batcher.submit(job_id, [(i, {"i": i}) for i in range(100)])
-    assert ticket.wait(10) and (ticket.succeeded, ticket.failed) == (100, 0)
+    first = batcher.submit(job_id, [(i, {"i": i}) for i in range(32)])
+    assert first.wait(10) and (first.succeeded, first.failed) == (32, 0)
+    assert seen.sizes == [32] and batcher.batch_size.current == 8, "split until it fit, and the cap came down"
+    rest = batcher.submit(job_id, [(i, {"i": i}) for i in range(32, 100)])
+    assert rest.wait(10) and (rest.succeeded, rest.failed) == (68, 0)
     batcher.stop()
     assert [decode(raw)[1] for _, raw in store.outputs(job_id, 0, 100)] == [{"i": i} for i in range(100)]
-    assert seen.sizes[0] == 32 and batcher.batch_size.current == 8
-    assert max(seen.sizes[2:]) <= 8, "once the cap drops, batches are formed at the size that fits"
+    assert seen.sizes[1:] == [8] * 8 + [4], "once the cap drops, batches are formed at the size that fits"
 
 
 def test_out_of_memory_is_split_at_once_not_retried_at_the_size_that_failed(store):
