@@ -41,15 +41,20 @@ PAGE = 1000
 CALLS_PER_TRIP = 16
 
 _CLAIM = lua.script("""
--- ARGV after the head: job, then (index, cache key, input JSON) per item.
-local job = ARGV[FIRST]
+-- ARGV after the head: job, '1' to pass over items that already have a result (a resubmission), then
+-- (index, cache key, input JSON) per item.
+local job, skip_done = ARGV[FIRST], ARGV[FIRST + 1] == '1'
 local owned, hits, waits, again = {}, 0, 0, {}
-for i = FIRST + 1, #ARGV, 3 do
+local s_done = skip_done and job_state(job)
+for i = FIRST + 2, #ARGV, 3 do
   local index, key, input = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local entry = C.cache_prefix .. key
   local value = redis.call('GET', entry)
   local me = job .. '|' .. index
-  if value then
+  if s_done and redis.call('HEXISTS', out_key(s_done, shard_of(index)), index) == 1 then
+    -- stored since the caller looked: a claim now would be resolved by no one, since a record resolves only
+    -- the claims of the items it stores
+  elseif value then
     put(job, index, value, true, true)
     hits = hits + 1
   elseif redis.call('SET', entry .. ':inflight', me .. '\\n' .. input, 'NX', 'EX', C.keep) then
@@ -125,11 +130,16 @@ class ResultCache:
         self._claim = store.redis.register_script(_CLAIM)
         self._abandon = store.redis.register_script(_ABANDON)
 
-    def claim(self, job_id: str, spec: ModelSpec, inputs: Sequence[Any], indices: Sequence[int] | None = None) -> Claim:
+    def claim(
+        self, job_id: str, spec: ModelSpec, inputs: Sequence[Any], indices: Sequence[int] | None = None,
+        *, skip_done: bool = False,
+    ) -> Claim:
         """Claim items ``indices`` (default: all) of a job whose inputs are ``inputs`` (same order as indices).
 
-        Pages run in order, a few per round trip; one that fails leaves the earlier pages' claims in place,
-        for the caller to :meth:`abandon`.
+        ``skip_done`` passes over items that have a result by the time the claim runs, in the same atomic step:
+        a resubmission's items may be stored between the caller's look and its claim, and a claim taken for one
+        of them would stay in Redis, with its backlog, for nobody to resolve. Pages run in order, a few per
+        round trip; one that fails leaves the earlier pages' claims in place, for the caller to :meth:`abandon`.
         """
         indices = range(len(inputs)) if indices is None else indices
         ref = cache_ref(spec)
@@ -139,7 +149,7 @@ class ResultCache:
             now = time.time()
             pipe = self.store.redis.pipeline(transaction=False)
             for start in pages[trip : trip + CALLS_PER_TRIP]:
-                args: list[Any] = [*lua.head(self.store.bounds, now), job_id]
+                args: list[Any] = [*lua.head(self.store.bounds, now), job_id, "1" if skip_done else "0"]
                 for index, value in zip(indices[start : start + PAGE], inputs[start : start + PAGE]):
                     args.extend((index, keyed(ref, value), orjson.dumps(value)))
                 self._claim(keys=[], args=args, client=pipe)

@@ -254,7 +254,7 @@ class Enqueuer:
         if not indices:
             return 0
         spec = self.registry.get(f"{job['model']}@{job['version']}")
-        claim = self.cache.claim(job_id, spec, [values[i] for i in indices], indices)
+        claim = self.cache.claim(job_id, spec, [values[i] for i in indices], indices, skip_done=True)
         sending = sorted(claim.owned + claim.again)  # again: claimed by a run of this that may not have sent them
         if not sending:
             return 0

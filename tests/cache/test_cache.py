@@ -243,6 +243,36 @@ def test_a_resubmission_redone_after_it_sent_sends_again_and_counts_the_backlog_
         enqueuer.dispatcher.chunks.delete(job_id, range(store.get(job_id)["chunks"]), spec.queue_for("standard"))
 
 
+def test_a_resubmission_passes_over_an_item_stored_between_its_look_and_its_claim(settings, store, monkeypatch):
+    """The janitor's resubmission reads which items still lack a result, then claims those. An item stored in
+    between (by its own run, sent by an earlier try of the same handoff) must be neither claimed nor sent: a
+    record resolves only the claims of the items it stores, so that claim would hold its cache key, and the
+    model's backlog, with nothing left to release them. On a model no worker serves."""
+    registry = load_registry(settings.models_file)
+    enqueuer = Enqueuer(create_celery(settings), store, settings, registry)
+    spec = registry.get("echo-orphan")
+    inputs = unique(4)
+    job_id = new_job(store, 4, spec.name)
+    before = enqueuer.backlog.queued(spec.key)
+    look = store.missing
+
+    def item_0_lands_after_the_look(job: str, indices: list[int]) -> list[int]:
+        missing = look(job, indices)
+        store.record([ItemResult(job_id, 0, encode_output(inputs[0]), True)])
+        return missing
+
+    monkeypatch.setattr(store, "missing", item_0_lands_after_the_look)
+    try:
+        assert enqueuer.resubmit(job_id, list(enumerate(inputs))) == 3
+        assert store.redis.get(keys.cache_inflight(cache_key(spec, inputs[0]))) is None
+        assert store.redis.hkeys(f"{keys.job_prefix()}{job_id}:owns:0") == [b"1", b"2", b"3"]
+        assert enqueuer.backlog.queued(spec.key) == before + 3
+    finally:
+        enqueuer.cancel(job_id)
+        enqueuer.backlog.release(spec.key, 3)
+        enqueuer.dispatcher.chunks.delete(job_id, range(store.get(job_id)["chunks"]), spec.queue_for("standard"))
+
+
 def test_abandon_leaves_a_claim_taken_afresh_since_alone(store, spec):
     cache = ResultCache(store)
     value = unique(1)
