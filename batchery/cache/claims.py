@@ -49,11 +49,12 @@ local s_done = skip_done and job_state(job)
 for i = FIRST + 2, #ARGV, 3 do
   local index, key, input = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local entry = C.cache_prefix .. key
-  local value = redis.call('GET', entry)
+  -- an item stored since the caller looked is passed over: a claim now would be resolved by no one, since a
+  -- record resolves only the claims of the items it stores
+  local done = s_done and redis.call('HEXISTS', out_key(s_done, shard_of(index)), index) == 1
+  local value = not done and redis.call('GET', entry)
   local me = job .. '|' .. index
-  if s_done and redis.call('HEXISTS', out_key(s_done, shard_of(index)), index) == 1 then
-    -- stored since the caller looked: a claim now would be resolved by no one, since a record resolves only
-    -- the claims of the items it stores
+  if done then -- neither claimed nor sent
   elseif value then
     put(job, index, value, true, true)
     hits = hits + 1
