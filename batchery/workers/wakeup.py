@@ -46,8 +46,9 @@ class SignalWakeup(bootsteps.StartStopStep):
         self.pipe = None
 
     def _drain(self, *args: object) -> None:
+        """Empty the pipe (the loop and shutdown both run in the main thread, so the pipe is open here)."""
         try:
             while os.read(self.pipe[0], 4096):
                 pass
-        except (BlockingIOError, TypeError):
-            pass  # drained (or closed by shutdown meanwhile)
+        except BlockingIOError:
+            pass  # drained
